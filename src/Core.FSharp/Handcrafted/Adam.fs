@@ -1,0 +1,46 @@
+namespace Optimizers.Handcrafted
+
+open Optimizers
+
+/// Options of Adam (torch.optim.Adam's names and defaults, plus optax's eps_root).
+type AdamOptions =
+    { Lr: Hyper
+      Beta1: Hyper
+      Beta2: Hyper
+      /// Added to the denominator outside the square root (PyTorch's eps).
+      Eps: float
+      /// Added inside the square root; > 0 (about 1e-8) keeps meta-gradients finite.
+      EpsRoot: float
+      /// L2 regularisation added to the gradient (not decoupled: that is AdamW).
+      WeightDecay: Hyper }
+
+/// Adam (Kingma and Ba, ICLR 2015; lecture seed 003), exactly as torch.optim.Adam:
+///   g_t = grad_t + wd * theta_{t-1}
+///   m_t = b1 m_{t-1} + (1 - b1) g_t,      v_t = b2 v_{t-1} + (1 - b2) g_t^2
+///   theta_t = theta_{t-1} - lr * (m_t / (1 - b1^t)) / (sqrt(v_t) / sqrt(1 - b2^t) + eps)
+/// eps sits outside the square root as in PyTorch; epsRoot (optax) inside it when set.
+module Adam =
+
+    let defaults : AdamOptions =
+        { Lr = Hyper.Fixed 1e-3
+          Beta1 = Hyper.Fixed 0.9
+          Beta2 = Hyper.Fixed 0.999
+          Eps = 1e-8
+          EpsRoot = 0.0
+          WeightDecay = Hyper.Fixed 0.0 }
+
+    let validate (o: AdamOptions) =
+        Hyper.checkNonNegative "adam" "lr" o.Lr
+        Hyper.checkDecay "adam" "beta1" o.Beta1
+        Hyper.checkDecay "adam" "beta2" o.Beta2
+        Hyper.checkFloat "adam" "eps" (fun v -> v > 0.0) "> 0" o.Eps
+        Hyper.checkFloat "adam" "eps_root" (fun v -> v >= 0.0) ">= 0" o.EpsRoot
+        Hyper.checkNonNegative "adam" "weight_decay" o.WeightDecay
+
+    /// Adam as a transformation named "adam". Validates its options.
+    let create (o: AdamOptions) : Transformation =
+        validate o
+        Combine.named "adam" 1
+            [ ScaleBy.l2WeightDecay o.WeightDecay
+              ScaleBy.adamMoments o.Beta1 o.Beta2 o.Eps o.EpsRoot
+              ScaleBy.learningRate o.Lr ]

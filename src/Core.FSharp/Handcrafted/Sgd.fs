@@ -1,0 +1,50 @@
+namespace Optimizers.Handcrafted
+
+open Optimizers
+
+/// Options of stochastic gradient descent (torch.optim.SGD's names and defaults).
+type SgdOptions =
+    { Lr: Hyper
+      Momentum: Hyper
+      Dampening: Hyper
+      WeightDecay: Hyper
+      Nesterov: bool }
+
+/// Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay,
+/// exactly as torch.optim.SGD (Sutskever et al. 2013 for the momentum form; the lecture seed 003,
+/// "SGD with momentum" and "NAG", gives the same updates up to how lr enters the buffer):
+///   g_t = grad_t + wd * theta_{t-1}
+///   b_1 = g_1,   b_t = mu * b_{t-1} + (1 - dampening) * g_t
+///   d_t = g_t + mu * b_t (nesterov)  |  b_t (mu > 0)  |  g_t (mu = 0)
+///   theta_t = theta_{t-1} - lr * d_t
+module Sgd =
+
+    let defaults : SgdOptions =
+        { Lr = Hyper.Fixed 1e-3
+          Momentum = Hyper.Fixed 0.0
+          Dampening = Hyper.Fixed 0.0
+          WeightDecay = Hyper.Fixed 0.0
+          Nesterov = false }
+
+    /// Classical momentum: SGD with mu = 0.9.
+    let momentumDefaults = { defaults with Momentum = Hyper.Fixed 0.9 }
+
+    /// Nesterov momentum: SGD with mu = 0.9 and the Nesterov look-ahead.
+    let nesterovDefaults = { momentumDefaults with Nesterov = true }
+
+    let validate (o: SgdOptions) =
+        Hyper.checkNonNegative "sgd" "lr" o.Lr
+        Hyper.checkNonNegative "sgd" "momentum" o.Momentum
+        Hyper.checkUnitClosed "sgd" "dampening" o.Dampening
+        Hyper.checkNonNegative "sgd" "weight_decay" o.WeightDecay
+        if o.Nesterov then
+            Hyper.check "sgd" "momentum" (fun v -> v > 0.0) "> 0 when nesterov = true" o.Momentum
+            Hyper.check "sgd" "dampening" (fun v -> v = 0.0) "0 when nesterov = true" o.Dampening
+
+    /// SGD as a transformation named "sgd". Validates its options.
+    let create (o: SgdOptions) : Transformation =
+        validate o
+        let moves =
+            if Hyper.isZero o.Momentum then Transform.identity
+            else ScaleBy.momentum o.Momentum o.Dampening o.Nesterov
+        Combine.named "sgd" 1 [ ScaleBy.l2WeightDecay o.WeightDecay; moves; ScaleBy.learningRate o.Lr ]

@@ -1,0 +1,89 @@
+namespace Optimizers
+
+open System
+open System.Runtime.InteropServices
+open TorchSharp
+
+/// A TorchSharp tensor; the one array type of the library.
+type Tensor = torch.Tensor
+
+/// An invalid argument: a bad hyperparameter, an unknown name, a malformed option. The message
+/// names the thing and says what would be valid; `ParamName` is the argument's name.
+type InvalidOptionException(message: string, paramName: string) =
+    inherit ArgumentException(message, paramName)
+    /// The message alone, without .NET's " (Parameter '...')" suffix: it already names the parameter.
+    override _.Message = message
+
+/// Small tensor helpers shared by every module.
+module Tensors =
+
+    /// Raise an InvalidOptionException.
+    let invalidArg (paramName: string) (message: string) : 'a =
+        raise (InvalidOptionException(message, paramName))
+
+    /// Items joined by ", " (for messages that list what is valid).
+    let commas (items: seq<string>) : string = String.Join(", ", items)
+
+    /// sqrt(x + epsRoot). With epsRoot > 0 the derivative stays finite where x = 0, which
+    /// differentiating through Adam-like updates needs (DiffSharp issue 287; optax's eps_root).
+    let safeSqrt (epsRoot: float) (x: Tensor) : Tensor =
+        if epsRoot = 0.0 then x.sqrt() else (x + epsRoot).sqrt()
+
+    /// The value of a one-element tensor as a float, whatever its dtype.
+    let toFloat (t: Tensor) : float = t.ToDouble()
+
+    /// True when every element is finite (no NaN, no infinity).
+    let allFinite (t: Tensor) : bool =
+        use f = torch.isfinite t
+        use a = f.all()
+        a.ToBoolean()
+
+    /// The dtypes the library computes in, by their command-line names.
+    let dtypeNames = [ "float32"; "float64" ]
+
+    /// Parse a dtype name ("float32" or "float64").
+    let parseDtype (name: string) : torch.ScalarType =
+        match name.Trim().ToLowerInvariant() with
+        | "float32" | "float" | "single" -> torch.ScalarType.Float32
+        | "float64" | "double" -> torch.ScalarType.Float64
+        | other -> invalidArg "dtype" $"unknown dtype '{other}'; valid: {commas dtypeNames}"
+
+/// The guard against glibc's allocator trap (shared/notes/TORCHSHARP.md): glibc before 2.38 does
+/// not reuse freed aligned chunks, so code that allocates tensor temporaries every step grows
+/// without bound. Returning free memory to the system with malloc_trim keeps it flat. Every step
+/// loop and meta-iteration loop of the library calls `Memory.afterStep`.
+module Memory =
+
+    [<DllImport("libc", EntryPoint = "malloc_trim")>]
+    extern int private mallocTrim(unativeint pad)
+
+    [<DllImport("libc", EntryPoint = "gnu_get_libc_version")>]
+    extern nativeint private gnuGetLibcVersion()
+
+    /// True on Linux with glibc older than 2.38 and no other allocator preloaded.
+    let needsTrim : bool =
+        if not (RuntimeInformation.IsOSPlatform OSPlatform.Linux) then false
+        else
+            let preload = Environment.GetEnvironmentVariable "LD_PRELOAD"
+            if not (isNull preload) && preload.Contains "jemalloc" then false
+            else
+                try
+                    match Version.TryParse(Marshal.PtrToStringAnsi(gnuGetLibcVersion ())) with
+                    | true, v -> v < Version(2, 38)
+                    | _ -> false
+                with _ -> false // not glibc (musl): nothing to guard against
+
+    /// How many steps pass between two trims. Trimming a small heap costs microseconds; a large
+    /// one a few milliseconds, so trimming every few steps keeps memory flat at little cost.
+    let mutable trimEvery = 4
+
+    let mutable private steps = 0
+
+    /// Give freed native memory back now (no-op where the allocator does not need it).
+    let trim () = if needsTrim then mallocTrim 0un |> ignore
+
+    /// Call once per step of any loop that allocates tensor temporaries.
+    let afterStep () =
+        if needsTrim then
+            let n = Threading.Interlocked.Increment(&steps)
+            if n % trimEvery = 0 then mallocTrim 0un |> ignore
