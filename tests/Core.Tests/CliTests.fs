@@ -1,0 +1,6 @@
+module Optimizers.Tests.CliTests
+
+open Expecto
+
+[<Tests>]
+let tests = testList "CliTests" []

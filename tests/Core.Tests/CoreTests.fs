@@ -1,0 +1,6 @@
+module Optimizers.Tests.CoreTests
+
+open Expecto
+
+[<Tests>]
+let tests = testList "CoreTests" []

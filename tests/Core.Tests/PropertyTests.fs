@@ -1,0 +1,6 @@
+module Optimizers.Tests.PropertyTests
+
+open Expecto
+
+[<Tests>]
+let tests = testList "PropertyTests" []

@@ -1,0 +1,6 @@
+module Optimizers.Tests.ReferenceTests
+
+open Expecto
+
+[<Tests>]
+let tests = testList "ReferenceTests" []

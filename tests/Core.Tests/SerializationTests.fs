@@ -1,0 +1,6 @@
+module Optimizers.Tests.SerializationTests
+
+open Expecto
+
+[<Tests>]
+let tests = testList "SerializationTests" []
