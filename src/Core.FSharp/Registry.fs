@@ -59,7 +59,10 @@ type OptionValues(owner: string, specs: OptionSpec list, given: (string * string
     member _.Floats(name: string) : float[] option =
         match (text name).Trim() with
         | "" -> None
-        | v -> Some(v.Split(',') |> Array.map (parseFloat name))
+        | v ->
+            let parts = v.Split(',') |> Array.map (fun x -> Double.TryParse(x.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture))
+            if parts |> Array.forall fst then Some(parts |> Array.map snd)
+            else Tensors.invalidArg name $"{owner}: option {name} = '{v}' is not a list of numbers (e.g. -1.5,2)"
 
 /// A registered optimizer: how the CLI, configs and the C# facade build it by name.
 type OptimizerEntry =
