@@ -62,5 +62,11 @@ module State =
         for t in tensors s do t.MoveToOuterDisposeScope() |> ignore
         s
 
+    /// Take the state's tensors out of every DisposeScope: for a state that an object owns across
+    /// its caller's scopes (the C# facade's optimizer), freed only by `dispose`.
+    let detachFromScopes (s: State) : State =
+        for t in tensors s do t.DetachFromDisposeScope() |> ignore
+        s
+
     /// Free the state's native memory now.
     let dispose (s: State) = for t in tensors s do t.Dispose()

@@ -1,0 +1,80 @@
+// The project's tasks: dotnet fsi build.fsx <target> [args...]
+//   build   build the solution (Release)
+//   test    build, then run every test suite; ends with the line "Tests: N passed, M failed"
+//   demo    build, then run the main job: `optimizers demo` (extra args are passed on)
+//   run     build, then run the CLI with the given arguments: dotnet fsi build.fsx run -- trace ...
+//   pack    NuGet packages of the core and the facade into artifacts/
+// Every target restores what it needs from NuGet; nothing has to be installed by hand.
+open System
+open System.Diagnostics
+open System.Text.RegularExpressions
+
+let root = __SOURCE_DIRECTORY__
+let config = "Release"
+
+/// Run a command in the repository root, echoing its output; returns (exit code, output).
+let exec (file: string) (args: string list) =
+    let psi = ProcessStartInfo(file, args, WorkingDirectory = root, RedirectStandardOutput = true, RedirectStandardError = true)
+    psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] <- "1"
+    psi.Environment["DOTNET_NOLOGO"] <- "1"
+    use p = new Process(StartInfo = psi)
+    let out = Text.StringBuilder()
+    let echo (e: DataReceivedEventArgs) = if not (isNull e.Data) then (lock out (fun () -> out.AppendLine e.Data |> ignore); printfn "%s" e.Data)
+    p.OutputDataReceived.Add echo
+    p.ErrorDataReceived.Add echo
+    p.Start() |> ignore
+    p.BeginOutputReadLine()
+    p.BeginErrorReadLine()
+    p.WaitForExit()
+    p.ExitCode, out.ToString()
+
+let run (file: string) (args: string list) =
+    let code, _ = exec file args
+    if code <> 0 then
+        eprintfn "build.fsx: '%s %s' failed with exit code %d" file (String.Join(" ", args)) code
+        exit code
+
+let build () = run "dotnet" [ "build"; "Optimizers.sln"; "-c"; config; "-nologo"; "-clp:NoSummary" ]
+
+/// Expecto's summary: "N passed, I ignored, F failed, E errored".
+let expecto (output: string) =
+    let m = Regex.Match(output, @"(\d+) passed, (\d+) ignored, (\d+) failed, (\d+) errored")
+    if m.Success then Some(int m.Groups[1].Value, int m.Groups[3].Value + int m.Groups[4].Value) else None
+
+/// dotnet test's summary: "Failed: F, Passed: P, Skipped: S".
+let vstest (output: string) =
+    let ms = Regex.Matches(output, @"Failed:\s+(\d+), Passed:\s+(\d+)")
+    if ms.Count = 0 then None
+    else Some(ms |> Seq.sumBy (fun m -> int m.Groups[2].Value), ms |> Seq.sumBy (fun m -> int m.Groups[1].Value))
+
+let test () =
+    build ()
+    let suites =
+        [ "Core.Tests (Expecto)", exec "dotnet" [ "run"; "--project"; "tests/Core.Tests"; "-c"; config; "--no-build"; "--"; "--no-spinner"; "--colours"; "0" ], expecto
+          "Interop.Tests (xunit)", exec "dotnet" [ "test"; "tests/Interop.Tests"; "-c"; config; "--no-build"; "--nologo" ], vstest ]
+    let mutable passed, failed, ok = 0, 0, true
+    for name, (code, output), parse in suites do
+        match parse output with
+        | Some(p, f) ->
+            printfn "%s: %d passed, %d failed (exit code %d)" name p f code
+            passed <- passed + p
+            failed <- failed + f
+            if code <> 0 then ok <- false
+        | None ->
+            printfn "%s: no test summary found (exit code %d)" name code
+            ok <- false
+    printfn "Tests: %d passed, %d failed" passed failed
+    if not ok || failed > 0 then exit 1
+
+let cli (args: string list) = run "dotnet" ([ "run"; "--project"; "src/Experiments"; "-c"; config; "--no-build"; "--" ] @ args)
+
+match fsi.CommandLineArgs |> Array.toList |> List.tail with
+| [ "build" ] -> build ()
+| [ "test" ] -> test ()
+| "demo" :: rest -> build (); cli ("demo" :: rest)
+| "run" :: "--" :: rest
+| "run" :: rest -> build (); cli rest
+| [ "pack" ] -> run "dotnet" [ "pack"; "Optimizers.sln"; "-c"; config; "-o"; "artifacts" ]
+| _ ->
+    eprintfn "usage: dotnet fsi build.fsx build | test | demo | run -- ARGS | pack"
+    exit 2

@@ -1,0 +1,113 @@
+using Optimizers.Interop;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace Optimizers.Interop.Tests;
+
+public class OptimizerTests
+{
+    /// A tiny regression model and data, the same every time.
+    private static (nn.Module<Tensor, Tensor> model, Tensor x, Tensor y) Problem()
+    {
+        torch.manual_seed(1);
+        var model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1));
+        var x = torch.randn(16, 3);
+        var y = torch.randn(16, 1);
+        return (model, x, y);
+    }
+
+    private static float Train(nn.Module<Tensor, Tensor> model, Optimizer opt, Tensor x, Tensor y, int steps)
+    {
+        float loss = 0;
+        for (int i = 0; i < steps; i++)
+        {
+            using var scope = torch.NewDisposeScope();
+            opt.ZeroGrad();
+            var l = nn.functional.mse_loss(model.forward(x), y);
+            l.backward();
+            opt.Step();
+            loss = l.item<float>();
+        }
+        return loss;
+    }
+
+    [Theory]
+    [InlineData("sgd")]
+    [InlineData("momentum")]
+    [InlineData("nesterov")]
+    [InlineData("adam")]
+    public void EveryOptimizerTrainsAModel(string name)
+    {
+        var (model, x, y) = Problem();
+        using var opt = Optimizer.Create(name, model.parameters(), new Dictionary<string, object> { ["lr"] = 0.01 });
+        float first = Train(model, opt, x, y, 1);
+        float last = Train(model, opt, x, y, 100);
+        Assert.True(last < first, $"{name}: loss {first} -> {last}");
+        Assert.Equal(101, opt.StepCount);
+    }
+
+    [Fact]
+    public void AdamMatchesTorchSharpsOwnAdam()
+    {
+        var (model, x, y) = Problem();
+        var (twin, _, _) = Problem();
+        using var ours = Optimizer.Adam(model.parameters(), lr: 0.01);
+        var theirs = torch.optim.Adam(twin.parameters(), lr: 0.01);
+        for (int i = 0; i < 20; i++)
+        {
+            ours.ZeroGrad();
+            nn.functional.mse_loss(model.forward(x), y).backward();
+            ours.Step();
+            theirs.zero_grad();
+            nn.functional.mse_loss(twin.forward(x), y).backward();
+            theirs.step();
+        }
+        foreach (var (a, b) in model.parameters().Zip(twin.parameters()))
+            Assert.True(a.allclose(b, rtol: 1e-5, atol: 1e-6), "parameters after 20 steps");
+    }
+
+    [Fact]
+    public void BadArgumentsNameTheParameter()
+    {
+        var (model, _, _) = Problem();
+        var e = Assert.ThrowsAny<ArgumentException>(() => Optimizer.Adam(model.parameters(), beta1: 1.5));
+        Assert.Equal("beta1", e.ParamName);
+        Assert.Contains("[0, 1)", e.Message);
+        e = Assert.ThrowsAny<ArgumentException>(() => Optimizer.Create("adamz", model.parameters()));
+        Assert.Contains("sgd, momentum, nesterov, adam", e.Message);
+        e = Assert.ThrowsAny<ArgumentException>(() => Optimizer.SGD(Array.Empty<TorchSharp.Modules.Parameter>()));
+        Assert.Equal("parameters", e.ParamName);
+    }
+
+    [Fact]
+    public void StepWithoutBackwardSaysWhatToDo()
+    {
+        var (model, _, _) = Problem();
+        using var opt = Optimizer.SGD(model.parameters(), lr: 0.1);
+        var e = Assert.Throws<InvalidOperationException>(() => opt.Step());
+        Assert.Contains("backward()", e.Message);
+    }
+
+    [Fact]
+    public void StateRoundTripsThroughAFile()
+    {
+        var (model, x, y) = Problem();
+        var (twin, _, _) = Problem();
+        using var a = Optimizer.Adam(model.parameters(), lr: 0.01);
+        using var b = Optimizer.Adam(twin.parameters(), lr: 0.01);
+        Train(model, a, x, y, 5);
+        Train(twin, b, x, y, 5);
+        var path = Path.GetTempFileName();
+        a.SaveState(path);
+        using var c = Optimizer.Adam(twin.parameters(), lr: 0.01);
+        c.LoadState(path);
+        File.Delete(path);
+        Assert.Equal(5, c.StepCount);
+        Train(model, a, x, y, 3);
+        Train(twin, c, x, y, 3);
+        foreach (var (p, q) in model.parameters().Zip(twin.parameters()))
+            Assert.True(p.eq(q).all().item<bool>(), "continuing from the loaded state is bit-identical");
+        Assert.Contains("adam", Optimizer.Names);
+    }
+}
