@@ -52,9 +52,46 @@ let finiteDiff (make: Tensor -> Transformation) (h0: float) loss x0 steps =
     let d = 1e-6 * max 1.0 (abs h0)
     (at (h0 + d) - at (h0 - d)) / (2.0 * d)
 
+/// The flags of every version need named `version` in an ELF64 file's .gnu.version_r section
+/// (read independently of the MSBuild task that patches them).
+let versionNeedFlags (path: string) (version: string) : int list =
+    let b = System.IO.File.ReadAllBytes path
+    let u16 (o: int64) = int (System.BitConverter.ToUInt16(b, int o))
+    let u32 (o: int64) = int64 (System.BitConverter.ToUInt32(b, int o))
+    let i64 (o: int64) = System.BitConverter.ToInt64(b, int o)
+    let shoff, shsz, shnum = i64 0x28L, int64 (u16 0x3AL), u16 0x3CL
+    [ for s in 0L .. int64 shnum - 1L do
+        let sh = shoff + s * shsz
+        if u32 (sh + 4L) = 0x6ffffffeL then // SHT_GNU_verneed
+            let strtab = i64 (shoff + u32 (sh + 0x28L) * shsz + 0x18L)
+            let mutable vn = i64 (sh + 0x18L)
+            for _ in 1L .. u32 (sh + 0x2CL) do
+                let mutable vna = vn + u32 (vn + 8L)
+                for _ in 1 .. u16 (vn + 2L) do
+                    let name = let p = int (strtab + u32 (vna + 8L)) in System.Text.Encoding.ASCII.GetString(b, p, System.Array.IndexOf(b, 0uy, p) - p)
+                    if name = version then yield u16 (vna + 4L)
+                    vna <- vna + u32 (vna + 12L)
+                vn <- vn + u32 (vn + 12L) ]
+
 [<Tests>]
 let tests =
     testList "native" [
+        testCase "the LibTorchSharp fix-up marks GLIBCXX_3.4.32 weak in the output copy only" <| fun () ->
+            if not (System.OperatingSystem.IsLinux()) then skiptest "the fix-up is for Linux"
+            let output = System.IO.Path.Combine(System.AppContext.BaseDirectory, "libLibTorchSharp.so")
+            let packages =
+                match System.Environment.GetEnvironmentVariable "NUGET_PACKAGES" with
+                | null | "" -> System.IO.Path.Combine(System.Environment.GetFolderPath System.Environment.SpecialFolder.UserProfile, ".nuget", "packages")
+                | p -> p
+            let cache = System.IO.Path.Combine(packages, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so")
+            let weak = 2
+            let outFlags = versionNeedFlags output "GLIBCXX_3.4.32"
+            Expect.isNonEmpty outFlags "the output copy needs GLIBCXX_3.4.32"
+            Expect.all outFlags (fun f -> f &&& weak = weak) "and the need is weak"
+            if System.IO.File.Exists cache then
+                let cacheFlags = versionNeedFlags cache "GLIBCXX_3.4.32"
+                Expect.all cacheFlags (fun f -> f &&& weak = 0) "the NuGet cache copy is untouched"
+
         testCase "LibTorch loads and a tensor can be created" <| fun () ->
             use t = torch.ones(3L)
             Expect.equal (t.sum().ToDouble()) 3.0 "sum of three ones"
