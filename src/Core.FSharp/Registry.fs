@@ -3,6 +3,7 @@ namespace Optimizers
 open System
 open System.Globalization
 open Optimizers.Handcrafted
+open Optimizers.Hypergradient
 open Optimizers.Tasks
 
 /// The type of an option's value.
@@ -11,6 +12,8 @@ type OptionType =
     | Integer
     | Flag
     | Numbers
+    /// One word of a fixed set (listed in the option's doc).
+    | Word
 
 /// One option of a registered optimizer or task: its name (PyTorch's where PyTorch has one),
 /// type, default (as text) and a one-line description.
@@ -23,7 +26,9 @@ type OptionSpec =
 /// Option values given by name as text (from the CLI, a config or the C# facade), checked
 /// against the specs of their owner: unknown names and malformed values fail with a message
 /// that lists what is valid.
-type OptionValues(owner: string, specs: OptionSpec list, given: (string * string) list) =
+/// `tensors` turns chosen hyperparameters into tensors (Hyper.Learnable): how the autodiff
+/// hypergradient wrapper differentiates any registered optimizer with respect to them.
+type OptionValues(owner: string, specs: OptionSpec list, given: (string * string) list, tensors: Map<string, Tensor>) =
     let specOf (name: string) = specs |> List.tryFind (fun s -> s.Name = name)
     let valid () = String.Join(", ", specs |> List.map (fun s -> s.Name))
     do
@@ -43,9 +48,21 @@ type OptionValues(owner: string, specs: OptionSpec list, given: (string * string
         | true, x -> x
         | _ -> Tensors.invalidArg name $"{owner}: option {name} = '{v}' is not a number"
 
+    new(owner, specs, given) = OptionValues(owner, specs, given, Map.empty)
+
     member _.Owner = owner
     member _.Float(name: string) : float = parseFloat name (text name)
-    member o.Hyper(name: string) : Hyper = Hyper.Fixed(o.Float name)
+    member o.Hyper(name: string) : Hyper =
+        match tensors.TryFind name with
+        | Some t -> Hyper.Learnable t
+        | None -> Hyper.Fixed(o.Float name)
+    /// The option's text as given.
+    member _.Text(name: string) : string = (text name).Trim()
+    /// A word from a fixed set, with an error listing the set.
+    member _.Word(name: string, choices: string list) : string =
+        let v = (text name).Trim().ToLowerInvariant()
+        if List.contains v choices then v
+        else Tensors.invalidArg name $"{owner}: option {name} = '{v}' is invalid; valid: {Tensors.commas choices}"
     member _.Int(name: string) : int =
         match Int32.TryParse((text name).Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture) with
         | true, x -> x
@@ -102,8 +119,65 @@ module Registry =
                 { Lr = o.Hyper "lr"; Momentum = o.Hyper "momentum"; Dampening = o.Hyper "dampening"
                   WeightDecay = o.Hyper "weight_decay"; Nesterov = o.Bool "nesterov" } }
 
-    /// Every optimizer, by name.
-    let optimizers : OptimizerEntry list =
+    let private word name (d: string) doc = { Name = name; Type = Word; Default = d; Doc = doc }
+
+    let private hdModels = [ "sgd", SgdOp; "sgdn", SgdnOp; "adam", AdamOp ]
+    let private hdLops = [ "sgd", SgdLop; "sgdn", SgdnLop; "adam", AdamLop ]
+    let private guards = [ "none", Unguarded; "clip", ClipAtZero; "multiplicative", Multiplicative ]
+
+    /// A closed-form hypergradient optimizer under its report name, or an alias.
+    let private hdEntry (name: string) (model: ModelOptimizer) (lop: LrOptimizer) =
+        let d = Hd.forModel model lop
+        let modelOptions =
+            match model with
+            | SgdOp -> []
+            | SgdnOp -> [ num "momentum" d.Momentum "Nesterov momentum of the model optimizer" ]
+            | AdamOp -> [ num "beta1" d.Beta1 "Adam's first-moment decay"; num "beta2" d.Beta2 "Adam's second-moment decay"; num "eps" d.Eps "Adam's eps" ]
+        let lopOptions =
+            match lop with
+            | SgdLop -> []
+            | SgdnLop -> [ num "lop_momentum" d.LopMomentum "momentum on the hypergradient (Algorithm 1)" ]
+            | AdamLop ->
+                [ num "lop_beta1" d.LopBeta1 "first-moment decay on the hypergradient (Algorithm 2)"
+                  num "lop_beta2" d.LopBeta2 "second-moment decay on the hypergradient"
+                  num "lop_eps" d.LopEps "eps of Adam on the hypergradient" ]
+        { Name = name
+          Summary = $"{Hd.opName model} whose learning rate learns by {Hd.lopName lop} on the hypergradient"
+          Source = "Baydin et al. 2018; seed 001 (Mittal 2019)"
+          Options =
+            [ num "lr" d.Lr "initial learning rate alpha_0"
+              num "hypergrad_lr" (fixedValue d.HypergradLr) "hypergradient learning rate beta" ]
+            @ modelOptions @ lopOptions
+            @ [ num "weight_decay" d.WeightDecay "L2 penalty added to the gradient"
+                flag "per_parameter" d.PerParameter "one learning rate per parameter tensor"
+                word "lr_guard" "none" "none | clip (at 0) | multiplicative" ]
+          Create = fun o ->
+            let has n = (modelOptions @ lopOptions) |> List.exists (fun s -> s.Name = n)
+            let f n dflt = if has n then o.Float n else dflt
+            Hd.create
+                { d with
+                    Lr = o.Float "lr"
+                    HypergradLr = o.Hyper "hypergrad_lr"
+                    Momentum = f "momentum" d.Momentum
+                    Beta1 = f "beta1" d.Beta1
+                    Beta2 = f "beta2" d.Beta2
+                    Eps = f "eps" d.Eps
+                    LopMomentum = f "lop_momentum" d.LopMomentum
+                    LopBeta1 = f "lop_beta1" d.LopBeta1
+                    LopBeta2 = f "lop_beta2" d.LopBeta2
+                    LopEps = f "lop_eps" d.LopEps
+                    WeightDecay = o.Float "weight_decay"
+                    PerParameter = o.Bool "per_parameter"
+                    Guard = guards |> List.find (fun (n, _) -> n = o.Word("lr_guard", List.map fst guards)) |> snd } }
+
+    /// The nine {op}_op-{lop}_lop optimizers and the classic aliases.
+    let private hdEntries =
+        [ for m, model in hdModels do
+              for l, lop in hdLops -> hdEntry $"{m}_op-{l}_lop" model lop ]
+        @ [ hdEntry "sgd-hd" SgdOp SgdLop; hdEntry "sgdn-hd" SgdnOp SgdLop; hdEntry "adam-hd" AdamOp SgdLop ]
+
+    /// Every optimizer that does not wrap another, by name.
+    let private baseOptimizers : OptimizerEntry list =
         [ sgdEntry "sgd" "stochastic gradient descent" Sgd.defaults
           sgdEntry "momentum" "SGD with classical momentum (mu = 0.9)" Sgd.momentumDefaults
           sgdEntry "nesterov" "SGD with Nesterov momentum (mu = 0.9)" Sgd.nesterovDefaults
@@ -121,6 +195,44 @@ module Registry =
               Adam.create
                   { Lr = o.Hyper "lr"; Beta1 = o.Hyper "beta1"; Beta2 = o.Hyper "beta2"; Eps = o.Float "eps"
                     EpsRoot = o.Float "eps_root"; WeightDecay = o.Hyper "weight_decay" } } ]
+        @ hdEntries
+
+    /// Any registered optimizer with chosen hyperparameters adapted by autodiff hypergradients.
+    let private autoHdEntry : OptimizerEntry =
+        let innerNames = baseOptimizers |> List.map (fun e -> e.Name)
+        { Name = "hd"
+          Summary = "any optimizer whose hyperparameters (lr, beta1, beta2, momentum, weight_decay) learn by autodiff hypergradients"
+          Source = "Baydin et al. 2018 generalised; Chandra et al. 2022 (stacking)"
+          Options =
+            [ word "inner" "adam" "the optimizer whose hyperparameters adapt (any base optimizer)"
+              word "adapt" "lr" "comma-separated hyperparameters to adapt, e.g. lr,beta1"
+              num "lr" nan "the inner optimizer's initial learning rate (default: its own)"
+              num "hypergrad_lr" 1e-3 "step size of each hyperparameter's own gradient descent"
+              int "levels" 1 "1, or 2 to adapt the hypergradient learning rates too"
+              num "level2_hypergrad_lr" 1e-6 "step size of level 2 (levels = 2)" ]
+          Create = fun o ->
+            let innerName = o.Text "inner"
+            let inner =
+                match baseOptimizers |> List.tryFind (fun e -> e.Name = innerName) with
+                | Some e -> e
+                | None -> Tensors.invalidArg "inner" $"hd: unknown inner optimizer '{innerName}'; valid: {Tensors.commas innerNames}"
+            let given = if Double.IsNaN(o.Float "lr") then [] else [ "lr", o.Text "lr" ]
+            let names = (o.Text "adapt").Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
+            let initial (n: string) =
+                match inner.Options |> List.tryFind (fun s -> s.Name = n && s.Type = Number) with
+                | Some _ -> OptionValues(inner.Name, inner.Options, given).Float n
+                | None ->
+                    let valid = inner.Options |> List.filter (fun s -> s.Type = Number) |> List.map (fun s -> s.Name)
+                    Tensors.invalidArg "adapt" $"hd: '{inner.Name}' has no numeric hyperparameter '{n}'; valid: {Tensors.commas valid}"
+            let adapted = [ for n in names -> AutoHd.adapt n (initial n) (o.Hyper "hypergrad_lr") ]
+            let make (tensors: Map<string, Tensor>) = inner.Create(OptionValues(inner.Name, inner.Options, given, tensors))
+            match o.Int "levels" with
+            | 1 -> AutoHd.create $"hd({inner.Name})" make adapted
+            | 2 -> AutoHd.stack $"hd2({inner.Name})" make adapted (o.Hyper "level2_hypergrad_lr")
+            | l -> Tensors.invalidArg "levels" $"hd: levels = {l} is invalid; valid: 1, 2" }
+
+    /// Every optimizer, by name.
+    let optimizers : OptimizerEntry list = baseOptimizers @ [ autoHdEntry ]
 
     /// Every task, by name.
     let tasks : TaskEntry list =

@@ -28,10 +28,11 @@ module Run =
             if not (kept.Contains t) then t.Dispose()
 
     /// Run `steps` optimizer steps of `opt` on `task` from `start` (the caller's tensors, left
-    /// untouched). `observe step loss params` sees the start (step 0) and the parameters after
-    /// every step, with the loss there. Raises DivergedException on a NaN or infinite loss.
-    /// Returns the final parameters and state (the caller owns and disposes them).
-    let optimize (task: Task) (opt: Transformation) (start: Tree) (steps: int) (observe: int -> float -> Tree -> unit) : Tree * State =
+    /// untouched). `observe step loss params state` sees the start (step 0) and the parameters
+    /// after every step, with the loss there and the state that produced them. Raises
+    /// DivergedException on a NaN or infinite loss. Returns the final parameters and state (the
+    /// caller owns and disposes them).
+    let optimizeObserved (task: Task) (opt: Transformation) (start: Tree) (steps: int) (observe: int -> float -> Tree -> State -> unit) : Tree * State =
         if steps < 0 then Tensors.invalidArg "steps" $"steps = {steps} is invalid; it must be >= 0"
         let mutable p = Tree.clone start |> Tree.moveToOuterScope
         let mutable s = opt.Init p |> State.moveToOuterScope
@@ -40,7 +41,7 @@ module Run =
             let loss, grads = lossAndGrad task k p
             let l = loss.ToDouble()
             if Double.IsNaN l || Double.IsInfinity l then raise (DivergedException(k, l))
-            observe k l p
+            observe k l p s
             if k < steps then
                 let p', s' = using (torch.no_grad()) (fun _ -> Transform.step opt grads s p)
                 let p' = Tree.moveToOuterScope p'
@@ -50,3 +51,7 @@ module Run =
                 s <- s'
             Memory.afterStep ()
         p, s
+
+    /// `optimizeObserved` for observers that need no state.
+    let optimize (task: Task) (opt: Transformation) (start: Tree) (steps: int) (observe: int -> float -> Tree -> unit) : Tree * State =
+        optimizeObserved task opt start steps (fun k l p _ -> observe k l p)

@@ -70,3 +70,16 @@ module State =
 
     /// Free the state's native memory now.
     let dispose (s: State) = for t in tensors s do t.Dispose()
+
+    /// Values to watch in a state, found anywhere in it by name: a per-parameter slot tree
+    /// ("lr" of a per-parameter rate gives lr[name] for each tensor, a one-entry tree just the
+    /// name) or a scalar. Used to print learning rates and hypergradients next to a trajectory.
+    let rec watch (name: string) (s: State) : (string * Tensor) list =
+        let own =
+            match s.Slots.TryFind name, s.Scalars.TryFind name with
+            | Some t, _ when t.Count = 1 -> [ name, t.Values[0] ]
+            | Some t, _ -> [ for n, v in Seq.zip t.Names t.Values -> $"{name}[{n}]", v ]
+            | None, Some v -> [ name, v ]
+            | None, None -> []
+        if own.IsEmpty then s.Children |> List.tryPick (fun c -> match watch name c with [] -> None | w -> Some w) |> Option.defaultValue []
+        else own

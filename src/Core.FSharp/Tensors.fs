@@ -24,6 +24,9 @@ module Tensors =
     /// Items joined by ", " (for messages that list what is valid).
     let commas (items: seq<string>) : string = String.Join(", ", items)
 
+    /// A float as a TorchSharp Scalar (for overloads that take Scalar or Tensor).
+    let scalar (v: float) : Scalar = Scalar.op_Implicit v
+
     /// sqrt(x + epsRoot). With epsRoot > 0 the derivative stays finite where x = 0, which
     /// differentiating through Adam-like updates needs (DiffSharp issue 287; optax's eps_root).
     let safeSqrt (epsRoot: float) (x: Tensor) : Tensor =

@@ -17,6 +17,7 @@ type TraceArgs =
     | [<Unique>] Steps of int
     | [<Unique>] Dtype of string
     | [<Unique>] Format of string
+    | Show_Lr
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -31,6 +32,7 @@ type TraceArgs =
             | Steps _ -> "number of optimizer steps (default 100)"
             | Dtype _ -> "float32 or float64 (default float32)"
             | Format _ -> "csv or json (default csv)"
+            | Show_Lr -> "also print the learning rate and its hypergradient (hypergradient optimizers), as last columns"
 
 type DemoArgs =
     | Quiet
@@ -95,7 +97,8 @@ module Cli =
               Steps = r.GetResult(TraceArgs.Steps, 100)
               Seed = r.GetResult(TraceArgs.Seed, 0)
               Dtype = r.GetResult(TraceArgs.Dtype, "float32")
-              Format = r.GetResult(TraceArgs.Format, "csv") }
+              Format = r.GetResult(TraceArgs.Format, "csv")
+              ShowLr = r.Contains TraceArgs.Show_Lr }
             out
 
     /// Run the command line; returns the exit code. Output goes to `out`, errors to `err`.
@@ -114,8 +117,9 @@ module Cli =
             out.WriteLine e.Message
             0
         | :? ArguParseException as e ->
-            // Argu's message is the error line followed by the usage; keep the error line first.
-            err.WriteLine e.Message
+            // Argu's message is the error line followed by the whole usage: keep the error line.
+            let first = e.Message.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.tryHead |> Option.defaultValue e.Message
+            err.WriteLine $"optimizers: {first.Trim()} (see --help)"
             2
         | :? ArgumentException as e ->
             out.Flush()

@@ -3,6 +3,7 @@ namespace Optimizers.Experiments
 open System
 open System.IO
 open System.Text.Json
+open TorchSharp
 open Optimizers
 open Optimizers.Tasks
 
@@ -19,7 +20,9 @@ module Trace =
           Steps: int
           Seed: int
           Dtype: string
-          Format: string }
+          Format: string
+          /// Also print the learning rate(s) and hypergradient(s) the optimizer keeps in its state.
+          ShowLr: bool }
 
     let formats = [ "csv"; "json" ]
 
@@ -35,12 +38,19 @@ module Trace =
         let opt = Registry.createOptimizer s.Optimizer s.OptimizerOptions
         let start = task.Init { TaskInit.Default with Seed = s.Seed; Dtype = dtype }
         let width = int (Tree.numel start)
+        let watched (st: State) =
+            if s.ShowLr then State.watch "lr" st @ State.watch "hypergrad_lr" st else []
+        let extra = watched (opt.Init start)
+        if s.ShowLr && extra.IsEmpty then
+            Tensors.invalidArg "show-lr" $"'{s.Optimizer}' keeps no learning rate in its state; --show-lr needs a hypergradient optimizer (e.g. sgd-hd, adam-hd, hd)"
+        let columns = [ for i in 0 .. width - 1 -> $"p{i}" ] @ (extra |> List.map fst)
+        let values p st = Seq.append (Tree.toFloats p) (watched st |> List.map (fun (_, t) -> t.ToDouble()))
         match format with
         | "csv" ->
-            out.WriteLine("step,loss," + String.Join(",", Seq.init width (fun i -> $"p{i}")))
-            let observe step loss p =
-                out.WriteLine(String.Join(",", Seq.append [ string step; Output.num loss ] (Tree.toFloats p |> Seq.map Output.num)))
-            let p, st = Run.optimize task opt start s.Steps observe
+            out.WriteLine("step,loss," + String.Join(",", columns))
+            let observe step loss p st =
+                out.WriteLine(String.Join(",", Seq.append [ string step; Output.num loss ] (values p st |> Seq.map Output.num)))
+            let p, st = Run.optimizeObserved task opt start s.Steps observe
             Tree.dispose p; State.dispose st
         | _ ->
             let json = JsonSerializer.Serialize
@@ -48,11 +58,12 @@ module Trace =
             out.Write($"{{\"task\":{json s.Task},\"optimizer\":{json s.Optimizer},\"dtype\":{json s.Dtype},\"seed\":{s.Seed},")
             let opts (xs: (string * string) list) = "{" + String.Join(",", xs |> List.map (fun (k, v) -> $"{json k}:{json v}")) + "}"
             out.Write($"\"task_options\":{opts s.TaskOptions},\"optimizer_options\":{opts s.OptimizerOptions},\"trajectory\":[")
-            let observe step loss p =
+            let observe step loss p st =
                 if step > 0 then out.Write(",")
                 let ps = String.Join(",", Tree.toFloats p |> Seq.map Output.num)
-                out.Write($"{{\"step\":{step},\"loss\":{Output.num loss},\"params\":[{ps}]}}")
-            let p, st = Run.optimize task opt start s.Steps observe
+                let ws = String.Join("", watched st |> List.map (fun (n, t) -> $",{json n}:{Output.num (t.ToDouble())}"))
+                out.Write($"{{\"step\":{step},\"loss\":{Output.num loss},\"params\":[{ps}]{ws}}}")
+            let p, st = Run.optimizeObserved task opt start s.Steps observe
             Tree.dispose p; State.dispose st
             out.WriteLine("]}")
         Tree.dispose start

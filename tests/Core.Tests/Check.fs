@@ -25,6 +25,9 @@ let closeRel (tol: float) (actual: float[]) (expected: float[]) (what: string) =
         let err = abs (a - e) / max 1.0 (abs e)
         if not (err <= tol) then failtestf "%s: element %d is %.17g, expected %.17g (relative error %.3g > %.3g)" what i a e err tol
 
+/// The gradient of sum(x^2): 2x, for runs on a fixed gradient function.
+let grad2x (p: Tree) = Tree.map (fun x -> 2.0 * x) p
+
 /// Run `steps` steps of an optimizer on a fixed gradient function; returns the parameters after each step.
 let trajectory (opt: Transformation) (grad: Tree -> Tree) (start: Tree) (steps: int) : float[] list =
     let mutable p = start

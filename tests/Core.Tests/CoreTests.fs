@@ -18,8 +18,6 @@ let throwsNaming (parts: string list) (f: unit -> unit) =
         for part in parts do
             Expect.stringContains e.Message part $"the message names '{part}'"
 
-let grad2x (p: Tree) = Tree.map (fun x -> 2.0 * x) p
-
 [<Tests>]
 let tests =
     testList "core" [

@@ -10,8 +10,6 @@ open Optimizers
 open Optimizers.Handcrafted
 open Optimizers.Tests.Check
 
-let grad2x (p: Tree) = Tree.map (fun x -> 2.0 * x) p
-
 /// Adam transcribed from Kingma and Ba's Algorithm 1 with PyTorch's eps placement, on plain
 /// floats, for the gradient g(x) = 2x.
 let adamByFormula (lr: float) (b1: float) (b2: float) (eps: float) (x0: float[]) (steps: int) =

@@ -10,8 +10,6 @@ open Optimizers.Tests.Check
 
 let tempFile () = Path.Combine(Path.GetTempPath(), $"optimizers-test-{Guid.NewGuid():N}.state")
 
-let grad2x (p: Tree) = Tree.map (fun x -> 2.0 * x) p
-
 /// Run steps from a given params/state, returning both.
 let run (opt: Transformation) (p: Tree) (s: State) (steps: int) =
     let mutable p = p
