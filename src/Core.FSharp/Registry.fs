@@ -56,6 +56,8 @@ type OptionValues(owner: string, specs: OptionSpec list, given: (string * string
         match tensors.TryFind name with
         | Some t -> Hyper.Learnable t
         | None -> Hyper.Fixed(o.Float name)
+    /// True when the option was given (not defaulted).
+    member _.IsGiven(name: string) = given |> List.exists (fun (n, _) -> n = name)
     /// The option's text as given.
     member _.Text(name: string) : string = (text name).Trim()
     /// A word from a fixed set, with an error listing the set.
@@ -246,9 +248,13 @@ module Registry =
           { Name = "sum-of-squares"
             Summary = "sum of x_i^2 in dim dimensions, start U(-10, 10)"
             Options =
-              [ int "dim" 1000 "number of dimensions"
+              [ int "dim" 1000 "number of dimensions (default: the start's, else 1000)"
                 { Name = "start"; Type = Numbers; Default = ""; Doc = "start x_1,...,x_dim (default: drawn from the seed)" } ]
-            Create = fun o -> Synthetic.sumOfSquares (o.Int "dim") (o.Floats "start") } ]
+            Create = fun o ->
+                // A start without a dim sets the dimension.
+                let start = o.Floats "start"
+                let dim = match start with Some s when not (o.IsGiven "dim") -> s.Length | _ -> o.Int "dim"
+                Synthetic.sumOfSquares dim start } ]
 
     let private names (xs: string list) = String.Join(", ", xs)
 

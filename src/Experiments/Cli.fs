@@ -34,6 +34,35 @@ type TraceArgs =
             | Format _ -> "csv or json (default csv)"
             | Show_Lr -> "also print the learning rate and its hypergradient (hypergradient optimizers), as last columns"
 
+/// `sensitivity` options: the hypergradient report's alpha_0 experiment on any task.
+type SensitivityArgs =
+    | [<Mandatory; Unique>] Task of name: string
+    | [<Unique; EqualsAssignmentOrSpaced>] Start of coordinates: string
+    | [<Unique>] Dim of int
+    | [<Mandatory; Unique>] Optimizers of names: string
+    | [<EqualsAssignmentOrSpaced>] Opt of assignment: string
+    | [<Unique>] Lrs of values: string
+    | [<Mandatory; Unique>] Threshold of float
+    | [<Unique>] Max_Steps of int
+    | [<Unique>] Seed of int
+    | [<Unique>] Dtype of string
+    | [<Unique>] Format of string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Task _ -> "task: " + Tensors.commas Registry.taskNames
+            | Start _ -> "start point, comma-separated; default: drawn from --seed"
+            | Dim _ -> "dimension of sum-of-squares"
+            | Optimizers _ -> "comma-separated optimizers, e.g. sgd-hd,sgd_op-sgdn_lop"
+            | Opt _ -> "option name=value for every optimizer, repeatable (e.g. hypergrad_lr=0.001)"
+            | Lrs _ -> "initial learning rates (default: the report's 0.01,0.005,0.001,0.0005,0.0001)"
+            | Threshold _ -> "the training-loss threshold"
+            | Max_Steps _ -> "iteration budget per run (default 1000)"
+            | Seed _ -> "seed of the start (default 0)"
+            | Dtype _ -> "float32 or float64 (default float32)"
+            | Format _ -> "table or csv (default table)"
+
 type DemoArgs =
     | Quiet
 
@@ -54,6 +83,7 @@ type ListArgs =
 type Args =
     | [<CliPrefix(CliPrefix.None)>] Trace of ParseResults<TraceArgs>
     | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
+    | [<CliPrefix(CliPrefix.None)>] Sensitivity of ParseResults<SensitivityArgs>
     | [<CliPrefix(CliPrefix.None)>] List of ParseResults<ListArgs>
 
     interface IArgParserTemplate with
@@ -61,6 +91,7 @@ type Args =
             match a with
             | Trace _ -> "print an optimizer's trajectory on a built-in task (CSV or JSON)"
             | Demo _ -> "compare the optimizers on the built-in tasks (the README's main job)"
+            | Sensitivity _ -> "iterations until the loss falls below a threshold, per optimizer and initial learning rate"
             | List _ -> "list the optimizers and tasks with their options and defaults"
 
 /// The command line. Exit codes: 0 ok, 1 a run failed (e.g. diverged), 2 bad input.
@@ -101,6 +132,36 @@ module Cli =
               ShowLr = r.Contains TraceArgs.Show_Lr }
             out
 
+    let private parseFloats (name: string) (text: string) =
+        text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+        |> Array.map (fun x ->
+            match Double.TryParse(x, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
+            | true, v -> v
+            | _ -> Tensors.invalidArg name $"--{name} = '{text}' is not a list of numbers (e.g. 0.01,0.001)")
+        |> List.ofArray
+
+    let private sensitivity (r: ParseResults<SensitivityArgs>) (out: TextWriter) =
+        let settings : Sensitivity.Settings =
+            { Task = r.GetResult SensitivityArgs.Task
+              TaskOptions =
+                [ match r.TryGetResult SensitivityArgs.Start with
+                  | Some s -> yield "start", s
+                  | None -> ()
+                  match r.TryGetResult SensitivityArgs.Dim with
+                  | Some d -> yield "dim", string d
+                  | None -> () ]
+              Optimizers = (r.GetResult SensitivityArgs.Optimizers).Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
+              OptimizerOptions = [ for a in r.GetResults SensitivityArgs.Opt -> Registry.parseAssignment a ]
+              Lrs = parseFloats "lrs" (r.GetResult(SensitivityArgs.Lrs, "0.01,0.005,0.001,0.0005,0.0001"))
+              Threshold = r.GetResult SensitivityArgs.Threshold
+              MaxSteps = r.GetResult(SensitivityArgs.Max_Steps, 1000)
+              Seed = r.GetResult(SensitivityArgs.Seed, 0)
+              Dtype = r.GetResult(SensitivityArgs.Dtype, "float32") }
+        match r.GetResult(SensitivityArgs.Format, "table") with
+        | "table" -> Sensitivity.writeTable settings.Threshold (Sensitivity.run settings)
+        | "csv" -> Sensitivity.writeCsv out (Sensitivity.run settings)
+        | f -> Tensors.invalidArg "format" $"unknown format '{f}'; valid: table, csv"
+
     /// Run the command line; returns the exit code. Output goes to `out`, errors to `err`.
     let run (argv: string[]) (out: TextWriter) (err: TextWriter) : int =
         let parser = ArgumentParser.Create<Args>(programName = "optimizers")
@@ -109,6 +170,7 @@ module Cli =
             match r.GetSubCommand() with
             | Args.Trace t -> trace t out
             | Args.Demo d -> Demo.run (d.Contains DemoArgs.Quiet)
+            | Args.Sensitivity s -> sensitivity s out
             | Args.List _ -> listAll out
             out.Flush()
             0

@@ -180,6 +180,24 @@ let tests =
                 let alphas = formula |> Array.map (fun r -> r[2])
                 Expect.isGreaterThan (Array.max alphas - Array.min alphas) (1e-3 * alpha0) "the rate moved"
 
+        testCase "the alpha_0 sensitivity experiment on a tiny task counts iterations to the threshold" <| fun () ->
+            // Plain SGD on x^2: loss_k = (1 - 2 alpha)^(2k) loss_0, so the first k with
+            // loss_k < thr is ceil(ln(thr / loss_0) / (2 ln |1 - 2 alpha|)), worked out in closed form.
+            let rows =
+                cli [ "sensitivity"; "--task"; "sum-of-squares"; "--start"; "1,2,3"; "--optimizers"; "sgd,sgd-hd,sgd_op-sgdn_lop"
+                      "--opt"; "hypergrad_lr=1e-4"; "--lrs"; "0.1,0.01"; "--threshold"; "1e-3"; "--max-steps"; "2000"
+                      "--dtype"; "float64"; "--format"; "csv" ]
+            Expect.equal rows[0] "optimizer,lr,iterations,final_loss,diverged" "header"
+            Expect.equal rows.Length 7 "3 optimizers x 2 rates"
+            let cells (r: string) = r.Split(',')
+            for alpha in [ 0.1; 0.01 ] do
+                let expected = ceil (log (1e-3 / 14.0) / (2.0 * log (abs (1.0 - 2.0 * alpha)))) |> int
+                let row = rows |> Array.find (fun r -> (cells r).[0] = "sgd" && float (cells r).[1] = alpha)
+                Expect.equal (int (cells row).[2]) expected $"sgd, alpha_0 = {alpha}"
+            let hd = rows |> Array.find (fun r -> (cells r).[0] = "sgd-hd" && float (cells r).[1] = 0.01)
+            let plain = rows |> Array.find (fun r -> (cells r).[0] = "sgd" && float (cells r).[1] = 0.01)
+            Expect.isLessThan (int (cells hd).[2]) (int (cells plain).[2]) "HD raises a too-small rate and gets there sooner"
+
         testCase "aliases name the classic three" <| fun () ->
             for alias, full in [ "sgd-hd", "sgd_op-sgd_lop"; "sgdn-hd", "sgdn_op-sgd_lop"; "adam-hd", "adam_op-sgd_lop" ] do
                 Expect.equal (Registry.createOptimizer alias []).Name full alias
