@@ -11,6 +11,8 @@ type OptionType =
     | Integer
     | Flag
     | Numbers
+    /// Free text, e.g. a name.
+    | Text
 
 /// One option of a registered optimizer or task: its name (PyTorch's where PyTorch has one),
 /// type, default (as text) and a one-line description.
@@ -75,6 +77,11 @@ type OptionValues(owner: string, specs: OptionSpec list, given: (string * string
     member _.Hypers : Map<string, Hyper> =
         for KeyValue(n, _) in hypers do hypersRead.Add n |> ignore
         hypers
+    /// The non-text hyperparameters that the owner does not declare (handed on with `Rest`).
+    member _.RestHypers : Map<string, Hyper> =
+        let rest = hypers |> Map.filter (fun n _ -> (specOf n).IsNone)
+        for KeyValue(n, _) in rest do hypersRead.Add n |> ignore
+        rest
     /// The non-text hyperparameters that nothing has read (a constructor took the number instead).
     member _.UnreadHypers : string list = [ for KeyValue(n, _) in hypers do if not (hypersRead.Contains n) then yield n ]
     member _.Int(name: string) : int =
@@ -139,15 +146,15 @@ module Registry =
           Summary = summary
           Source = source
           Options =
-            [ { Name = "inner"; Type = Number; Default = inner; Doc = "the registered optimizer to wrap (a name)" }
+            [ { Name = "inner"; Type = Text; Default = inner; Doc = "the registered optimizer to wrap (a name)" }
               int "k" k "fast steps between synchronisations"
               num "alpha" alpha "slow-weights step size, in [0, 1]"
-              { Name = OptionValues.RestName; Type = Number; Default = ""; Doc = "any other option goes to the inner optimizer (lr, momentum, beta1, ...)" } ]
+              { Name = OptionValues.RestName; Type = Text; Default = ""; Doc = "any other option goes to the inner optimizer (lr, momentum, beta1, ...)" } ]
           Create = fun o ->
             let innerName = o.Text "inner"
             if innerName.Trim().ToLowerInvariant() = name then
                 Tensors.invalidArg "inner" $"{name}: inner = {innerName} would wrap itself; choose another optimizer"
-            let innerOpt = createInner innerName o.Rest o.Hypers
+            let innerOpt = createInner innerName o.Rest o.RestHypers
             Wrappers.lookaheadNamed (if name = "lookahead" then $"lookahead({innerOpt.Name})" else name) (o.Int "k") (o.Hyper "alpha") innerOpt }
 
     let private sgdEntry name summary (d: SgdOptions) =

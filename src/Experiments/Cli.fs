@@ -50,6 +50,7 @@ type LrRangeTestArgs =
     | [<Unique>] Beta of float
     | [<Unique>] Dtype of string
     | [<Unique>] Format of string
+    | [<Unique>] Plot of file: string
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -64,6 +65,7 @@ type LrRangeTestArgs =
             | Max_Lr _ -> "last learning rate of the sweep (default 10)"
             | Steps _ -> "number of steps of the sweep (default 100)"
             | Beta _ -> "smoothing of the loss (default 0.98)"
+            | Plot _ -> "also draw the loss against the learning rate to this PNG file"
             | Dtype _ -> "float32 or float64 (default float32)"
             | Format _ -> "csv or json (default csv)"
 
@@ -163,7 +165,7 @@ module Cli =
               Seed = r.GetResult(LrRangeTestArgs.Seed, 0)
               Dtype = r.GetResult(LrRangeTestArgs.Dtype, "float32")
               Format = r.GetResult(LrRangeTestArgs.Format, "csv")
-              Plot = None }
+              Plot = r.TryGetResult LrRangeTestArgs.Plot }
             out
         |> ignore
 

@@ -10,7 +10,9 @@ open Optimizers.Tasks
 /// built-in task. CSV: the header step,lr,loss,smoothed_loss, one row per step of the sweep, then
 /// comment lines ("# name: value") with why it stopped, the suggested lr and the lr of the
 /// lowest smoothed loss. JSON: one object with the settings, "points", "stop", "stop_step",
-/// "suggested_lr" and "min_loss_lr" (null when there is none).
+/// "suggested_lr" and "min_loss_lr" (null when there is none). With Plot, also a PNG (ScottPlot)
+/// of the loss and the smoothed loss against the learning rate, both axes logarithmic when the
+/// losses are positive, with the suggestion marked.
 module LrRange =
 
     type Settings =
@@ -33,6 +35,37 @@ module LrRange =
         | LrRangeStop.Completed -> "completed", None
         | LrRangeStop.Exploded k -> "exploded", Some k
         | LrRangeStop.NonFinite k -> "non-finite", Some k
+
+    /// Draw the sweep to a PNG file (800 x 500).
+    let plot (path: string) (title: string) (r: LrRangeResult) =
+        use plt = new ScottPlot.Plot()
+        let xs = r.Points |> Array.map (fun p -> Math.Log10 p.Lr)
+        let logY = r.Points |> Array.forall (fun p -> p.Loss > 0.0 && p.Smoothed > 0.0)
+        let y (v: float) = if logY then Math.Log10 v else v
+        let power (v: float) = (10.0 ** v).ToString("G3", Globalization.CultureInfo.InvariantCulture)
+        let raw = plt.Add.ScatterLine(xs, r.Points |> Array.map (fun p -> y p.Loss))
+        raw.LegendText <- "loss"
+        raw.LineWidth <- 1.0f
+        let smooth = plt.Add.ScatterLine(xs, r.Points |> Array.map (fun p -> y p.Smoothed))
+        smooth.LegendText <- "smoothed loss"
+        smooth.LineWidth <- 2.0f
+        match r.SuggestedLr with
+        | Some lr ->
+            let v = plt.Add.VerticalLine(Math.Log10 lr)
+            v.LegendText <- "suggested lr " + Output.short lr
+        | None -> ()
+        let xTicks = ScottPlot.TickGenerators.NumericAutomatic()
+        xTicks.LabelFormatter <- Func<float, string>(power)
+        plt.Axes.Bottom.TickGenerator <- xTicks
+        if logY then
+            let yTicks = ScottPlot.TickGenerators.NumericAutomatic()
+            yTicks.LabelFormatter <- Func<float, string>(power)
+            plt.Axes.Left.TickGenerator <- yTicks
+        plt.XLabel "learning rate (log scale)"
+        plt.YLabel(if logY then "training loss (log scale)" else "training loss")
+        plt.Title title
+        plt.ShowLegend() |> ignore
+        plt.SavePng(path, 800, 500) |> ignore
 
     /// Run the test and write it to `out`; returns the result. Bad settings raise
     /// InvalidOptionException before any output.
@@ -73,4 +106,7 @@ module LrRange =
             out.Write(String.Join(",", points))
             let stepJson = match stopStep with Some k -> string k | None -> "null"
             out.WriteLine($"],\"stop\":{json stop},\"stop_step\":{stepJson},\"suggested_lr\":{opt r.SuggestedLr},\"min_loss_lr\":{opt r.MinLossLr}}}")
+        match s.Plot with
+        | Some path -> plot path $"LR range test: {s.Optimizer} on {s.Task}" r
+        | None -> ()
         r

@@ -223,6 +223,12 @@ let private wrapperTests =
             Expect.equal (Registry.createOptimizer "lookahead" []).Name "lookahead(adam)" "adam by default"
             throwsOption "inner option" "adam: unknown option 'momentum'" (fun () -> Registry.createOptimizer "lookahead" [ "momentum", "0.9" ])
             throwsOption "itself" "wrap itself" (fun () -> Registry.createOptimizer "lookahead" [ "inner", "lookahead" ])
+            // schedules reach the inner optimizer (lr) and lookahead itself (alpha): alpha = 0 keeps
+            // the slow weights at the start, so every second step returns there
+            let hypers = Map.ofList [ "lr", Hyper.Scheduled(Schedule.constant 0.5); "alpha", Hyper.Scheduled(Schedule.constant 0.0) ]
+            let la0 = Registry.createOptimizerWith "lookahead" [ "inner", "sgd"; "k", "2" ] hypers
+            let traj = trajectory la0 identityGrad (tree1 [ 1.0 ]) 4
+            closeRel 1e-15 (Array.concat traj) [| 0.5; 1.0; 0.5; 1.0 |] "scheduled lr and alpha"
             closeTo "learning rate of a wrapper" 1e-3 (Registry.learningRateOf "lookahead" [])
             closeTo "learning rate given" 0.5 (Registry.learningRateOf "lookahead" [ "lr", "0.5" ])
 
@@ -383,6 +389,15 @@ let private cliTests =
             Expect.isGreaterThan (root.GetProperty("points").GetArrayLength()) 10 "points"
             let lr = root.GetProperty("suggested_lr").GetDouble()
             Expect.isTrue (lr > 1e-4 && lr < 10.0) $"suggested lr {lr} inside the sweep"
+
+        testCase "lr-range-test --plot writes a PNG" <| fun () ->
+            let path = Path.Combine(Path.GetTempPath(), $"lr-range-{Guid.NewGuid()}.png")
+            try
+                let code, _, err = cli $"lr-range-test --task sum-of-squares --dim 5 --optimizer sgd --min-lr 1e-3 --max-lr 10 --steps 40 --plot {path}"
+                Expect.equal code 0 err
+                let bytes = File.ReadAllBytes path
+                Expect.equal bytes[0..3] [| 0x89uy; byte 'P'; byte 'N'; byte 'G' |] "PNG signature"
+            finally File.Delete path
 
         testCase "bad lr-range-test input exits with 2" <| fun () ->
             let cases =
