@@ -33,7 +33,7 @@ type OptionSpec =
 type OptionValues(owner: string, specs: OptionSpec list, given: (string * string) list, hypers: Map<string, Hyper>) =
     let specOf (name: string) = specs |> List.tryFind (fun s -> s.Name = name)
     let valid () = String.Join(", ", specs |> List.map (fun s -> s.Name))
-    let forwards = specs |> List.exists (fun s -> s.Name = "*")
+    let forwards = specs |> List.exists (fun s -> s.Name = "*") // OptionValues.RestName
     let hypersRead = Collections.Generic.HashSet<string>()
     do
         for KeyValue(name, _) in hypers do
@@ -99,11 +99,11 @@ type OptionValues(owner: string, specs: OptionSpec list, given: (string * string
         | "" -> None
         | v -> Some(v.Split(',') |> Array.map (parseFloat name))
 
-/// A registered learning-rate schedule (declared before OptimizerEntry, whose record fields it
-/// shares, so that record expressions with those fields still build optimizer entries): how the CLI and configs build it by name. `Create lr
-/// steps options` gets the optimizer's learning rate (the schedule's base or peak value, see
+/// A registered learning-rate schedule: how the CLI and configs build it by name. `Create lr steps
+/// options` gets the optimizer's learning rate (the schedule's base or peak value, see
 /// `Registry.schedules`) and the number of steps of the run when known (the default length of
-/// schedules such as cosine and one-cycle).
+/// schedules such as cosine and one-cycle). Declared before OptimizerEntry, whose field names it
+/// shares, so that unannotated record expressions with those fields still make optimizer entries.
 type ScheduleEntry =
     { Name: string
       Summary: string
