@@ -31,3 +31,48 @@ module Combine =
     /// state layout version, so saved files and wiring errors speak of "adam", not of its parts.
     let named (name: string) (version: int) (parts: Transformation list) : Transformation =
         { chainNamed name parts with Version = version }
+
+    /// What `maskedWith` does to the parameters its predicate leaves out.
+    [<RequireQualifiedAccess>]
+    type MaskedOut =
+        /// Their incoming updates go through unchanged (optax's `masked`).
+        | PassThrough
+        /// Their update is zero: they are frozen.
+        | Zero
+
+    /// Apply `inner` only to the parameters whose names satisfy `predicate`; the others get what
+    /// `others` says. The inner transformation sees (and keeps state for) the selected parameters
+    /// only, so e.g. its moments are never allocated for the others. The state's only child is the
+    /// inner state. The selection is by name and fixed: the same names each step.
+    let maskedWith (others: MaskedOut) (predicate: string -> bool) (inner: Transformation) : Transformation =
+        let name =
+            match others with
+            | MaskedOut.PassThrough -> $"masked({inner.Name})"
+            | MaskedOut.Zero -> $"masked_zero({inner.Name})"
+        let select (t: Tree) : Tree =
+            let keep = t.Names |> Array.map predicate
+            { Names = Array.zip t.Names keep |> Array.filter snd |> Array.map fst
+              Values = Array.zip t.Values keep |> Array.filter snd |> Array.map fst }
+        let init p = { State.empty name with Children = [ inner.Init(select p) ] }
+        let update (u: Tree) (s: State) (p: Tree) =
+            let innerState =
+                match s.Children with
+                | [ c ] -> c
+                | cs -> Tensors.invalidArg "state" $"'{name}' expects the state of its inner transformation as its only child, got {cs.Length}; did you call init of this same optimizer?"
+            let inU, inState' = inner.Update (select u) innerState (select p)
+            let out =
+                u |> Tree.mapi (fun n x ->
+                    match Array.IndexOf(inU.Names, n) with
+                    | -1 ->
+                        match others with
+                        | MaskedOut.PassThrough -> x
+                        | MaskedOut.Zero -> TorchSharp.torch.zeros_like x
+                    | i -> inU.Values[i])
+            out, { s with Count = s.Count + 1; Children = [ inState' ] }
+        Transform.create name init update
+
+    /// Apply `inner` only to the parameters whose names satisfy `predicate`; the updates of the
+    /// others pass through unchanged (optax's `masked`). E.g. weight decay on weights only:
+    ///   masked (fun n -> not (n.EndsWith "bias")) (ScaleBy.l2WeightDecay wd)
+    let masked (predicate: string -> bool) (inner: Transformation) : Transformation =
+        maskedWith MaskedOut.PassThrough predicate inner

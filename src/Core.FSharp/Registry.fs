@@ -14,6 +14,8 @@ type OptionType =
     | Numbers
     /// One word of a fixed set (listed in the option's doc).
     | Word
+    /// Free text, e.g. a name.
+    | Text
 
 /// One option of a registered optimizer or task: its name (PyTorch's where PyTorch has one),
 /// type, default (as text) and a one-line description.
@@ -26,14 +28,22 @@ type OptionSpec =
 /// Option values given by name as text (from the CLI, a config or the C# facade), checked
 /// against the specs of their owner: unknown names and malformed values fail with a message
 /// that lists what is valid.
-/// `tensors` turns chosen hyperparameters into tensors (Hyper.Learnable): how the autodiff
-/// hypergradient wrapper differentiates any registered optimizer with respect to them.
-type OptionValues(owner: string, specs: OptionSpec list, given: (string * string) list, tensors: Map<string, Tensor>) =
+///
+/// `hypers` gives hyperparameters that are not text (a schedule, a tensor) by option name; `Hyper`
+/// returns them in place of the text value. An owner with a spec named "*" (`OptionValues.Rest`)
+/// accepts options it does not declare and hands them on (`Rest`), e.g. a wrapper to its inner
+/// optimizer, which checks them.
+type OptionValues(owner: string, specs: OptionSpec list, given: (string * string) list, hypers: Map<string, Hyper>) =
     let specOf (name: string) = specs |> List.tryFind (fun s -> s.Name = name)
     let valid () = String.Join(", ", specs |> List.map (fun s -> s.Name))
+    let forwards = specs |> List.exists (fun s -> s.Name = "*") // OptionValues.RestName
+    let hypersRead = Collections.Generic.HashSet<string>()
     do
+        for KeyValue(name, _) in hypers do
+            if (specOf name).IsNone && not forwards then
+                Tensors.invalidArg name $"{owner}: '{name}' is not one of its options, so it cannot be given as a schedule or tensor; valid options: {valid ()}"
         for name, _ in given do
-            if (specOf name).IsNone then
+            if (specOf name).IsNone && not forwards then
                 Tensors.invalidArg name $"{owner}: unknown option '{name}'; valid options: {valid ()}"
         match given |> List.countBy fst |> List.tryFind (fun (_, c) -> c > 1) with
         | Some(name, _) -> Tensors.invalidArg name $"{owner}: option '{name}' is given twice"
@@ -48,18 +58,35 @@ type OptionValues(owner: string, specs: OptionSpec list, given: (string * string
         | true, x -> x
         | _ -> Tensors.invalidArg name $"{owner}: option {name} = '{v}' is not a number"
 
-    new(owner, specs, given) = OptionValues(owner, specs, given, Map.empty)
+    /// Option values given as text only.
+    new(owner: string, specs: OptionSpec list, given: (string * string) list) = OptionValues(owner, specs, given, Map.empty)
 
+    /// The name of the spec that makes an owner accept undeclared options (see `Rest`).
+    static member RestName = "*"
     member _.Owner = owner
     member _.Float(name: string) : float = parseFloat name (text name)
+    /// The hyperparameter: the schedule or tensor given for it in `hypers`, else the number.
     member o.Hyper(name: string) : Hyper =
-        match tensors.TryFind name with
-        | Some t -> Hyper.Learnable t
+        match hypers.TryFind name with
+        | Some h -> hypersRead.Add name |> ignore; h
         | None -> Hyper.Fixed(o.Float name)
-    /// True when the option was given (not defaulted).
-    member _.IsGiven(name: string) = given |> List.exists (fun (n, _) -> n = name)
-    /// The option's text as given.
+    /// True when the option was given (as text or in `hypers`), false when it takes its default.
+    member _.IsGiven(name: string) : bool = List.exists (fun (n, _) -> n = name) given || hypers.ContainsKey name
+    /// The raw text of an option (its default when not given).
     member _.Text(name: string) : string = (text name).Trim()
+    /// The given options that the owner does not declare (accepted when it has a "*" spec).
+    member _.Rest : (string * string) list = given |> List.filter (fun (n, _) -> (specOf n).IsNone)
+    /// The non-text hyperparameters, by option name.
+    member _.Hypers : Map<string, Hyper> =
+        for KeyValue(n, _) in hypers do hypersRead.Add n |> ignore
+        hypers
+    /// The non-text hyperparameters that the owner does not declare (handed on with `Rest`).
+    member _.RestHypers : Map<string, Hyper> =
+        let rest = hypers |> Map.filter (fun n _ -> (specOf n).IsNone)
+        for KeyValue(n, _) in rest do hypersRead.Add n |> ignore
+        rest
+    /// The non-text hyperparameters that nothing has read (a constructor took the number instead).
+    member _.UnreadHypers : string list = [ for KeyValue(n, _) in hypers do if not (hypersRead.Contains n) then yield n ]
     /// A word from a fixed set, with an error listing the set.
     member _.Word(name: string, choices: string list) : string =
         let v = (text name).Trim().ToLowerInvariant()
@@ -83,6 +110,18 @@ type OptionValues(owner: string, specs: OptionSpec list, given: (string * string
             if parts |> Array.forall fst then Some(parts |> Array.map snd)
             else Tensors.invalidArg name $"{owner}: option {name} = '{v}' is not a list of numbers (e.g. -1.5,2)"
 
+/// A registered learning-rate schedule: how the CLI and configs build it by name. `Create lr steps
+/// options` gets the optimizer's learning rate (the schedule's base or peak value, see
+/// `Registry.schedules`) and the number of steps of the run when known (the default length of
+/// schedules such as cosine and one-cycle). Declared before OptimizerEntry, whose field names it
+/// shares, so that unannotated record expressions with those fields still make optimizer entries.
+type ScheduleEntry =
+    { Name: string
+      Summary: string
+      Source: string
+      Options: OptionSpec list
+      Create: float -> int option -> OptionValues -> Schedule }
+
 /// A registered optimizer: how the CLI, configs and the C# facade build it by name.
 type OptimizerEntry =
     { Name: string
@@ -105,6 +144,29 @@ module Registry =
     let private flag name (d: bool) doc = { Name = name; Type = Flag; Default = (if d then "true" else "false"); Doc = doc }
     let private int name (d: int) doc = { Name = name; Type = Integer; Default = string d; Doc = doc }
     let private fixedValue (h: Hyper) = match h with Hyper.Fixed v -> v | _ -> nan
+
+    /// Wrappers (lookahead, ranger) build their inner optimizer by name through this; it is set
+    /// to `createOptimizerWith` below, once the list of optimizers exists.
+    let mutable private createInner : string -> (string * string) list -> Map<string, Hyper> -> Transformation =
+        fun _ _ _ -> invalidOp "the registry is not initialised"
+
+    /// Lookahead around a registered optimizer chosen by the option `inner`; every option that
+    /// lookahead does not declare goes to the inner optimizer (lr, momentum, beta1, ...).
+    let private lookaheadEntry (name: string) (summary: string) (source: string) (inner: string) (k: int) (alpha: float) =
+        { Name = name
+          Summary = summary
+          Source = source
+          Options =
+            [ { Name = "inner"; Type = Text; Default = inner; Doc = "the registered optimizer to wrap (a name)" }
+              int "k" k "fast steps between synchronisations"
+              num "alpha" alpha "slow-weights step size, in [0, 1]"
+              { Name = OptionValues.RestName; Type = Text; Default = ""; Doc = "any other option goes to the inner optimizer (lr, momentum, beta1, ...)" } ]
+          Create = fun o ->
+            let innerName = o.Text "inner"
+            if innerName.Trim().ToLowerInvariant() = name then
+                Tensors.invalidArg "inner" $"{name}: inner = {innerName} would wrap itself; choose another optimizer"
+            let innerOpt = createInner innerName o.Rest o.RestHypers
+            Wrappers.lookaheadNamed (if name = "lookahead" then $"lookahead({innerOpt.Name})" else name) (o.Int "k") (o.Hyper "alpha") innerOpt }
 
     let private sgdEntry name summary (d: SgdOptions) =
         { Name = name
@@ -227,14 +289,23 @@ module Registry =
                     let valid = inner.Options |> List.filter (fun s -> s.Type = Number) |> List.map (fun s -> s.Name)
                     Tensors.invalidArg "adapt" $"hd: '{inner.Name}' has no numeric hyperparameter '{n}'; valid: {Tensors.commas valid}"
             let adapted = [ for n in names -> AutoHd.adapt n (initial n) (o.Hyper "hypergrad_lr") ]
-            let make (tensors: Map<string, Tensor>) = inner.Create(OptionValues(inner.Name, inner.Options, given, tensors))
+            let make (tensors: Map<string, Tensor>) =
+                inner.Create(OptionValues(inner.Name, inner.Options, given, tensors |> Map.map (fun _ t -> Hyper.Learnable t)))
             match o.Int "levels" with
             | 1 -> AutoHd.create $"hd({inner.Name})" make adapted
             | 2 -> AutoHd.stack $"hd2({inner.Name})" make adapted (o.Hyper "level2_hypergrad_lr")
             | l -> Tensors.invalidArg "levels" $"hd: levels = {l} is invalid; valid: 1, 2" }
 
     /// Every optimizer, by name.
-    let optimizers : OptimizerEntry list = baseOptimizers @ [ autoHdEntry ]
+    let optimizers : OptimizerEntry list =
+        baseOptimizers
+        @ [ autoHdEntry
+            lookaheadEntry "lookahead" "Lookahead: k fast steps of an inner optimizer, then the slow weights step towards them"
+                "Zhang et al. 2019; lecture seed 003" "adam" 5 0.5
+            // TODO(merge, issue 3): Ranger = RAdam + Lookahead (Wright 2019: k = 6, alpha = 0.5).
+            // RAdam is written on another branch; once "radam" is registered, uncomment this entry:
+            // lookaheadEntry "ranger" "Ranger: Lookahead around RAdam" "Wright 2019; lecture seed 003" "radam" 6 0.5
+          ]
 
     /// Every task, by name.
     let tasks : TaskEntry list =
@@ -281,6 +352,139 @@ module Registry =
     let createTask (name: string) (options: (string * string) list) : Task =
         let e = findTask name
         e.Create(OptionValues(e.Name, e.Options, options))
+
+    /// Build an optimizer from its name, options given as text, and hyperparameters that are not
+    /// text (e.g. "lr" as Hyper.Scheduled); these take the place of the text value of the same
+    /// name. Fails when the optimizer reads such a hyperparameter as a plain number.
+    let createOptimizerWith (name: string) (options: (string * string) list) (hypers: Map<string, Hyper>) : Transformation =
+        let e = findOptimizer name
+        let o = OptionValues(e.Name, e.Options, options, hypers)
+        let t = e.Create o
+        match o.UnreadHypers with
+        | [] -> t
+        | unread ->
+            Tensors.invalidArg (List.head unread)
+                $"{e.Name} takes {Tensors.commas unread} as a plain number only, so it cannot be a schedule or tensor here"
+
+    do createInner <- createOptimizerWith
+
+    /// The learning rate an optimizer gets from these options: "lr" when given, else the
+    /// optimizer's default, or for a wrapper, its inner optimizer's.
+    let rec learningRateOf (name: string) (options: (string * string) list) : float =
+        let e = findOptimizer name
+        let o = OptionValues(e.Name, e.Options, options)
+        if e.Options |> List.exists (fun s -> s.Name = "lr") then o.Float "lr"
+        elif e.Options |> List.exists (fun s -> s.Name = "inner") then learningRateOf (o.Text "inner") o.Rest
+        else Tensors.invalidArg "optimizer" $"{e.Name} has no learning rate option 'lr'"
+
+    let private needSteps (owner: string) (option: string) (steps: int option) (o: OptionValues) : int =
+        if o.IsGiven option then o.Int option
+        else
+            match steps with
+            | Some n -> n
+            | None -> Tensors.invalidArg option $"{owner}: option {option} is required (e.g. {option}=100)"
+
+    let private required (owner: string) (option: string) (o: OptionValues) =
+        if not (o.IsGiven option) then Tensors.invalidArg option $"{owner}: option {option} is required"
+
+    let private cyclicEntry (name: string) (mode: float -> CyclicMode) (withGamma: bool) : ScheduleEntry =
+        { Name = name
+          Summary = $"cyclical learning rate, {name} policy: between base_lr and lr"
+          Source = "Smith, WACV 2017; torch CyclicLR; lecture seed 003"
+          Options =
+            [ yield { Name = "base_lr"; Type = Number; Default = ""; Doc = "lower bound (default: lr / 4, Smith's 3-4x range)" }
+              yield int "step_size_up" 2000 "steps from base_lr up to lr"
+              yield { Name = "step_size_down"; Type = Integer; Default = ""; Doc = "steps from lr down to base_lr (default: step_size_up)" }
+              if withGamma then yield num "gamma" 1.0 "amplitude factor per step, gamma^t" ]
+          Create = fun lr _ o ->
+            let up = o.Int "step_size_up"
+            let down = if o.IsGiven "step_size_down" then o.Int "step_size_down" else up
+            let baseLr = if o.IsGiven "base_lr" then o.Float "base_lr" else lr / 4.0
+            Schedule.cyclic (mode (if withGamma then o.Float "gamma" else 1.0)) baseLr lr up down }
+
+    /// Every learning-rate schedule, by name. The value is the learning rate itself; `lr` (the
+    /// optimizer's learning rate, --lr) is the starting value of the decaying schedules (PyTorch's
+    /// base lr) and the peak of cyclic, one-cycle and warm-up (PyTorch's max_lr). Options without
+    /// a default are required, except lengths that default to the number of steps of the run.
+    let schedules : ScheduleEntry list =
+        [ { Name = "constant"; Summary = "lr at every step"; Source = "torch.optim default"; Options = []
+            Create = fun lr _ _ -> Schedule.constant lr }
+          { Name = "step"; Summary = "lr * gamma^floor(t / step_size)"; Source = "torch StepLR"
+            Options = [ { Name = "step_size"; Type = Integer; Default = ""; Doc = "steps between decays (required)" }; num "gamma" 0.1 "decay factor" ]
+            Create = fun lr _ o -> required "step" "step_size" o; Schedule.step lr (o.Int "step_size") (o.Float "gamma") }
+          { Name = "multistep"; Summary = "lr * gamma^(number of milestones <= t)"; Source = "torch MultiStepLR"
+            Options = [ { Name = "milestones"; Type = Numbers; Default = ""; Doc = "increasing steps, comma-separated (required)" }; num "gamma" 0.1 "decay factor" ]
+            Create = fun lr _ o ->
+              let ms = o.Floats "milestones" |> Option.defaultWith (fun () -> required "multistep" "milestones" o; [||])
+              for m in ms do
+                  if m <> Math.Floor m then Tensors.invalidArg "milestones" $"multistep: milestone {m} is not a whole number"
+              Schedule.multistep lr (ms |> Array.map int32 |> List.ofArray) (o.Float "gamma") }
+          { Name = "exponential"; Summary = "lr * gamma^t"; Source = "torch ExponentialLR"
+            Options = [ { Name = "gamma"; Type = Number; Default = ""; Doc = "decay factor per step (required)" } ]
+            Create = fun lr _ o -> required "exponential" "gamma" o; Schedule.exponential lr (o.Float "gamma") }
+          { Name = "polynomial"; Summary = "(lr - end_lr) (1 - t / total_iters)^power + end_lr"; Source = "torch PolynomialLR; optax polynomial_schedule"
+            Options =
+              [ { Name = "total_iters"; Type = Integer; Default = ""; Doc = "steps of the decay (default: the run's steps)" }
+                num "power" 1.0 "power of the decay"
+                num "end_lr" 0.0 "final value (PyTorch: 0)" ]
+            Create = fun lr steps o -> Schedule.polynomial lr (o.Float "end_lr") (o.Float "power") (needSteps "polynomial" "total_iters" steps o) }
+          { Name = "cosine"; Summary = "cosine annealing from lr to eta_min over t_max steps"; Source = "Loshchilov and Hutter 2017; torch CosineAnnealingLR"
+            Options =
+              [ { Name = "t_max"; Type = Integer; Default = ""; Doc = "steps of the half cosine (default: the run's steps)" }
+                num "eta_min" 0.0 "minimum" ]
+            Create = fun lr steps o -> Schedule.cosine lr (needSteps "cosine" "t_max" steps o) (o.Float "eta_min") }
+          { Name = "sgdr"; Summary = "cosine annealing with warm restarts, periods t_0 * t_mult^i"; Source = "Loshchilov and Hutter, ICLR 2017; torch CosineAnnealingWarmRestarts; lecture seed 003"
+            Options =
+              [ { Name = "t_0"; Type = Integer; Default = ""; Doc = "steps of the first period (required)" }
+                int "t_mult" 1 "period growth factor (whole number)"
+                num "eta_min" 0.0 "minimum" ]
+            Create = fun lr _ o -> required "sgdr" "t_0" o; Schedule.sgdr lr (o.Int "t_0") (o.Int "t_mult") (o.Float "eta_min") }
+          cyclicEntry "triangular" (fun _ -> CyclicMode.Triangular) false
+          cyclicEntry "triangular2" (fun _ -> CyclicMode.Triangular2) false
+          cyclicEntry "exp-range" CyclicMode.ExpRange true
+          { Name = "one-cycle"; Summary = "1cycle: up from lr / div_factor to lr, then down to lr / div_factor / final_div_factor"
+            Source = "Smith and Topin 2017; torch OneCycleLR; lecture seed 003"
+            Options =
+              [ { Name = "total_steps"; Type = Integer; Default = ""; Doc = "length of the cycle (default: the run's steps)" }
+                num "pct_start" 0.3 "fraction of the cycle spent rising"
+                num "div_factor" 25.0 "initial lr = lr / div_factor"
+                num "final_div_factor" 1e4 "final lr = initial lr / final_div_factor"
+                flag "three_phase" false "come back down to the initial lr before annealing to the final lr"
+                flag "linear" false "anneal linearly (torch anneal_strategy='linear') instead of by cosine" ]
+            Create = fun lr steps o ->
+              Schedule.oneCycle lr (needSteps "one-cycle" "total_steps" steps o) (o.Float "pct_start") (o.Float "div_factor")
+                  (o.Float "final_div_factor") (o.Bool "three_phase") (o.Bool "linear") }
+          { Name = "warmup"; Summary = "linear warm-up from start_factor * lr to lr over warmup_steps, then lr"
+            Source = "Goyal et al. 2017; torch LinearLR; lecture seed 003"
+            Options =
+              [ { Name = "warmup_steps"; Type = Integer; Default = ""; Doc = "steps of the warm-up (required)" }
+                num "start_factor" 0.0 "first value as a fraction of lr" ]
+            Create = fun lr _ o -> required "warmup" "warmup_steps" o; Schedule.warmup lr (o.Float "start_factor") (o.Int "warmup_steps") }
+          { Name = "warmup-cosine"; Summary = "linear warm-up, then cosine annealing (join of warmup and cosine)"
+            Source = "Goyal et al. 2017; Loshchilov and Hutter 2017; optax warmup_cosine_decay_schedule"
+            Options =
+              [ { Name = "warmup_steps"; Type = Integer; Default = ""; Doc = "steps of the warm-up (required)" }
+                num "start_factor" 0.0 "first value as a fraction of lr"
+                { Name = "t_max"; Type = Integer; Default = ""; Doc = "steps of the cosine after the warm-up (default: the run's steps - warmup_steps)" }
+                num "eta_min" 0.0 "minimum" ]
+            Create = fun lr steps o ->
+              required "warmup-cosine" "warmup_steps" o
+              let w = o.Int "warmup_steps"
+              let tMax = needSteps "warmup-cosine" "t_max" (steps |> Option.map (fun n -> n - w)) o
+              Schedule.join [ Schedule.warmup lr (o.Float "start_factor") w; Schedule.cosine lr tMax (o.Float "eta_min") ] [ w ] } ]
+
+    let scheduleNames = schedules |> List.map (fun e -> e.Name)
+
+    let findSchedule (name: string) : ScheduleEntry =
+        match schedules |> List.tryFind (fun e -> e.Name = name.Trim().ToLowerInvariant()) with
+        | Some e -> e
+        | None -> Tensors.invalidArg "schedule" $"unknown schedule '{name}'; valid: {names scheduleNames}"
+
+    /// Build a schedule from its name, the learning rate it starts from or peaks at, the length
+    /// of the run when known, and options given as text.
+    let createSchedule (name: string) (lr: float) (steps: int option) (options: (string * string) list) : Schedule =
+        let e = findSchedule name
+        e.Create lr steps (OptionValues(e.Name, e.Options, options))
 
     /// Split "name=value" into its parts, with a clear error otherwise.
     let parseAssignment (text: string) : string * string =

@@ -18,10 +18,14 @@ type TraceArgs =
     | [<Unique>] Dtype of string
     | [<Unique>] Format of string
     | Show_Lr
+    | [<Unique>] Schedule of name: string
+    | [<EqualsAssignmentOrSpaced>] Sched_Opt of assignment: string
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | Schedule _ -> "learning-rate schedule: " + Tensors.commas Registry.scheduleNames + "; --lr is its base (or peak) value"
+            | Sched_Opt _ -> "schedule option name=value, repeatable (step_size, gamma, t_max, ...; see `list`)"
             | Task _ -> "task: " + Tensors.commas Registry.taskNames
             | Start _ -> "start point, comma-separated (e.g. -1.5,2); default: drawn from --seed"
             | Dim _ -> "dimension of sum-of-squares (default 1000)"
@@ -63,6 +67,39 @@ type SensitivityArgs =
             | Dtype _ -> "float32 or float64 (default float32)"
             | Format _ -> "table or csv (default table)"
 
+/// `lr-range-test` options: the sweep of the learning rate, the task and the optimizer.
+type LrRangeTestArgs =
+    | [<Mandatory; Unique>] Task of name: string
+    | [<Unique; EqualsAssignmentOrSpaced>] Start of coordinates: string
+    | [<Unique>] Dim of int
+    | [<Unique>] Seed of int
+    | [<Mandatory; Unique>] Optimizer of name: string
+    | [<EqualsAssignmentOrSpaced>] Opt of assignment: string
+    | [<Unique>] Min_Lr of float
+    | [<Unique>] Max_Lr of float
+    | [<Unique>] Steps of int
+    | [<Unique>] Beta of float
+    | [<Unique>] Dtype of string
+    | [<Unique>] Format of string
+    | [<Unique>] Plot of file: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Task _ -> "task: " + Tensors.commas Registry.taskNames
+            | Start _ -> "start point, comma-separated; default: drawn from --seed"
+            | Dim _ -> "dimension of sum-of-squares (default 1000)"
+            | Seed _ -> "seed of the start point when --start is not given (default 0)"
+            | Optimizer _ -> "optimizer: " + Tensors.commas Registry.optimizerNames
+            | Opt _ -> "optimizer option name=value except lr, repeatable"
+            | Min_Lr _ -> "first learning rate of the sweep (default 1e-7)"
+            | Max_Lr _ -> "last learning rate of the sweep (default 10)"
+            | Steps _ -> "number of steps of the sweep (default 100)"
+            | Beta _ -> "smoothing of the loss (default 0.98)"
+            | Plot _ -> "also draw the loss against the learning rate to this PNG file"
+            | Dtype _ -> "float32 or float64 (default float32)"
+            | Format _ -> "csv or json (default csv)"
+
 type DemoArgs =
     | Quiet
 
@@ -85,6 +122,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
     | [<CliPrefix(CliPrefix.None)>] Sensitivity of ParseResults<SensitivityArgs>
     | [<CliPrefix(CliPrefix.None)>] List of ParseResults<ListArgs>
+    | [<CliPrefix(CliPrefix.None)>] Lr_Range_Test of ParseResults<LrRangeTestArgs>
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -93,6 +131,7 @@ type Args =
             | Demo _ -> "compare the optimizers on the built-in tasks (the README's main job)"
             | Sensitivity _ -> "iterations until the loss falls below a threshold, per optimizer and initial learning rate"
             | List _ -> "list the optimizers and tasks with their options and defaults"
+            | Lr_Range_Test _ -> "sweep the learning rate exponentially and suggest one (Smith 2017)"
 
 /// The command line. Exit codes: 0 ok, 1 a run failed (e.g. diverged), 2 bad input.
 module Cli =
@@ -102,6 +141,10 @@ module Cli =
         for e in Registry.optimizers do
             out.WriteLine($"  {e.Name,-10} {e.Summary}  [{e.Source}]")
             for o in e.Options do out.WriteLine($"      {o.Name,-14} default {o.Default,-8} {o.Doc}")
+        out.WriteLine "Learning-rate schedules (--schedule NAME, options as --sched-opt name=value; --lr is the base or peak value):"
+        for e in Registry.schedules do
+            out.WriteLine($"  {e.Name,-14} {e.Summary}  [{e.Source}]")
+            for o in e.Options do out.WriteLine($"      {o.Name,-16} default {o.Default,-8} {o.Doc}")
         out.WriteLine "Tasks (--task NAME):"
         for e in Registry.tasks do
             out.WriteLine($"  {e.Name,-16} {e.Summary}")
@@ -126,6 +169,8 @@ module Cli =
               Optimizer = r.GetResult TraceArgs.Optimizer
               OptimizerOptions = optOptions
               Steps = r.GetResult(TraceArgs.Steps, 100)
+              Schedule = r.TryGetResult TraceArgs.Schedule
+              ScheduleOptions = [ for a in r.GetResults TraceArgs.Sched_Opt -> Registry.parseAssignment a ]
               Seed = r.GetResult(TraceArgs.Seed, 0)
               Dtype = r.GetResult(TraceArgs.Dtype, "float32")
               Format = r.GetResult(TraceArgs.Format, "csv")
@@ -161,6 +206,31 @@ module Cli =
         | "table" -> Sensitivity.writeTable settings.Threshold (Sensitivity.run settings)
         | "csv" -> Sensitivity.writeCsv out (Sensitivity.run settings)
         | f -> Tensors.invalidArg "format" $"unknown format '{f}'; valid: table, csv"
+    let private lrRangeTest (r: ParseResults<LrRangeTestArgs>) (out: TextWriter) =
+        let d = LrRangeTest.defaults
+        LrRange.run
+            { Task = r.GetResult LrRangeTestArgs.Task
+              TaskOptions =
+                [ match r.TryGetResult LrRangeTestArgs.Start with
+                  | Some s -> yield "start", s
+                  | None -> ()
+                  match r.TryGetResult LrRangeTestArgs.Dim with
+                  | Some n -> yield "dim", string n
+                  | None -> () ]
+              Optimizer = r.GetResult LrRangeTestArgs.Optimizer
+              OptimizerOptions = [ for a in r.GetResults LrRangeTestArgs.Opt -> Registry.parseAssignment a ]
+              Test =
+                { d with
+                    MinLr = r.GetResult(LrRangeTestArgs.Min_Lr, d.MinLr)
+                    MaxLr = r.GetResult(LrRangeTestArgs.Max_Lr, d.MaxLr)
+                    Steps = r.GetResult(LrRangeTestArgs.Steps, d.Steps)
+                    Beta = r.GetResult(LrRangeTestArgs.Beta, d.Beta) }
+              Seed = r.GetResult(LrRangeTestArgs.Seed, 0)
+              Dtype = r.GetResult(LrRangeTestArgs.Dtype, "float32")
+              Format = r.GetResult(LrRangeTestArgs.Format, "csv")
+              Plot = r.TryGetResult LrRangeTestArgs.Plot }
+            out
+        |> ignore
 
     /// Run the command line; returns the exit code. Output goes to `out`, errors to `err`.
     let run (argv: string[]) (out: TextWriter) (err: TextWriter) : int =
@@ -172,6 +242,7 @@ module Cli =
             | Args.Demo d -> Demo.run (d.Contains DemoArgs.Quiet)
             | Args.Sensitivity s -> sensitivity s out
             | Args.List _ -> listAll out
+            | Args.Lr_Range_Test t -> lrRangeTest t out
             out.Flush()
             0
         with
