@@ -16,7 +16,7 @@ module Cells =
     let zeros (n: int) : Tensor = torch.zeros([| int64 n |], dtype = torch.ScalarType.Float32)
 
     /// x W + b.
-    let linear (w: Tensor) (b: Tensor) (x: Tensor) : Tensor = torch.addmm(b, x, w)
+    let linear (w: Tensor) (b: Tensor) (x: Tensor) : Tensor = torch.addmm(b, x, w, 1.0f, 1.0f)
 
     /// x W (no bias).
     let linearNoBias (w: Tensor) (x: Tensor) : Tensor = x.matmul w

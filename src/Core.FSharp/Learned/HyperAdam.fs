@@ -1,0 +1,101 @@
+namespace Optimizers.Learned
+
+open TorchSharp
+open Optimizers
+
+/// HyperAdam (Wang, Sun and Xu, "HyperAdam: A Learnable Task-Adaptive Adam for Network
+/// Training", AAAI 2019; seed 000, Algorithm 2), coordinate-wise and shared across parameters,
+/// in the layout of the authors' code (ShipengWang/HyperAdam, AdamLstmAdaWeightOptModel):
+///   StateCell:  x_t = ELU(FC(g_t / ||g_t||)), s_t = LSTM(x_t, s_{t-1})          (hidden H)
+///   AdamCell:   [beta_t, gamma_t] = sigmoid([n(s_t), n(m_{t-1})] Theta_u + b_u)   (J each;
+///               n(.) divides each column by its norm over the coordinates)
+///               m_t = beta_t m_{t-1} + (1 - beta_t) g_t,  v_t = gamma_t v_{t-1} + (1 - gamma_t) g_t^2
+///               beta-hat_t = beta_t beta-hat_{t-1} + (1 - beta_t), gamma-hat likewise (from 0)
+///               m-hat_t = (m_t / (beta-hat_t + eps)) / sqrt(v_t / (gamma-hat_t + eps) + eps)   (moment field)
+///   WeightCell: rho_t = ELU(s_t Theta_q + b_q)                                      (weight field)
+///   update:     d_t = sum_j rho_t^j m-hat_t^j,   w_t = w_{t-1} - alpha d_t
+/// eps = 1e-24 as in the paper. The gradient is normalised by its Euclidean norm over all
+/// coordinates, so the state, and hence the update, is invariant to the gradient's scale.
+/// With J = 1, constant decay rates (Theta_u = 0, b_u = logit of the rates) and rho = 1
+/// (Theta_q = 0, b_q = 1, ELU(1) = 1) it is Adam with eps inside the square root.
+module HyperAdam =
+
+    let options : OptionSpec list =
+        [ { Name = "j"; Type = Integer; Default = "20"; Doc = "number J of candidate moments (decay-rate pairs)" }
+          { Name = "hidden"; Type = Integer; Default = "20"; Doc = "hidden size of the StateCell's FC and LSTM" }
+          { Name = "lr"; Type = Number; Default = "0.005"; Doc = "step size alpha" }
+          { Name = "eps"; Type = Number; Default = "1e-24"; Doc = "epsilon of the moment field" } ]
+
+    let private sizes (o: OptionValues) =
+        let j, h = o.Int "j", o.Int "hidden"
+        if j < 1 then Tensors.invalidArg "j" $"hyperadam: j = {j} is invalid; it must be >= 1"
+        if h < 1 then Tensors.invalidArg "hidden" $"hyperadam: hidden = {h} is invalid; it must be >= 1"
+        j, h
+
+    /// Fresh Theta: Glorot-uniform kernels and zero biases (TensorFlow's defaults, as the authors').
+    let initTheta (o: OptionValues) (seed: int) : Tree =
+        let j, h = sizes o
+        let gen = LearnedOptimizer.generator seed
+        Tree.ofSeq
+            [ "state.fc.w", Cells.glorot gen 1 h
+              "state.fc.b", Cells.zeros h
+              "state.lstm.kernel", Cells.glorot gen (2 * h) (4 * h)
+              "state.lstm.bias", Cells.zeros (4 * h)
+              "adam.kernel", Cells.glorot gen (h + j) (2 * j)
+              "adam.bias", Cells.zeros (2 * j)
+              "weight.w", Cells.glorot gen h j
+              "weight.b", Cells.zeros j ]
+
+    /// The HyperAdam optimizer that Theta defines.
+    let create (o: OptionValues) (theta: Tree) : Transformation =
+        let j, h = sizes o
+        let alpha = o.Float "lr"
+        let eps = o.Float "eps"
+        Hyper.checkFloat "hyperadam" "lr" (fun v -> v > 0.0) "> 0" alpha
+        Hyper.checkFloat "hyperadam" "eps" (fun v -> v > 0.0) "> 0" eps
+        let expect name (shape: int list) =
+            let t = theta[name]
+            if t.shape <> (shape |> List.map int64 |> Array.ofList) then
+                Tensors.invalidArg "theta" $"hyperadam: meta-parameter '{name}' has shape {t.shape}, expected {shape} for j = {j}, hidden = {h}"
+        expect "state.lstm.kernel" [ 2 * h; 4 * h ]
+        expect "adam.kernel" [ h + j; 2 * j ]
+        expect "weight.w" [ h; j ]
+        let name = "hyperadam"
+        let init (p: Tree) =
+            let n = Tree.numel p
+            let dtype = p.Values[0].dtype
+            let z (cols: int) = torch.zeros([| n; int64 cols |], dtype = dtype)
+            State.withSlots name [ "cells", Tree.ofSeq [ "h", z h; "c", z h; "m", z j; "v", z j; "beta_hat", z j; "gamma_hat", z j ] ]
+        let update (g: Tree) (s: State) (p: Tree) =
+            let cells = s.Slot "cells"
+            let dtype = p.Values[0].dtype
+            let th (name: string) = theta[name].``to``(dtype)
+            let gFlat = (Cells.flatten g).unsqueeze(1L)                           // [p, 1]
+            let gNorm = gFlat * torch.rsqrt(gFlat.square().sum() + 1e-32)          // g / ||g||
+            let x = torch.nn.functional.elu(Cells.linear (th "state.fc.w") (th "state.fc.b") gNorm, 1.0)
+            let hNew, cNew = Cells.lstm (th "state.lstm.kernel") (th "state.lstm.bias") 1.0 x (cells["h"], cells["c"])
+            let adamIn = torch.cat([| Cells.normalizeColumns 1e-16 hNew; Cells.normalizeColumns 1e-16 cells["m"] |], 1L)
+            let rates = torch.sigmoid(Cells.linear (th "adam.kernel") (th "adam.bias") adamIn)
+            let halves = rates.chunk(2L, 1L)
+            let beta, gamma = halves[0], halves[1]
+            let m = beta * cells["m"] + (1.0 - beta) * gFlat
+            let v = gamma * cells["v"] + (1.0 - gamma) * gFlat.square()
+            let betaHat = beta * cells["beta_hat"] + (1.0 - beta)
+            let gammaHat = gamma * cells["gamma_hat"] + (1.0 - gamma)
+            let field = (m / (betaHat + eps)) / (v / (gammaHat + eps) + eps).sqrt()
+            let rho = torch.nn.functional.elu(Cells.linear (th "weight.w") (th "weight.b") hNew, 1.0)
+            let d = (field * rho).sum(1L)
+            let u = LearnedOptimizer.toUpdates p (d * -alpha)
+            u,
+            { s with
+                Count = s.Count + 1
+                Slots = Map.ofList [ "cells", Tree.ofSeq [ "h", hNew; "c", cNew; "m", m; "v", v; "beta_hat", betaHat; "gamma_hat", gammaHat ] ] }
+        Transform.create name init update
+
+    let kind : LearnedKind =
+        { Kind = "hyperadam"
+          Summary = "HyperAdam: J Adams with learned decay rates, combined by learned weights"
+          Source = "Wang, Sun and Xu, AAAI 2019 (seed 000)"
+          Options = options
+          InitTheta = initTheta
+          Create = create }

@@ -1,0 +1,78 @@
+namespace Optimizers.Learned
+
+open System
+open System.IO
+open System.Text.Json.Nodes
+open TorchSharp
+open Optimizers
+
+/// A family of learned optimizers (HyperAdam, DMoptimizer, RNNprop, ...): its options, how to
+/// make fresh meta-parameters Theta, and how to turn Theta into an ordinary Transformation. The
+/// Transformation's update is differentiable in Theta, which is what meta-training needs.
+type LearnedKind =
+    { Kind: string
+      Summary: string
+      Source: string
+      Options: OptionSpec list
+      /// Fresh meta-parameters from a seed (float32, requires_grad off: the trainer turns it on).
+      InitTheta: OptionValues -> int -> Tree
+      /// The optimizer that Theta defines.
+      Create: OptionValues -> Tree -> Transformation }
+
+/// A trained optimizer: its kind, the options it was built with, its meta-parameters, and
+/// free-form facts about how it was made (the command line, meta-iterations, losses).
+type TrainedOptimizer =
+    { Kind: string
+      Options: (string * string) list
+      Theta: Tree
+      Info: Map<string, string> }
+
+/// Trained-optimizer files ("OPTLEARN" TensorFiles) and helpers shared by every learned kind.
+module LearnedOptimizer =
+
+    let private fileKind = "OPTLEARN"
+    let private what = "trained optimizer file"
+
+    /// The option values of a kind.
+    let values (k: LearnedKind) (options: (string * string) list) = OptionValues(k.Kind, k.Options, options)
+
+    /// Build the optimizer of a trained one, checking that the kind matches.
+    let create (k: LearnedKind) (t: TrainedOptimizer) : Transformation =
+        if t.Kind <> k.Kind then
+            Tensors.invalidArg "kind" $"a trained '{t.Kind}' cannot be used as a '{k.Kind}'"
+        k.Create (values k t.Options) t.Theta
+
+    let save (path: string) (t: TrainedOptimizer) =
+        let w = TensorFile.Writer()
+        let header = JsonObject()
+        header["kind"] <- JsonValue.Create t.Kind
+        let opts = JsonObject()
+        for n, v in t.Options do opts[n] <- JsonValue.Create v
+        header["options"] <- opts
+        header["names"] <- JsonArray(t.Theta.Names |> Array.map (fun n -> JsonValue.Create n :> JsonNode))
+        header["tensors"] <- JsonArray(t.Theta.Values |> Array.map w.Add)
+        let info = JsonObject()
+        for KeyValue(n, v) in t.Info do info[n] <- JsonValue.Create v
+        header["info"] <- info
+        match Path.GetDirectoryName(Path.GetFullPath path) with
+        | null -> ()
+        | dir -> Directory.CreateDirectory dir |> ignore
+        TensorFile.write path fileKind header w
+
+    /// Load a trained optimizer; a wrong or corrupt file fails with a message naming the file.
+    let load (path: string) : TrainedOptimizer =
+        let header, r = TensorFile.read path fileKind what
+        TensorFile.guard path (fun () ->
+            let names = header["names"].AsArray() |> Seq.map (fun n -> n.GetValue<string>()) |> Array.ofSeq
+            let values = header["tensors"].AsArray() |> Seq.map r.Tensor |> Array.ofSeq
+            if names.Length <> values.Length then TensorFile.fail path "corrupt (names and tensors differ in number)"
+            { Kind = r.Str header "kind"
+              Options = [ for KeyValue(n, v) in header["options"].AsObject() -> n, v.GetValue<string>() ]
+              Theta = { Names = names; Values = values }
+              Info = Map.ofList [ for KeyValue(n, v) in header["info"].AsObject() -> n, v.GetValue<string>() ] })
+
+    /// A seeded generator for initialising meta-parameters.
+    let generator (seed: int) = new torch.Generator(uint64 seed)
+
+    /// The update direction as a flat vector turned back into the parameters' tree.
+    let toUpdates (like: Tree) (flat: Tensor) : Tree = Cells.unflatten like flat

@@ -1,0 +1,240 @@
+namespace Optimizers.Meta
+
+open System
+open System.IO
+open System.Text.Json
+open System.Text.Json.Nodes
+open TorchSharp
+open Optimizers
+open Optimizers.Handcrafted
+open Optimizers.Learned
+open Optimizers.Tasks
+
+/// Settings of a meta-training run.
+type MetaSettings =
+    { Kind: LearnedKind
+      KindOptions: (string * string) list
+      /// The optimizee problem; each episode draws a fresh instance from its own seed.
+      Task: Task
+      /// Steps per episode (T) and per truncated-backprop window; T is cut into T / Window windows.
+      Horizon: int
+      Window: int
+      Episodes: int
+      /// The meta-optimizer is Adam whose learning rate decays exponentially from MetaLr to MetaLrFinal.
+      MetaLr: float
+      MetaLrFinal: float
+      /// Random scaling of the optimizee with c = exp(U(-r, r)) (Lv et al.), or None.
+      RandomScaling: float option
+      /// An extra convex term over a k-dimensional variable (Lv et al.), or None.
+      ConvexTerm: int option
+      /// Every this many episodes, the mean meta-objective over the validation seeds; the best
+      /// Theta so far is kept.
+      ValidateEvery: int
+      ValidationSeeds: int list
+      /// Where checkpoints go (every CheckpointEvery episodes), and where a rerun resumes from.
+      CheckpointDir: string option
+      CheckpointEvery: int
+      Seed: int
+      Dtype: torch.ScalarType }
+
+/// What a progress callback sees after each episode.
+type MetaProgress =
+    { Episode: int
+      Episodes: int
+      MetaLoss: float
+      Validation: float option
+      BestValidation: float
+      Skipped: bool }
+
+/// The result: the best Theta (by validation) and the last one, with the history of meta-losses.
+type MetaResult =
+    { Best: TrainedOptimizer
+      Last: TrainedOptimizer
+      MetaLosses: float list
+      Validations: (int * float) list }
+
+/// Meta-training (HyperAdam's L(Theta), seed 000; the thesis's loop, seed 004 section 2.2):
+/// unroll T steps of the learned optimizer on an optimizee, meta-loss = mean optimizee loss
+/// L(w_t) over the steps of a window, backpropagate into Theta through the window (truncated
+/// backprop: the optimizee and optimizer state carry over between windows, detached), update
+/// Theta with Adam. The optimizee's gradient is an input to the optimizer, not differentiated
+/// through (no second derivatives, as in Andrychowicz et al. and the HyperAdam code).
+/// Every episode starts a fresh optimizee drawn from (Seed, episode), so a run is determined by
+/// its settings, and a checkpointed run resumed after a kill gives the same result bit for bit.
+module MetaTrain =
+
+    let private episodeSeed (seed: int) (episode: int) = seed * 1_000_003 + episode
+
+    /// The optimizee of an episode (with the tricks applied).
+    let optimizee (s: MetaSettings) (seed: int) : Task =
+        let t = match s.RandomScaling with Some r -> Tricks.randomScaling r (seed + 17) s.Task | None -> s.Task
+        match s.ConvexTerm with Some k -> Tricks.convexTerm k (seed + 31) t | None -> t
+
+    let private validate (s: MetaSettings) =
+        if s.Horizon < 1 then Tensors.invalidArg "horizon" $"horizon = {s.Horizon} is invalid; it must be >= 1"
+        if s.Window < 1 || s.Horizon % s.Window <> 0 then
+            Tensors.invalidArg "window" $"window = {s.Window} is invalid; it must be >= 1 and divide the horizon {s.Horizon}"
+        if s.Episodes < 1 then Tensors.invalidArg "episodes" $"episodes = {s.Episodes} is invalid; it must be >= 1"
+        Hyper.checkFloat "meta-train" "meta_lr" (fun v -> v > 0.0) "> 0" s.MetaLr
+        Hyper.checkFloat "meta-train" "meta_lr_final" (fun v -> v > 0.0 && v <= s.MetaLr) "> 0 and <= meta_lr" s.MetaLrFinal
+        if s.ValidateEvery < 1 then Tensors.invalidArg "validate_every" "validate_every must be >= 1"
+        if s.CheckpointEvery < 1 then Tensors.invalidArg "checkpoint_every" "checkpoint_every must be >= 1"
+
+    /// The mean loss over `steps` steps of `opt` from the task's start for `seed` (no graph).
+    let objective (task: Task) (opt: Transformation) (dtype: torch.ScalarType) (seed: int) (steps: int) : float =
+        let start = task.Init { TaskInit.Default with Seed = seed; Dtype = dtype }
+        let mutable sum = 0.0
+        try
+            let p, st = Run.optimize task opt start steps (fun k l _ -> if k > 0 then sum <- sum + l)
+            Tree.dispose p
+            State.dispose st
+            sum / float steps
+        with DivergedException _ -> nan
+        |> fun v -> Tree.dispose start; v
+
+    /// The steps of one window from (p, state) with Theta in the graph: the mean loss L(w_t)
+    /// over the window's W updates, and the final params and state (still in the graph).
+    let private window (s: MetaSettings) (task: Task) (opt: Transformation) (t0: int) (p0: Tree) (s0: State) =
+        let mutable p = p0
+        let mutable st = s0
+        let losses = Collections.Generic.List<Tensor>()
+        for i in 0 .. s.Window - 1 do
+            let input = if p.Values[0].requires_grad then p else Tree.asLeaves p
+            let loss = task.Loss (t0 + i) input
+            if i > 0 then losses.Add loss
+            let g = torch.autograd.grad([| loss |], input.Values, retain_graph = true)
+            let grads = { Names = p.Names; Values = g |> Seq.map (fun x -> x.detach()) |> Array.ofSeq }
+            let p', st' = Transform.step opt grads st input
+            p <- p'
+            st <- st'
+        let input = if p.Values[0].requires_grad then p else Tree.asLeaves p
+        losses.Add(task.Loss (t0 + s.Window) input)
+        torch.stack(losses).mean(), p, st
+
+    type private Checkpoint =
+        { Episode: int
+          Theta: Tree
+          MetaState: State
+          BestTheta: Tree
+          BestValidation: float
+          MetaLosses: float list
+          Validations: (int * float) list }
+
+    let private metaOptimizer (s: MetaSettings) =
+        let total = float (s.Episodes * (s.Horizon / s.Window))
+        let decay = (s.MetaLrFinal / s.MetaLr) ** (1.0 / max 1.0 total)
+        Adam.create { Adam.defaults with Lr = Hyper.Scheduled(fun k -> s.MetaLr * decay ** float k) }
+
+    let private trained (s: MetaSettings) (theta: Tree) (info: (string * string) list) : TrainedOptimizer =
+        { Kind = s.Kind.Kind; Options = s.KindOptions; Theta = Tree.map (fun t -> t.detach().clone()) theta; Info = Map.ofList info }
+
+    let private saveCheckpoint (dir: string) (s: MetaSettings) (c: Checkpoint) =
+        Directory.CreateDirectory dir |> ignore
+        LearnedOptimizer.save (Path.Combine(dir, "theta.bin")) (trained s c.Theta [])
+        LearnedOptimizer.save (Path.Combine(dir, "best.bin")) (trained s c.BestTheta [])
+        Serialization.saveState (Path.Combine(dir, "meta-optimizer.state")) (metaOptimizer s) c.MetaState
+        let progress = JsonObject()
+        progress["episode"] <- JsonValue.Create c.Episode
+        progress["best_validation"] <- JsonValue.Create(if Double.IsNaN c.BestValidation then "nan" else c.BestValidation.ToString("R"))
+        progress["meta_losses"] <- JsonArray(c.MetaLosses |> List.map (fun v -> JsonValue.Create(v.ToString("R")) :> JsonNode) |> Array.ofList)
+        progress["validations"] <- JsonArray(c.Validations |> List.map (fun (e, v) -> JsonArray(JsonValue.Create e, JsonValue.Create(v.ToString("R"))) :> JsonNode) |> Array.ofList)
+        // progress.json is written last and renamed into place: it marks a complete checkpoint.
+        let tmp = Path.Combine(dir, "progress.json.tmp")
+        File.WriteAllText(tmp, progress.ToJsonString())
+        File.Move(tmp, Path.Combine(dir, "progress.json"), true)
+
+    let private loadCheckpoint (dir: string) (s: MetaSettings) : Checkpoint option =
+        let file = Path.Combine(dir, "progress.json")
+        if not (File.Exists file) then None
+        else
+            let progress = JsonNode.Parse(File.ReadAllText file)
+            let f (n: JsonNode) = Double.Parse(n.GetValue<string>(), Globalization.CultureInfo.InvariantCulture)
+            let theta = LearnedOptimizer.load (Path.Combine(dir, "theta.bin"))
+            if theta.Kind <> s.Kind.Kind then
+                raise (InvalidDataException($"{dir}: the checkpoint is of a '{theta.Kind}', not of a '{s.Kind.Kind}'; use another --checkpoint directory"))
+            Some
+                { Episode = progress["episode"].GetValue<int>()
+                  Theta = theta.Theta
+                  BestTheta = (LearnedOptimizer.load (Path.Combine(dir, "best.bin"))).Theta
+                  MetaState = Serialization.loadState (Path.Combine(dir, "meta-optimizer.state")) (metaOptimizer s)
+                  BestValidation = (match progress["best_validation"].GetValue<string>() with "nan" -> nan | v -> Double.Parse(v, Globalization.CultureInfo.InvariantCulture))
+                  MetaLosses = progress["meta_losses"].AsArray() |> Seq.map f |> List.ofSeq
+                  Validations = progress["validations"].AsArray() |> Seq.map (fun p -> p[0].GetValue<int>(), f p[1]) |> List.ofSeq }
+
+    /// Meta-train; `onEpisode` is called after each episode (for a progress bar).
+    let train (s: MetaSettings) (onEpisode: MetaProgress -> unit) : MetaResult =
+        validate s
+        let values = LearnedOptimizer.values s.Kind s.KindOptions
+        let metaOpt = metaOptimizer s
+        let keep (t: Tree) = t |> Tree.map (fun x -> x.DetachFromDisposeScope())
+        let fresh () =
+            let theta = s.Kind.InitTheta values s.Seed |> Tree.map (fun x -> x.``to``(s.Dtype)) |> keep
+            { Episode = -1; Theta = theta; MetaState = metaOpt.Init theta |> State.detachFromScopes
+              BestTheta = theta; BestValidation = nan; MetaLosses = []; Validations = [] }
+        let mutable c =
+            match s.CheckpointDir |> Option.bind (fun d -> loadCheckpoint d s) with
+            | Some c -> { c with Theta = Tree.map (fun x -> x.``to``(s.Dtype)) c.Theta; BestTheta = Tree.map (fun x -> x.``to``(s.Dtype)) c.BestTheta }
+            | None -> fresh ()
+        let windows = s.Horizon / s.Window
+        for episode in c.Episode + 1 .. s.Episodes - 1 do
+            let seed = episodeSeed s.Seed episode
+            let task = optimizee s seed
+            let mutable p = task.Init { TaskInit.Default with Seed = seed; Dtype = s.Dtype } |> keep
+            let mutable st = (s.Kind.Create values c.Theta).Init p |> State.detachFromScopes
+            let mutable theta = c.Theta
+            let mutable metaState = c.MetaState
+            let mutable sum, skipped = 0.0, false
+            let mutable w = 0
+            while w < windows && not skipped do
+                use scope = torch.NewDisposeScope()
+                let leaves = Tree.asLeaves theta
+                let opt = s.Kind.Create values leaves
+                let metaLoss, p', st' = window s task opt (w * s.Window) p st
+                let l = metaLoss.ToDouble()
+                if Double.IsNaN l || Double.IsInfinity l then skipped <- true
+                else
+                    let g = torch.autograd.grad([| metaLoss |], leaves.Values)
+                    let grads = { Names = theta.Names; Values = Array.ofSeq g }
+                    let theta', metaState' = using (torch.no_grad()) (fun _ -> Transform.step metaOpt grads metaState theta)
+                    sum <- sum + l
+                    let old = Seq.concat [ p.Values :> seq<_>; State.tensors st; (if obj.ReferenceEquals(theta, c.Theta) then Seq.empty else theta.Values); State.tensors metaState |> Seq.filter (fun t -> not (List.exists (fun x -> obj.ReferenceEquals(x, t)) (State.tensors c.MetaState))) ] |> Array.ofSeq
+                    p <- Tree.map (fun x -> x.detach().DetachFromDisposeScope()) p'
+                    st <- State.detach st' |> State.detachFromScopes
+                    theta <- Tree.map (fun x -> x.detach().DetachFromDisposeScope()) theta'
+                    metaState <- State.detach metaState' |> State.detachFromScopes
+                    Run.disposeReplaced old (Seq.concat [ p.Values :> seq<_>; State.tensors st; theta.Values; State.tensors metaState ])
+                w <- w + 1
+                Memory.afterStep ()
+            Tree.dispose p
+            State.dispose st
+            let metaLoss = if skipped then nan else sum / float windows
+            let validation =
+                if (episode + 1) % s.ValidateEvery = 0 && not s.ValidationSeeds.IsEmpty then
+                    let opt = s.Kind.Create values theta
+                    let v = s.ValidationSeeds |> List.averageBy (fun vs -> objective (optimizee s vs) opt s.Dtype vs s.Horizon)
+                    Some v
+                else None
+            let best, bestTheta =
+                match validation with
+                | Some v when not (Double.IsNaN v) && (Double.IsNaN c.BestValidation || v < c.BestValidation) -> v, theta
+                | _ -> c.BestValidation, (if c.Validations.IsEmpty && validation.IsNone then theta else c.BestTheta)
+            c <-
+                { Episode = episode
+                  Theta = theta
+                  MetaState = metaState
+                  BestTheta = bestTheta
+                  BestValidation = best
+                  MetaLosses = c.MetaLosses @ [ metaLoss ]
+                  Validations = c.Validations @ (validation |> Option.map (fun v -> episode, v) |> Option.toList) }
+            match s.CheckpointDir with
+            | Some dir when (episode + 1) % s.CheckpointEvery = 0 || episode = s.Episodes - 1 -> saveCheckpoint dir s c
+            | _ -> ()
+            onEpisode { Episode = episode; Episodes = s.Episodes; MetaLoss = metaLoss; Validation = validation; BestValidation = best; Skipped = skipped }
+        let info =
+            [ "episodes", string s.Episodes; "horizon", string s.Horizon; "window", string s.Window
+              "task", s.Task.Name; "seed", string s.Seed
+              "best_validation", c.BestValidation.ToString("R", Globalization.CultureInfo.InvariantCulture) ]
+        { Best = trained s c.BestTheta info
+          Last = trained s c.Theta info
+          MetaLosses = c.MetaLosses
+          Validations = c.Validations }
