@@ -735,6 +735,41 @@ let registryTests =
                 Expect.isTrue (floats p' |> Array.forall Double.IsFinite) $"{name}: finite step"
                 Expect.notEqual (floats p') (floats p) $"{name}: the step moves"
                 Expect.equal s.Count 1 $"{name}: one step counted"
+        testCase "float32 parameters keep float32 updates and moments" <| fun () ->
+            use _scope = torch.NewDisposeScope()
+            for name in catalogNames do
+                let opt = Registry.createOptimizer name []
+                let p = Tree.single "x" (torch.tensor([| 1.0f; -2.0f; 0.5f |]))
+                let g = Tree.single "x" (torch.tensor([| 0.5f; 0.25f; -1.0f |]))
+                let mutable s = opt.Init p
+                let mutable q = p
+                for _ in 1..3 do
+                    let q', s' = Transform.step opt g s q
+                    q <- q'
+                    s <- s'
+                Expect.equal q["x"].dtype torch.ScalarType.Float32 $"{name}: params stay float32"
+                let rec slots (st: State) = [ for KeyValue(_, t) in st.Slots do yield! t.Values
+                                              for c in st.Children do yield! slots c ]
+                for t in slots s do Expect.equal t.dtype torch.ScalarType.Float32 $"{name}: per-parameter state stays float32"
+        testCase "every catalog state survives a save and load, and the run continues identically" <| fun () ->
+            use _scope = torch.NewDisposeScope()
+            let dir = Path.Combine(Path.GetTempPath(), $"catalog-{Guid.NewGuid():N}")
+            Directory.CreateDirectory dir |> ignore
+            try
+                for name in catalogNames do
+                    let opt = Registry.createOptimizer name (if name = "swats" then [ "switch_eps", "1e9" ] else [])
+                    let g = tree1 [ 0.5; 0.25 ]
+                    let p0 = tree1 [ 1.0; -2.0 ]
+                    let p1, s1 = Transform.step opt g (opt.Init p0) p0
+                    let p2, s2 = Transform.step opt g s1 p1
+                    let file = Path.Combine(dir, name + ".state")
+                    Serialization.saveState file opt s2
+                    let loaded = Serialization.loadState file opt
+                    let a, _ = Transform.step opt g s2 p2
+                    let b, _ = Transform.step opt g loaded p2
+                    Expect.equal (floats b) (floats a) $"{name}: the step after loading"
+            finally
+                Directory.Delete(dir, true)
         testCase "registry defaults are PyTorch's (and the reference code's)" <| fun () ->
             let defaultOf name opt =
                 (Registry.findOptimizer name).Options |> List.find (fun o -> o.Name = opt) |> fun o -> o.Default

@@ -27,9 +27,11 @@ type AdaBoundOptions =
 ///   f_t = final_lr * lr_t / lr_0                       (final_lr follows a scheduled lr, as in the reference)
 ///   eta_t <- clip(eta_t, f_t (1 - 1 / (gamma t + 1)), f_t (1 + 1 / (gamma t)))
 ///   theta_t = theta_{t-1} - eta_t m_t
-/// The lecture writes the bounds with 1 - b2 in place of gamma; the paper's experiments and code
-/// use gamma = 1e-3 (= 1 - b2 for b2 = 0.999). The learning rate is inside the clip, so the chain
-/// ends with the sign flip alone (ScaleBy.learningRate 1).
+/// The lecture writes Clip(eta / sqrt(vhat_t + eps)) mhat_t with 1 - b2 in place of gamma; the
+/// reference code differs in three details that we follow: eps is added outside the root of the
+/// uncorrected v, the first-moment bias correction 1 / (1 - b1^t) sits inside the clip, and gamma
+/// is its own option (1e-3, which is 1 - b2 for b2 = 0.999). The learning rate is inside the
+/// clip, so the chain ends with the sign flip alone (ScaleBy.learningRate 1).
 module AdaBound =
 
     let defaults : AdaBoundOptions =

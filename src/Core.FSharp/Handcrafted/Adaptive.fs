@@ -254,8 +254,10 @@ module Adaptive =
 
     /// The sum over a tree of element-wise products, as a 0-d tensor.
     let private dot (a: Tree) (b: Tree) : Tensor =
-        Array.map2 (fun (x: Tensor) (y: Tensor) -> (x * y).sum()) a.Values b.Values
-        |> Array.reduce (fun x y -> x + y)
+        if a.Count = 0 then torch.tensor(0.0, dtype = torch.ScalarType.Float64)
+        else
+            Array.map2 (fun (x: Tensor) (y: Tensor) -> (x * y).sum()) a.Values b.Values
+            |> Array.reduce (fun x y -> x + y)
 
     /// SWATS (Keskar and Socher 2017, Algorithm 1): Adam until the switch, then SGD with momentum
     /// at the learning rate Adam's steps imply. With k the step (from 1):
