@@ -1,0 +1,45 @@
+namespace Optimizers.Handcrafted
+
+open Optimizers
+
+/// Options of Adagrad (torch.optim.Adagrad's names and defaults).
+type AdagradOptions =
+    { Lr: Hyper
+      /// The learning rate at step t is lr / (1 + (t - 1) * lr_decay).
+      LrDecay: Hyper
+      /// L2 regularisation added to the gradient.
+      WeightDecay: Hyper
+      /// The starting value of the sum of squared gradients.
+      InitialAccumulatorValue: float
+      /// Added to the square root of the sum (outside the root, as in PyTorch).
+      Eps: float }
+
+/// Adagrad (Duchi, Hazan and Singer, JMLR 2011; lecture seed 003), exactly as torch.optim.Adagrad:
+///   g_t = grad_t + wd * theta_{t-1}
+///   s_t = s_{t-1} + g_t^2,   s_0 = initial_accumulator_value
+///   theta_t = theta_{t-1} - lr / (1 + (t - 1) * lr_decay) * g_t / (sqrt(s_t) + eps)
+/// The lecture's form eta / sqrt(sum_i g_i^2) is this with lr_decay = 0 and eps -> 0.
+module Adagrad =
+
+    let defaults : AdagradOptions =
+        { Lr = Hyper.Fixed 1e-2
+          LrDecay = Hyper.Fixed 0.0
+          WeightDecay = Hyper.Fixed 0.0
+          InitialAccumulatorValue = 0.0
+          Eps = 1e-10 }
+
+    let validate (o: AdagradOptions) =
+        Hyper.checkNonNegative "adagrad" "lr" o.Lr
+        Hyper.checkNonNegative "adagrad" "lr_decay" o.LrDecay
+        Hyper.checkNonNegative "adagrad" "weight_decay" o.WeightDecay
+        Hyper.checkFloat "adagrad" "initial_accumulator_value" (fun v -> v >= 0.0 && not (System.Double.IsInfinity v)) "a finite number >= 0" o.InitialAccumulatorValue
+        Hyper.checkFloat "adagrad" "eps" (fun v -> v > 0.0) "> 0" o.Eps
+
+    /// Adagrad as a transformation named "adagrad". Validates its options.
+    let create (o: AdagradOptions) : Transformation =
+        validate o
+        Combine.named "adagrad" 1
+            [ ScaleBy.l2WeightDecay o.WeightDecay
+              Adaptive.adagrad o.InitialAccumulatorValue o.Eps
+              (if Hyper.isZero o.LrDecay then Transform.identity else Adaptive.inverseTimeDecay o.LrDecay)
+              ScaleBy.learningRate o.Lr ]

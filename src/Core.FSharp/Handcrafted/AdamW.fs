@@ -1,0 +1,52 @@
+namespace Optimizers.Handcrafted
+
+open Optimizers
+
+/// Options of AdamW (torch.optim.AdamW's names and defaults, plus optax's eps_root).
+type AdamWOptions =
+    { Lr: Hyper
+      Beta1: Hyper
+      Beta2: Hyper
+      /// Added to the denominator outside the square root (PyTorch's eps).
+      Eps: float
+      /// Added inside the square root; > 0 keeps meta-gradients finite.
+      EpsRoot: float
+      /// Decoupled weight decay: theta is shrunk by lr * weight_decay * theta each step.
+      WeightDecay: Hyper
+      /// Use AMSGrad's running maximum of v (torch.optim.AdamW's amsgrad).
+      Amsgrad: bool }
+
+/// AdamW, Adam with decoupled weight decay (Loshchilov and Hutter, ICLR 2019; lecture seed 003),
+/// exactly as torch.optim.AdamW:
+///   m_t = b1 m_{t-1} + (1 - b1) grad_t,   v_t = b2 v_{t-1} + (1 - b2) grad_t^2   (amsgrad: vmax_t)
+///   theta_t = theta_{t-1} - lr (m_t / (1 - b1^t)) / (sqrt(v_t) / sqrt(1 - b2^t) + eps) - lr wd theta_{t-1}
+/// The decay never enters the moments (against Adam's L2 weight_decay, which does). As in PyTorch
+/// the decay is scaled by lr; the paper's lambda (scaled by the schedule multiplier only) is
+/// lr * weight_decay here. A chain in optax's order: moments, add wd * theta, scale by -lr.
+module AdamW =
+
+    let defaults : AdamWOptions =
+        { Lr = Hyper.Fixed 1e-3
+          Beta1 = Hyper.Fixed 0.9
+          Beta2 = Hyper.Fixed 0.999
+          Eps = 1e-8
+          EpsRoot = 0.0
+          WeightDecay = Hyper.Fixed 1e-2
+          Amsgrad = false }
+
+    let validate (o: AdamWOptions) =
+        Hyper.checkNonNegative "adamw" "lr" o.Lr
+        Hyper.checkDecay "adamw" "beta1" o.Beta1
+        Hyper.checkDecay "adamw" "beta2" o.Beta2
+        Hyper.checkFloat "adamw" "eps" (fun v -> v > 0.0) "> 0" o.Eps
+        Hyper.checkFloat "adamw" "eps_root" (fun v -> v >= 0.0) ">= 0" o.EpsRoot
+        Hyper.checkNonNegative "adamw" "weight_decay" o.WeightDecay
+
+    /// AdamW as a transformation named "adamw". Validates its options.
+    let create (o: AdamWOptions) : Transformation =
+        validate o
+        Combine.named "adamw" 1
+            [ (if o.Amsgrad then Adaptive.amsgrad o.Beta1 o.Beta2 o.Eps o.EpsRoot true
+               else ScaleBy.adamMoments o.Beta1 o.Beta2 o.Eps o.EpsRoot)
+              ScaleBy.l2WeightDecay o.WeightDecay
+              ScaleBy.learningRate o.Lr ]

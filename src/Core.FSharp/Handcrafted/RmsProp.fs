@@ -1,0 +1,53 @@
+namespace Optimizers.Handcrafted
+
+open Optimizers
+
+/// Options of RMSProp (torch.optim.RMSprop's names and defaults).
+type RmsPropOptions =
+    { Lr: Hyper
+      /// The decay rate of the mean square (the lecture's alpha).
+      Alpha: Hyper
+      /// Added to the root mean square, outside the square root (PyTorch's eps).
+      Eps: float
+      /// L2 regularisation added to the gradient.
+      WeightDecay: Hyper
+      /// Momentum on the scaled gradient (0: none).
+      Momentum: Hyper
+      /// Divide by an estimate of the variance (mean square minus squared mean) instead.
+      Centered: bool }
+
+/// RMSProp (Hinton, Srivastava and Swersky, lecture 6e, 2012; lecture seed 003), exactly as
+/// torch.optim.RMSprop:
+///   g_t = grad_t + wd * theta_{t-1}
+///   v_t = alpha v_{t-1} + (1 - alpha) g_t^2                          (v_0 = 0)
+///   centered: gbar_t = alpha gbar_{t-1} + (1 - alpha) g_t,  d_t = sqrt(v_t - gbar_t^2) + eps
+///   otherwise d_t = sqrt(v_t) + eps
+///   momentum > 0: b_t = momentum b_{t-1} + g_t / d_t (b_0 = 0),  theta_t = theta_{t-1} - lr b_t
+///   otherwise theta_t = theta_{t-1} - lr g_t / d_t
+/// The lecture starts v_1 = g_0^2; PyTorch starts from v_0 = 0, which we follow.
+module RmsProp =
+
+    let defaults : RmsPropOptions =
+        { Lr = Hyper.Fixed 1e-2
+          Alpha = Hyper.Fixed 0.99
+          Eps = 1e-8
+          WeightDecay = Hyper.Fixed 0.0
+          Momentum = Hyper.Fixed 0.0
+          Centered = false }
+
+    let validate (o: RmsPropOptions) =
+        Hyper.checkNonNegative "rmsprop" "lr" o.Lr
+        Hyper.checkDecay "rmsprop" "alpha" o.Alpha
+        Hyper.checkFloat "rmsprop" "eps" (fun v -> v > 0.0) "> 0" o.Eps
+        Hyper.checkNonNegative "rmsprop" "weight_decay" o.WeightDecay
+        Hyper.checkNonNegative "rmsprop" "momentum" o.Momentum
+
+    /// RMSProp as a transformation named "rmsprop". Validates its options.
+    let create (o: RmsPropOptions) : Transformation =
+        validate o
+        Combine.named "rmsprop" 1
+            [ ScaleBy.l2WeightDecay o.WeightDecay
+              Adaptive.rmsprop o.Alpha o.Eps o.Centered
+              (if Hyper.isZero o.Momentum then Transform.identity
+               else ScaleBy.momentum o.Momentum (Hyper.Fixed 0.0) false)
+              ScaleBy.learningRate o.Lr ]
