@@ -1,0 +1,124 @@
+/// Learned optimizers and meta-training: HyperAdam's special case and invariance, trained-file
+/// round trips and errors, the meta-loss falling, and bit-identical resume after a kill.
+module Optimizers.Tests.LearnedTests
+
+open System
+open System.IO
+open Expecto
+open TorchSharp
+open Optimizers
+open Optimizers.Handcrafted
+open Optimizers.Learned
+open Optimizers.Meta
+open Optimizers.Tasks
+open Optimizers.Tests.Check
+open Optimizers.Tests.PropertyTests
+
+let hyperAdam (options: (string * string) list) (theta: Tree) =
+    HyperAdam.create (LearnedOptimizer.values HyperAdam.kind options) theta
+
+let freshTheta (options: (string * string) list) (seed: int) =
+    HyperAdam.initTheta (LearnedOptimizer.values HyperAdam.kind options) seed |> Tree.map (fun t -> t.to_type f64)
+
+let logit (p: float) = log (p / (1.0 - p))
+
+/// Theta for J = 1 whose decay rates are the constants b1, b2 and whose weight is 1.
+let adamTheta (b1: float) (b2: float) =
+    let t = freshTheta [ "j", "1" ] 0
+    t |> Tree.mapi (fun name x ->
+        match name with
+        | "adam.kernel" | "weight.w" -> torch.zeros_like x
+        | "adam.bias" -> torch.tensor([| logit b1; logit b2 |], dtype = f64)
+        | "weight.b" -> torch.ones_like x
+        | _ -> x)
+
+let tempDir () =
+    let d = Path.Combine(Path.GetTempPath(), $"optimizers-meta-{Guid.NewGuid():N}")
+    Directory.CreateDirectory d |> ignore
+    d
+
+let settings (episodes: int) (checkpoint: string option) : MetaSettings =
+    { Kind = HyperAdam.kind
+      KindOptions = [ "j", "4"; "hidden", "6"; "lr", "0.05" ]
+      Task = Synthetic.sumOfSquares 12 None
+      Horizon = 12
+      Window = 4
+      Episodes = episodes
+      MetaLr = 3e-3
+      MetaLrFinal = 1e-3
+      RandomScaling = None
+      ConvexTerm = None
+      ValidateEvery = 2
+      ValidationSeeds = [ 1001; 1002 ]
+      CheckpointDir = checkpoint
+      CheckpointEvery = 2
+      Seed = 5
+      Dtype = torch.ScalarType.Float32 }
+
+[<Tests>]
+let tests =
+    testList "learned" [
+        testPropertyWithConfig config "hyperadam with J = 1, constant decay rates and weight 1 is adam step for step" <| fun (pr: Problem) ->
+            let lr = 0.05
+            let ours = hyperAdam [ "j", "1"; "lr", string lr; "eps", "1e-24" ] (adamTheta 0.9 0.999)
+            let adam = Adam.create { Adam.defaults with Lr = Hyper.Fixed lr; Eps = 1e-300; EpsRoot = 1e-24 }
+            List.iter2 (fun a b -> closeRel 1e-10 a b "updates") (updates ours pr 1.0) (updates adam pr 1.0)
+
+        testPropertyWithConfig config "hyperadam's update is invariant to the gradient's scale" <| fun (pr: Problem) (Scale c) ->
+            let opt = hyperAdam [ "j", "5"; "hidden", "7" ] (freshTheta [ "j", "5"; "hidden", "7" ] 3)
+            List.iter2 (fun a b -> closeRel 1e-7 a b $"scaled by {c}") (updates opt pr c) (updates opt pr 1.0)
+
+        testCase "hyperadam's state has the documented shapes and its theta is checked" <| fun () ->
+            let theta = freshTheta [] 0
+            Expect.equal theta.["adam.kernel"].shape [| 40L; 40L |] "[n(s), n(m)] (20 + 20) -> 2J (40)"
+            let p = Tree.ofSeq [ "w", torch.ones([| 3L; 2L |], dtype = f64); "b", torch.ones([| 4L |], dtype = f64) ]
+            let opt = hyperAdam [] theta
+            let s = opt.Init p
+            Expect.equal ((s.Slot "cells").["m"].shape) [| 10L; 20L |] "one row per coordinate, J columns"
+            let u, _ = opt.Update p s p
+            Expect.equal (u.Values |> Array.map (fun x -> x.shape)) [| [| 3L; 2L |]; [| 4L |] |] "updates shaped like the parameters"
+            let e = Expect.throwsC (fun () -> hyperAdam [ "j", "5" ] theta |> ignore) id
+            Expect.stringContains e.Message "expected [25; 10]" "a theta of other sizes is refused"
+
+        testCase "a trained optimizer file round-trips, and wrong files are refused clearly" <| fun () ->
+            let dir = tempDir ()
+            let file = Path.Combine(dir, "h.bin")
+            let t : TrainedOptimizer = { Kind = "hyperadam"; Options = [ "j", "3" ]; Theta = freshTheta [ "j", "3" ] 1; Info = Map.ofList [ "command", "test" ] }
+            LearnedOptimizer.save file t
+            let back = LearnedOptimizer.load file
+            Expect.equal back.Options t.Options "options"
+            Expect.equal back.Info t.Info "info"
+            Expect.equal (floats back.Theta) (floats t.Theta) "theta"
+            let opt = LearnedOptimizer.create HyperAdam.kind back
+            Expect.equal opt.Name "hyperadam" "usable"
+            let stateFile = Path.Combine(dir, "s.state")
+            let adam = Adam.create Adam.defaults
+            Serialization.saveState stateFile adam (adam.Init (tree1 [ 1.0 ]))
+            let e = Expect.throwsC (fun () -> LearnedOptimizer.load stateFile |> ignore) id
+            Expect.stringContains e.Message "not an trained optimizer file" "a state file is not a trained optimizer"
+            Expect.stringContains e.Message "OPTSTATE" "and says what it is"
+            File.WriteAllBytes(file, (File.ReadAllBytes file)[.. 100])
+            let e = Expect.throwsC (fun () -> LearnedOptimizer.load file |> ignore) id
+            Expect.stringContains e.Message "truncated" "a cut file"
+            Directory.Delete(dir, true)
+
+        testSequenced <| testList "meta-training" [
+            testCase "the meta-loss falls" <| fun () ->
+                let s = { settings 40 None with Horizon = 20; Window = 5; MetaLr = 1e-2; MetaLrFinal = 1e-2; ValidateEvery = 1000 }
+                let r = MetaTrain.train s ignore
+                let first = r.MetaLosses |> List.take 8 |> List.average
+                let last = r.MetaLosses |> List.skip 32 |> List.average
+                Expect.isLessThan last (0.7 * first) $"mean meta-loss of the first 8 episodes {first}, of the last 8 {last}"
+
+            testCase "a killed run resumed from its checkpoint ends bit-identical to an uninterrupted one" <| fun () ->
+                let whole = MetaTrain.train (settings 6 None) ignore
+                let dir = tempDir ()
+                let killed = settings 6 (Some dir)
+                Expect.throws (fun () -> MetaTrain.train killed (fun p -> if p.Episode = 2 then failwith "killed") |> ignore) "the run dies after episode 2"
+                let resumed = MetaTrain.train killed ignore
+                Expect.equal (floats resumed.Last.Theta) (floats whole.Last.Theta) "last theta"
+                Expect.equal (floats resumed.Best.Theta) (floats whole.Best.Theta) "best theta"
+                Expect.equal resumed.MetaLosses whole.MetaLosses "meta-loss history"
+                Directory.Delete(dir, true)
+        ]
+    ]
