@@ -4,6 +4,7 @@ open System
 open System.Globalization
 open Optimizers.Handcrafted
 open Optimizers.Hypergradient
+open Optimizers.Learned
 open Optimizers.Tasks
 
 /// A registered learning-rate schedule: how the CLI and configs build it by name. `Create lr steps
@@ -370,9 +371,38 @@ module Registry =
             | 2 -> AutoHd.stack $"hd2({inner.Name})" make adapted (o.Hyper "level2_hypergrad_lr")
             | l -> Tensors.invalidArg "levels" $"hd: levels = {l} is invalid; valid: 1, 2" }
 
+    /// The families of learned optimizers.
+    let learnedKinds : LearnedKind list = [ HyperAdam.kind ]
+
+    /// A learned optimizer by its kind's name: a trained one from `file`, else the shipped one,
+    /// else (with init_seed) an untrained one; its own options override the file's.
+    let private learnedEntry (k: LearnedKind) : OptimizerEntry =
+        { Name = k.Kind
+          Summary = k.Summary + " (learned)"
+          Source = k.Source
+          Options =
+            k.Options
+            @ [ { Name = "file"; Type = Text; Default = ""; Doc = "trained optimizer file (default: the shipped models/" + k.Kind + ".bin)" }
+                { Name = "init_seed"; Type = Integer; Default = "-1"; Doc = "use fresh, untrained meta-parameters from this seed" } ]
+          Create = fun o ->
+            let own = k.Options |> List.filter (fun spec -> o.IsGiven spec.Name) |> List.map (fun spec -> spec.Name, o.Text spec.Name)
+            let trained =
+                match o.Text "file", o.Int "init_seed" with
+                | "", seed when seed >= 0 -> { Kind = k.Kind; Options = own; Theta = k.InitTheta (LearnedOptimizer.values k own) seed; Info = Map.empty }
+                | "", _ ->
+                    match LearnedOptimizer.shipped k.Kind with
+                    | Some f -> LearnedOptimizer.load f
+                    | None ->
+                        Tensors.invalidArg "file"
+                            $"{k.Kind}: no trained {k.Kind} is shipped here; pass file=PATH (make one with: optimizers meta-train --kind {k.Kind}) or init_seed=N for an untrained one"
+                | file, _ -> LearnedOptimizer.load file
+            let merged = (trained.Options |> List.filter (fun (n, _) -> not (List.exists (fun (m, _) -> m = n) own))) @ own
+            LearnedOptimizer.create k { trained with Options = merged } }
+
     /// Every optimizer, by name.
     let optimizers : OptimizerEntry list =
         baseOptimizers
+        @ (learnedKinds |> List.map learnedEntry)
         @ [ autoHdEntry
             lookaheadEntry "lookahead" "Lookahead: k fast steps of an inner optimizer, then the slow weights step towards them"
                 "Zhang et al. 2019; lecture seed 003" "adam" 5 0.5
@@ -409,6 +439,12 @@ module Registry =
         match optimizers |> List.tryFind (fun e -> e.Name = name.Trim().ToLowerInvariant()) with
         | Some e -> e
         | None -> Tensors.invalidArg "optimizer" $"unknown optimizer '{name}'; valid: {names optimizerNames}"
+
+    /// A learned kind by name, or an error listing the valid ones.
+    let findLearnedKind (name: string) : LearnedKind =
+        match learnedKinds |> List.tryFind (fun k -> k.Kind = name.Trim().ToLowerInvariant()) with
+        | Some k -> k
+        | None -> Tensors.invalidArg "kind" $"unknown learned optimizer kind '{name}'; valid: {Tensors.commas (learnedKinds |> List.map (fun k -> k.Kind))}"
 
     let findTask (name: string) : TaskEntry =
         match tasks |> List.tryFind (fun e -> e.Name = name.Trim().ToLowerInvariant()) with

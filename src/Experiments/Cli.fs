@@ -100,6 +100,72 @@ type LrRangeTestArgs =
             | Dtype _ -> "float32 or float64 (default float32)"
             | Format _ -> "csv or json (default csv)"
 
+/// `meta-train` options.
+type MetaTrainArgs =
+    | [<Mandatory; Unique>] Kind of name: string
+    | [<EqualsAssignmentOrSpaced>] Opt of assignment: string
+    | [<Mandatory; Unique>] Task of name: string
+    | [<EqualsAssignmentOrSpaced>] Task_Opt of assignment: string
+    | [<Unique>] Horizon of int
+    | [<Unique>] Window of int
+    | [<Unique>] Episodes of int
+    | [<Unique>] Meta_Lr of float
+    | [<Unique>] Meta_Lr_Final of float
+    | [<Unique>] Random_Scaling of r: float
+    | [<Unique>] Convex_Term of k: int
+    | [<Unique>] Validate_Every of int
+    | [<Unique>] Validation_Seeds of int
+    | [<Unique>] Checkpoint of dir: string
+    | [<Unique>] Checkpoint_Every of int
+    | [<Unique>] Seed of int
+    | [<Unique>] Dtype of string
+    | [<Mandatory; Unique>] Out of file: string
+    | Quiet
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Kind _ -> "learned optimizer kind: " + Tensors.commas (Registry.learnedKinds |> List.map (fun k -> k.Kind))
+            | Opt _ -> "option of the kind, name=value, repeatable (hyperadam: j, hidden, lr, eps)"
+            | Task _ -> "optimizee task: " + Tensors.commas Registry.taskNames
+            | Task_Opt _ -> "task option name=value, repeatable"
+            | Horizon _ -> "optimizer steps per episode, T (default 100)"
+            | Window _ -> "steps per truncated-backprop window (default 20; must divide the horizon)"
+            | Episodes _ -> "episodes, each a fresh optimizee (default 100)"
+            | Meta_Lr _ -> "Adam's learning rate for theta (default 1e-4, HyperAdam's)"
+            | Meta_Lr_Final _ -> "decay the meta learning rate exponentially to this (default: no decay)"
+            | Random_Scaling _ -> "random scaling trick with c = exp(U(-r, r)) (Lv et al.; e.g. 3)"
+            | Convex_Term _ -> "convex-term trick over a k-dimensional variable (Lv et al.; e.g. 20)"
+            | Validate_Every _ -> "validate every this many episodes (default 10)"
+            | Validation_Seeds _ -> "validation optimizees (default 5)"
+            | Checkpoint _ -> "checkpoint directory; a rerun with the same settings resumes from it"
+            | Checkpoint_Every _ -> "episodes between checkpoints (default 10)"
+            | Seed _ -> "seed of theta and of the episodes (default 0)"
+            | Dtype _ -> "float32 or float64 (default float32)"
+            | Out _ -> "where to save the trained optimizer (the best theta by validation)"
+            | Quiet -> "no progress bar"
+
+/// `evaluate` options.
+type EvaluateArgs =
+    | [<Mandatory; Unique>] Task of name: string
+    | [<EqualsAssignmentOrSpaced>] Task_Opt of assignment: string
+    | [<Mandatory>] Optimizer of spec: string
+    | [<Unique>] Steps of int
+    | [<Unique>] Seeds of int
+    | [<Unique>] Dtype of string
+    | [<Unique>] Format of string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Task _ -> "task: " + Tensors.commas Registry.taskNames
+            | Task_Opt _ -> "task option name=value, repeatable"
+            | Optimizer _ -> "repeatable: NAME or NAME:opt=value,opt=value (e.g. hyperadam:file=h.bin, adam:lr=0.03125)"
+            | Steps _ -> "steps per run (default 100)"
+            | Seeds _ -> "number of seeds (default 20); every optimizer sees the same ones"
+            | Dtype _ -> "float32 or float64 (default float32)"
+            | Format _ -> "table or csv (default table)"
+
 type DemoArgs =
     | Quiet
 
@@ -121,6 +187,8 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Trace of ParseResults<TraceArgs>
     | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
     | [<CliPrefix(CliPrefix.None)>] Sensitivity of ParseResults<SensitivityArgs>
+    | [<CliPrefix(CliPrefix.None)>] Meta_Train of ParseResults<MetaTrainArgs>
+    | [<CliPrefix(CliPrefix.None)>] Evaluate of ParseResults<EvaluateArgs>
     | [<CliPrefix(CliPrefix.None)>] List of ParseResults<ListArgs>
     | [<CliPrefix(CliPrefix.None)>] Lr_Range_Test of ParseResults<LrRangeTestArgs>
 
@@ -130,6 +198,8 @@ type Args =
             | Trace _ -> "print an optimizer's trajectory on a built-in task (CSV or JSON)"
             | Demo _ -> "compare the optimizers on the built-in tasks (the README's main job)"
             | Sensitivity _ -> "iterations until the loss falls below a threshold, per optimizer and initial learning rate"
+            | Meta_Train _ -> "meta-train a learned optimizer (HyperAdam, ...) and save it to a file"
+            | Evaluate _ -> "optimizers, learned or not, on the same task and seeds: mean final loss and mean loss"
             | List _ -> "list the optimizers and tasks with their options and defaults"
             | Lr_Range_Test _ -> "sweep the learning rate exponentially and suggest one (Smith 2017)"
 
@@ -232,6 +302,41 @@ module Cli =
             out
         |> ignore
 
+    let private metaTrain (r: ParseResults<MetaTrainArgs>) (argv: string[]) (out: TextWriter) =
+        MetaTraining.run
+            { Kind = r.GetResult MetaTrainArgs.Kind
+              KindOptions = [ for a in r.GetResults MetaTrainArgs.Opt -> Registry.parseAssignment a ]
+              Task = r.GetResult MetaTrainArgs.Task
+              TaskOptions = [ for a in r.GetResults MetaTrainArgs.Task_Opt -> Registry.parseAssignment a ]
+              Horizon = r.GetResult(MetaTrainArgs.Horizon, 100)
+              Window = r.GetResult(MetaTrainArgs.Window, 20)
+              Episodes = r.GetResult(MetaTrainArgs.Episodes, 100)
+              MetaLr = r.GetResult(MetaTrainArgs.Meta_Lr, 1e-4)
+              MetaLrFinal = r.TryGetResult MetaTrainArgs.Meta_Lr_Final
+              RandomScaling = r.TryGetResult MetaTrainArgs.Random_Scaling
+              ConvexTerm = r.TryGetResult MetaTrainArgs.Convex_Term
+              ValidateEvery = r.GetResult(MetaTrainArgs.Validate_Every, 10)
+              ValidationSeeds = r.GetResult(MetaTrainArgs.Validation_Seeds, 5)
+              Checkpoint = r.TryGetResult MetaTrainArgs.Checkpoint
+              CheckpointEvery = r.GetResult(MetaTrainArgs.Checkpoint_Every, 10)
+              Seed = r.GetResult(MetaTrainArgs.Seed, 0)
+              Dtype = r.GetResult(MetaTrainArgs.Dtype, "float32")
+              Out = r.GetResult MetaTrainArgs.Out
+              Quiet = r.Contains MetaTrainArgs.Quiet
+              CommandLine = "optimizers " + String.Join(" ", argv |> Array.map (fun a -> if a.Contains ' ' then $"'{a}'" else a)) }
+            out
+
+    let private evaluate (r: ParseResults<EvaluateArgs>) (out: TextWriter) =
+        let taskName = r.GetResult EvaluateArgs.Task
+        let task = Registry.createTask taskName [ for a in r.GetResults EvaluateArgs.Task_Opt -> Registry.parseAssignment a ]
+        let steps = r.GetResult(EvaluateArgs.Steps, 100)
+        let seeds = [ 0 .. r.GetResult(EvaluateArgs.Seeds, 20) - 1 ]
+        let rows = Evaluation.run task (r.GetResults EvaluateArgs.Optimizer) steps seeds (Tensors.parseDtype (r.GetResult(EvaluateArgs.Dtype, "float32")))
+        match r.GetResult(EvaluateArgs.Format, "table") with
+        | "table" -> Evaluation.writeTable $"{taskName}, {steps} steps, {seeds.Length} seeds" rows
+        | "csv" -> Evaluation.writeCsv out rows
+        | f -> Tensors.invalidArg "format" $"unknown format '{f}'; valid: table, csv"
+
     /// Run the command line; returns the exit code. Output goes to `out`, errors to `err`.
     let run (argv: string[]) (out: TextWriter) (err: TextWriter) : int =
         let parser = ArgumentParser.Create<Args>(programName = "optimizers")
@@ -241,6 +346,8 @@ module Cli =
             | Args.Trace t -> trace t out
             | Args.Demo d -> Demo.run (d.Contains DemoArgs.Quiet)
             | Args.Sensitivity s -> sensitivity s out
+            | Args.Meta_Train m -> metaTrain m argv out
+            | Args.Evaluate e -> evaluate e out
             | Args.List _ -> listAll out
             | Args.Lr_Range_Test t -> lrRangeTest t out
             out.Flush()

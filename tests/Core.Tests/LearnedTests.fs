@@ -102,6 +102,33 @@ let tests =
             Expect.stringContains e.Message "truncated" "a cut file"
             Directory.Delete(dir, true)
 
+        testCase "meta-train and evaluate from the command line" <| fun () ->
+            let dir = tempDir ()
+            let file = Path.Combine(dir, "h.bin")
+            let cli (args: string list) =
+                use out = new StringWriter()
+                use err = new StringWriter()
+                let code = Optimizers.Experiments.Cli.run (Array.ofList args) out err
+                code, out.ToString(), err.ToString()
+            let code, out, err =
+                cli [ "meta-train"; "--kind"; "hyperadam"; "--opt"; "j=2"; "--opt"; "hidden=3"; "--task"; "sum-of-squares"; "--task-opt"; "dim=5"
+                      "--horizon"; "8"; "--window"; "4"; "--episodes"; "3"; "--validate-every"; "1"; "--validation-seeds"; "2"; "--out"; file; "--quiet" ]
+            Expect.equal code 0 $"meta-train exit code ({err})"
+            Expect.stringContains out "saved" "reports the file"
+            let trained = LearnedOptimizer.load file
+            Expect.stringContains trained.Info["command"] "meta-train --kind hyperadam" "the command line is recorded in the file"
+            Expect.equal trained.Options [ "j", "2"; "hidden", "3" ] "the kind's options are recorded"
+            let code, out, err = cli [ "evaluate"; "--task"; "sum-of-squares"; "--task-opt"; "dim=5"; "--optimizer"; $"hyperadam:file={file}"; "--optimizer"; "adam"; "--steps"; "5"; "--seeds"; "3"; "--format"; "csv" ]
+            Expect.equal code 0 $"evaluate exit code ({err})"
+            Expect.equal (out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length) 3 "header and two optimizers"
+            let code, _, err = cli [ "meta-train"; "--kind"; "hyperadamz"; "--task"; "rosenbrock"; "--out"; file ]
+            Expect.equal code 2 "unknown kind"
+            Expect.stringContains err "valid: hyperadam" "lists the kinds"
+            let code, _, err = cli [ "meta-train"; "--kind"; "hyperadam"; "--task"; "rosenbrock"; "--horizon"; "10"; "--window"; "3"; "--out"; file ]
+            Expect.equal code 2 "a window that does not divide the horizon"
+            Expect.stringContains err "window = 3" "names it"
+            Directory.Delete(dir, true)
+
         testSequenced <| testList "meta-training" [
             testCase "the meta-loss falls" <| fun () ->
                 let s = { settings 40 None with Horizon = 20; Window = 5; MetaLr = 1e-2; MetaLrFinal = 1e-2; ValidateEvery = 1000 }

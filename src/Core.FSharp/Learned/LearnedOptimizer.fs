@@ -71,6 +71,21 @@ module LearnedOptimizer =
               Theta = { Names = names; Values = values }
               Info = Map.ofList [ for KeyValue(n, v) in header["info"].AsObject() -> n, v.GetValue<string>() ] })
 
+    /// The trained optimizer shipped with the library for a kind (models/<kind>.bin next to the
+    /// executable, copied there by the build, or in the repository's models/ folder), if any.
+    let shipped (kind: string) : string option =
+        let file = kind + ".bin"
+        let beside = Path.Combine(AppContext.BaseDirectory, "models", file)
+        if File.Exists beside then Some beside
+        else
+            let rec up (dir: DirectoryInfo) =
+                if isNull dir then None
+                elif File.Exists(Path.Combine(dir.FullName, "Optimizers.sln")) then
+                    let f = Path.Combine(dir.FullName, "models", file)
+                    if File.Exists f then Some f else None
+                else up dir.Parent
+            up (DirectoryInfo(Directory.GetCurrentDirectory()))
+
     /// A seeded generator for initialising meta-parameters.
     let generator (seed: int) = new torch.Generator(uint64 seed)
 

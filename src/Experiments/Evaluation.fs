@@ -1,0 +1,72 @@
+namespace Optimizers.Experiments
+
+open System
+open System.IO
+open Spectre.Console
+open Optimizers
+open Optimizers.Tasks
+
+/// `evaluate`: optimizers (learned or hand-designed) on the same task from the same seeds, for any
+/// number of steps, without a graph: mean and standard deviation of the final loss and of the
+/// mean loss over the run.
+module Evaluation =
+
+    type Row =
+        { Optimizer: string
+          FinalLosses: float list
+          MeanLosses: float list
+          Diverged: int }
+
+    /// "name" or "name:opt=value,opt=value" (values must not contain commas).
+    let parseSpec (spec: string) : string * (string * string) list =
+        match spec.IndexOf ':' with
+        | -1 -> spec.Trim(), []
+        | i ->
+            spec.Substring(0, i).Trim(),
+            spec.Substring(i + 1).Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+            |> Array.map Registry.parseAssignment |> List.ofArray
+
+    let run (task: Task) (optimizers: string list) (steps: int) (seeds: int list) (dtype: TorchSharp.torch.ScalarType) : Row list =
+        if steps < 1 then Tensors.invalidArg "steps" $"steps = {steps} is invalid; it must be >= 1"
+        if seeds.IsEmpty then Tensors.invalidArg "seeds" "no seeds: pass --seeds N with N >= 1"
+        let built = optimizers |> List.map (fun spec -> let n, o = parseSpec spec in spec, Registry.createOptimizer n o)
+        [ for spec, opt in built ->
+            let results =
+                [ for seed in seeds ->
+                    let start = task.Init { TaskInit.Default with Seed = seed; Dtype = dtype }
+                    let mutable sum, last = 0.0, nan
+                    let r =
+                        try
+                            let p, st = Run.optimize task opt start steps (fun k l _ -> (if k > 0 then sum <- sum + l); last <- l)
+                            Tree.dispose p
+                            State.dispose st
+                            Some(last, sum / float steps)
+                        with DivergedException _ -> None
+                    Tree.dispose start
+                    r ]
+            let ok = results |> List.choose id
+            { Optimizer = spec
+              FinalLosses = ok |> List.map fst
+              MeanLosses = ok |> List.map snd
+              Diverged = results.Length - ok.Length } ]
+
+    let private meanStd (xs: float list) =
+        if xs.IsEmpty then nan, nan
+        else
+            let m = List.average xs
+            m, sqrt (xs |> List.averageBy (fun x -> (x - m) ** 2.0))
+
+    let writeTable (title: string) (rows: Row list) =
+        let table = Table().Title(title).AddColumns("optimizer", "final loss (mean +- std)", "mean loss over the run", "diverged")
+        for r in rows do
+            let fm, fs = meanStd r.FinalLosses
+            let mm, ms = meanStd r.MeanLosses
+            table.AddRow(r.Optimizer, $"{Output.short fm} +- {Output.short fs}", $"{Output.short mm} +- {Output.short ms}", string r.Diverged) |> ignore
+        AnsiConsole.Write table
+
+    let writeCsv (out: TextWriter) (rows: Row list) =
+        out.WriteLine "optimizer,final_loss_mean,final_loss_std,mean_loss_mean,mean_loss_std,runs,diverged"
+        for r in rows do
+            let fm, fs = meanStd r.FinalLosses
+            let mm, ms = meanStd r.MeanLosses
+            out.WriteLine $"\"{r.Optimizer}\",{Output.num fm},{Output.num fs},{Output.num mm},{Output.num ms},{r.FinalLosses.Length},{r.Diverged}"

@@ -1,0 +1,85 @@
+namespace Optimizers.Experiments
+
+open System
+open System.Diagnostics
+open System.IO
+open Spectre.Console
+open Optimizers
+open Optimizers.Learned
+open Optimizers.Meta
+open Optimizers.Tasks
+
+/// `meta-train`: train a learned optimizer on a task and save it (best by validation) to a file,
+/// with the command line that made it recorded inside.
+module MetaTraining =
+
+    type Settings =
+        { Kind: string
+          KindOptions: (string * string) list
+          Task: string
+          TaskOptions: (string * string) list
+          Horizon: int
+          Window: int
+          Episodes: int
+          MetaLr: float
+          MetaLrFinal: float option
+          RandomScaling: float option
+          ConvexTerm: int option
+          ValidateEvery: int
+          ValidationSeeds: int
+          Checkpoint: string option
+          CheckpointEvery: int
+          Seed: int
+          Dtype: string
+          Out: string
+          Quiet: bool
+          CommandLine: string }
+
+    let run (s: Settings) (out: TextWriter) =
+        let kind = Registry.findLearnedKind s.Kind
+        LearnedOptimizer.values kind s.KindOptions |> ignore
+        let settings : MetaSettings =
+            { Kind = kind
+              KindOptions = s.KindOptions
+              Task = Registry.createTask s.Task s.TaskOptions
+              Horizon = s.Horizon
+              Window = s.Window
+              Episodes = s.Episodes
+              MetaLr = s.MetaLr
+              MetaLrFinal = defaultArg s.MetaLrFinal s.MetaLr
+              RandomScaling = s.RandomScaling
+              ConvexTerm = s.ConvexTerm
+              ValidateEvery = s.ValidateEvery
+              // Validation optimizees come from seeds the training episodes never use.
+              ValidationSeeds = [ for i in 1 .. s.ValidationSeeds -> -1000 - i ]
+              CheckpointDir = s.Checkpoint
+              CheckpointEvery = s.CheckpointEvery
+              Seed = s.Seed
+              Dtype = Tensors.parseDtype s.Dtype }
+        let sw = Stopwatch.StartNew()
+        let train (report: MetaProgress -> unit) = MetaTrain.train settings report
+        let result =
+            if s.Quiet then train ignore
+            else
+                AnsiConsole.Progress()
+                    .Columns(TaskDescriptionColumn(), ProgressBarColumn(), PercentageColumn(), RemainingTimeColumn(), SpinnerColumn())
+                    .Start(fun ctx ->
+                        let bar = ctx.AddTask($"meta-training {kind.Kind} on {s.Task}", maxValue = float s.Episodes)
+                        train (fun p ->
+                            let v = match p.Validation with Some v -> $", validation {Output.short v}" | None -> ""
+                            bar.Description <- $"episode {p.Episode + 1}/{p.Episodes}: meta-loss {Output.short p.MetaLoss}{v}"
+                            bar.Value <- float (p.Episode + 1)))
+        sw.Stop()
+        let info =
+            [ "command", s.CommandLine
+              "wall_seconds", sw.Elapsed.TotalSeconds.ToString("F1", Globalization.CultureInfo.InvariantCulture)
+              "meta_losses", String.Join(" ", result.MetaLosses |> List.map Output.short) ]
+        let withInfo (t: TrainedOptimizer) = { t with Info = List.fold (fun m (k, v) -> Map.add k v m) t.Info info }
+        LearnedOptimizer.save s.Out (withInfo result.Best)
+        LearnedOptimizer.save (Path.ChangeExtension(s.Out, ".last.bin")) (withInfo result.Last)
+        let first = result.MetaLosses |> List.truncate 10 |> List.filter (Double.IsNaN >> not)
+        let last = result.MetaLosses |> List.rev |> List.truncate 10 |> List.filter (Double.IsNaN >> not)
+        let mean (xs: float list) = if xs.IsEmpty then nan else List.average xs
+        out.WriteLine(
+            $"saved {s.Out} (best by validation) and its last theta beside it; "
+            + $"meta-loss {Output.short (mean first)} (first 10 episodes) -> {Output.short (mean last)} (last 10); {sw.Elapsed.TotalSeconds:F0} s")
