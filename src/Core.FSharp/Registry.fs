@@ -372,7 +372,7 @@ module Registry =
             | l -> Tensors.invalidArg "levels" $"hd: levels = {l} is invalid; valid: 1, 2" }
 
     /// The families of learned optimizers.
-    let learnedKinds : LearnedKind list = [ HyperAdam.kind ]
+    let learnedKinds : LearnedKind list = [ HyperAdam.kind; DmOptimizer.kind; RnnProp.kind ]
 
     /// A learned optimizer by its kind's name: a trained one from `file`, else the shipped one,
     /// else (with init_seed) an untrained one; its own options override the file's.

@@ -13,6 +13,18 @@ module Cells =
         let limit = sqrt (6.0 / float (fanIn + fanOut))
         (torch.rand([| int64 fanIn; int64 fanOut |], dtype = torch.ScalarType.Float32, generator = gen) * (2.0 * limit) - limit)
 
+    /// TensorFlow's truncated normal initialisation: N(0, std^2) with every draw beyond two
+    /// standard deviations drawn again (Sonnet's and the RNNprop code's default for weights).
+    let truncatedNormal (gen: torch.Generator) (std: float) (shape: int list) : Tensor =
+        let shape = shape |> List.map int64 |> Array.ofList
+        let draw () = torch.randn(shape, dtype = torch.ScalarType.Float32, generator = gen)
+        let mutable x = draw ()
+        let mutable outside = x.abs().gt(Scalar.op_Implicit 2.0)
+        while outside.any().item<bool>() do
+            x <- torch.where(outside, draw (), x)
+            outside <- x.abs().gt(Scalar.op_Implicit 2.0)
+        x * std
+
     let zeros (n: int) : Tensor = torch.zeros([| int64 n |], dtype = torch.ScalarType.Float32)
 
     /// x W + b.
