@@ -116,6 +116,18 @@ let tests =
             let opt = Registry.createOptimizer "hd" [ "inner", "adam"; "adapt", "lr,beta1,beta2"; "hypergrad_lr", "0" ]
             Expect.equal (updates opt pr 1.0) (updates (Registry.createOptimizer "adam" []) pr 1.0) "updates"
 
+        testCase "a non-finite hypergradient (sqrt at v = 0) leaves the hyperparameter unchanged" <| fun () ->
+            // A coordinate whose gradients are 0 has v = 0, where d sqrt(v) / d beta2 is infinite.
+            let pr = { Grads = [| [| 0.0; 1.0 |]; [| 0.0; -2.0 |]; [| 0.0; 0.5 |] |]; Start = [| 1.0; 1.0 |] }
+            let opt = Registry.createOptimizer "hd" [ "inner", "adam"; "adapt", "beta2"; "hypergrad_lr", "0.1" ]
+            let p = treeOf pr.Start
+            let mutable s = opt.Init p
+            for g in pr.Grads do
+                let u, s' = opt.Update (treeOf g) s p
+                Expect.all (floats u) Double.IsFinite "finite updates"
+                s <- s'
+            Expect.isTrue (Double.IsFinite(watched "beta2" s)) "beta2 stays a number"
+
         for model in models do
             testPropertyWithConfig config $"{Hd.opName model}: the closed-form hypergradient equals the autodiff one" <| fun (pr: Problem) ->
                 let closed = Hd.create { Hd.forModel model SgdLop with Lr = 0.01; HypergradLr = Hyper.Fixed 1e-4; Guard = ClipAtZero }

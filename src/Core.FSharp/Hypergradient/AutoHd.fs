@@ -66,8 +66,11 @@ module AutoHd =
                     let names = adapted |> List.map (fun a -> a.Name) |> Array.ofList
                     let grads =
                         torch.autograd.grad(uPrev.Values, names |> Array.map (fun n -> leaves[n]), grad_outputs = g.Values, allow_unused = true)
+                    // A non-finite hypergradient (d sqrt(v)/d beta2 where a coordinate's v is 0)
+                    // leaves its hyperparameter unchanged for that step.
                     Array.zip names (Array.ofSeq grads)
-                    |> Array.map (fun (n, d) -> n, (if isNull d then hyperTensor 0.0 else d.detach()))
+                    |> Array.map (fun (n, d) ->
+                        n, (if isNull d then hyperTensor 0.0 else let d = d.detach() in torch.where(torch.isfinite d, d, torch.zeros_like d)))
                     |> Map.ofArray
             let hyper' =
                 adapted
