@@ -37,20 +37,32 @@ type ClassificationOptions =
 /// Image classification tasks: a functional network, a data set, cross-entropy loss.
 module Classification =
 
-    /// Network inputs [B, C, H', W'] for the images `indices` of a set (float64 values, converted
-    /// to `dtype` on `device`); `rng` draws crops and flips for augmented training batches.
+    // Each set's pixels as one uint8 tensor [N, C, H, W] on the CPU, made on first use and kept
+    // out of every DisposeScope; a batch is then one index_select and one conversion.
+    let private pixelTensors = System.Runtime.CompilerServices.ConditionalWeakTable<ImageSet, Tensor>()
+
+    let private pixelsOf (set: ImageSet) : Tensor =
+        lock pixelTensors (fun () ->
+            match pixelTensors.TryGetValue set with
+            | true, t -> t
+            | _ ->
+                let t = torch.tensor(set.Pixels, dtype = torch.ScalarType.Byte).reshape(int64 set.Count, int64 set.Channels, int64 set.Height, int64 set.Width)
+                let t = t.DetachFromDisposeScope()
+                pixelTensors.Add(set, t)
+                t)
+
+    /// Network inputs [B, C, H', W'] for the images `indices` of a set, as `dtype` on `device`;
+    /// `rng` draws crops and flips for augmented training batches.
     let inputs (pre: Preprocess) (set: ImageSet) (indices: int[]) (rng: Rng option) (dtype: torch.ScalarType) (device: torch.Device) : Tensor =
         let b = indices.Length
         let k = set.ImageBytes
         match pre with
         | Scale01 | Standardize _ ->
-            let mean, std = match pre with Standardize(m, s) -> m, s | _ -> 0.0, 1.0
-            let values = Array.zeroCreate<float> (b * k)
-            for i in 0 .. b - 1 do
-                let src = indices[i] * k
-                for j in 0 .. k - 1 do
-                    values[i * k + j] <- (float set.Pixels[src + j] / 255.0 - mean) / std
-            Task.tensorOf values [| int64 b; int64 set.Channels; int64 set.Height; int64 set.Width |] dtype device
+            use idx = torch.tensor(indices |> Array.map int64, dtype = torch.ScalarType.Int64)
+            let x = pixelsOf(set).index_select(0L, idx).``to``(dtype, device) / 255.0
+            match pre with
+            | Standardize(mean, std) -> (x - mean) / std
+            | _ -> x
         | CifarCrop(crop, augment) ->
             if crop > set.Height || crop > set.Width then
                 Tensors.invalidArg "crop" $"crop {crop} is larger than the {set.Height} x {set.Width} images"
