@@ -409,6 +409,107 @@ module Registry =
             lookaheadEntry "ranger" "Ranger: Lookahead (k = 6, alpha = 0.5) around RAdam" "Wright 2019; lecture seed 003" "radam" 6 0.5
           ]
 
+    // ---- options of the data-driven tasks ------------------------------------------------------
+
+    let private initNames = [ "normal"; "torch" ]
+
+    let private trainingOptions (batch: int) (init: InitScheme) =
+        [ int "batch_size" batch "examples per minibatch"
+          int "data_seed" 0 "seed of the minibatch sequence: same seed, same batches (init uses the run's seed)"
+          word "init" (match init with TorchDefault -> "torch" | Normal _ -> "normal") "normal: every parameter N(0, init_std^2) | torch: PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in))"
+          num "init_std" (match init with Normal s -> s | TorchDefault -> 0.1) "std of init=normal (HyperAdam 0.1, thesis 0.01)" ]
+
+    let private imageOptions (d: ClassificationOptions) (dataDoc: string) =
+        trainingOptions d.BatchSize d.Init @ [ word "data_dir" "" dataDoc ]
+
+    let private mnistOptions (d: ClassificationOptions) =
+        imageOptions d "folder with the MNIST IDX files (gzip or raw); empty: the shipped 10,000-digit subset"
+        @ [ flag "normalize" (d.Preprocess <> Scale01) "standardise pixels (mean 0.1307, std 0.3081; hypergradient paper) instead of scaling to [0, 1]" ]
+
+    let private initOf (o: OptionValues) = InitScheme.Parse(o.Word("init", initNames), o.Float "init_std")
+
+    let private readClassification (o: OptionValues) (d: ClassificationOptions) =
+        { d with BatchSize = o.Int "batch_size"; DataSeed = o.Int "data_seed"; Init = initOf o }
+
+    let private readMnist (o: OptionValues) (d: ClassificationOptions) =
+        { readClassification o d with Preprocess = (if o.Bool "normalize" then Standardize(0.1307, 0.3081) else Scale01) }
+
+    let private mnistDir (o: OptionValues) = match o.Text "data_dir" with "" -> None | d -> Some d
+
+    let private mnistEntry (name: string) (summary: string) (d: ClassificationOptions) (make: string option -> ClassificationOptions -> Task) : TaskEntry =
+        { Name = name; Summary = summary; Options = mnistOptions d; Create = fun o -> make (mnistDir o) (readMnist o d) }
+
+    let private mlpEntry (name: string) (summary: string) (activation: string) (layers: int) (width: int) (d: ClassificationOptions) : TaskEntry =
+        { Name = name
+          Summary = summary
+          Options =
+            [ word "activation" activation "sigmoid | relu | elu | tanh"
+              int "layers" layers "hidden layers (1..10 in HyperAdam's experiments)"
+              int "width" width "units per hidden layer" ]
+            @ mnistOptions d
+          Create = fun o ->
+            let layers = o.Int "layers"
+            if layers < 0 then Tensors.invalidArg "layers" $"{name}: layers = {layers} is invalid; it must be >= 0 (0 is logistic regression)"
+            let hidden = List.replicate layers (o.Int "width")
+            Vision.mlp (o.Word("activation", Layers.activationNames)) hidden (mnistDir o) (readMnist o d) }
+
+    let private cifarEntry (name: string) (summary: string) (make: string -> ClassificationOptions -> Task) : TaskEntry =
+        let d = Vision.cifarOptions
+        { Name = name
+          Summary = summary
+          Options =
+            imageOptions d "folder with the CIFAR-10 binary files (data_batch_1.bin .. test_batch.bin); required"
+            @ [ num "weight_decay" d.WeightDecay "coefficient of sum(w^2)/2 over the two hidden layers' weights (TF tutorial)"
+                flag "augment" true "random 24 x 24 crops and flips of training images (else central crops)" ]
+          Create = fun o ->
+            match o.Text "data_dir" with
+            | "" ->
+                Tensors.invalidArg "data_dir"
+                    $"{name}: option data_dir is required: a folder with the CIFAR-10 binary files data_batch_1.bin .. data_batch_5.bin and test_batch.bin"
+            | dir ->
+                make dir
+                    { readClassification o d with
+                        WeightDecay = o.Float "weight_decay"
+                        Preprocess = CifarCrop(24, o.Bool "augment") } }
+
+    /// The tasks on data (MNIST, CIFAR-10, synthetic sequences) and the random quadratic.
+    let private dataTasks : TaskEntry list =
+        [ { Name = "quadratic"
+            Summary = "1/2 (x - x*)^T A (x - x*), A random with eigenvalues log-spaced 1..condition; minimum 0 at x*"
+            Options =
+              [ int "dim" 10 "number of dimensions"
+                num "condition" 100.0 "condition number of A"
+                int "problem_seed" 0 "seed of A and x* (the start is drawn from the run's seed)" ]
+            Create = fun o -> Quadratic.task (o.Int "dim") (o.Float "condition") (o.Int "problem_seed") }
+          mnistEntry "logreg-mnist" "logistic regression 784-10 on MNIST (hypergradient paper; 7,850 parameters)"
+              Vision.hypergradientOptions Vision.logisticRegression
+          mlpEntry "mlp-mnist" "MLP on MNIST; default MlpMnist 784-20-10 sigmoid (15,910 parameters; HyperAdam, thesis)"
+              "sigmoid" 1 20 Vision.hyperAdamOptions
+          mlpEntry "mlp-mnist-hd" "MLP 784-1000-1000-10 ReLU on MNIST (hypergradient paper; 1,796,010 parameters)"
+              "relu" 2 1000 Vision.hypergradientOptions
+          mnistEntry "cnn1-mnist" "HyperAdam's CNN-1 on MNIST: conv-conv-pool-fc, 3x3 kernels (33,850 parameters)"
+              Vision.hyperAdamOptions Vision.cnn1
+          mnistEntry "cnn2-mnist" "HyperAdam's CNN-2 on MNIST: conv-conv-pool-conv-conv-pool-fc-fc (117,434 parameters)"
+              Vision.hyperAdamOptions Vision.cnn2
+          mnistEntry "conv-mnist-l" "the thesis's ConvMnist_l: TF's MNIST convnet, 5x5 convs 32/64, fc 1024 (3,274,634 parameters)"
+              Vision.thesisOptions Vision.convMnistL
+          mnistEntry "conv-mnist-s" "the thesis's ConvMnist_s: 5x5 convs 16/32, fc 512 (821,706 parameters)"
+              Vision.thesisOptions Vision.convMnistS
+          cifarEntry "conv-cifar0" "the thesis's ConvCifar_0: TF's CIFAR-10 net with LRN and max pooling (1,068,298 parameters)" Vision.convCifar0
+          cifarEntry "conv-cifar1" "the thesis's ConvCifar_1: ConvCifar_0 with 32/32 channels, 96/48 hidden (143,898 parameters)" Vision.convCifar1
+          { Name = "lstm-sine"
+            Summary = "LSTM predicts f(10) from noisy f(0..9), f(x) = A sin(w x + phi) (HyperAdam Table 2)"
+            Options =
+              [ int "layers" 1 "stacked LSTM layers (Table 2's 2-layer row: 2)"
+                int "hidden" 20 "hidden units per layer"
+                int "length" 10 "observed points f(0..length-1)"
+                num "noise" 0.1 "std of the observation noise (Table 2's small-noise row: 0.01)" ]
+              @ trainingOptions 128 (Normal 0.1)
+            Create = fun o ->
+              Sequence.lstmSine
+                  { Layers = o.Int "layers"; Hidden = o.Int "hidden"; Length = o.Int "length"; Noise = o.Float "noise"
+                    BatchSize = o.Int "batch_size"; DataSeed = o.Int "data_seed"; Init = initOf o } } ]
+
     /// Every task, by name.
     let tasks : TaskEntry list =
         [ { Name = "rosenbrock"
@@ -428,6 +529,7 @@ module Registry =
                 let start = o.Floats "start"
                 let dim = match start with Some s when not (o.IsGiven "dim") -> s.Length | _ -> o.Int "dim"
                 Synthetic.sumOfSquares dim start } ]
+        @ dataTasks
 
     let private names (xs: string list) = String.Join(", ", xs)
 
