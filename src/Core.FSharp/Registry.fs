@@ -257,6 +257,17 @@ module Registry =
                       WeightDecay = o.Hyper "weight_decay"; Nesterov = o.Bool "nesterov" } } ]
 
 
+    /// The thesis's hand-designed optimizer (seed 004, issue 7).
+    let private thesisOptimizers : OptimizerEntry list =
+        [ { Name = "mng"
+            Summary = "MNG: mean of the last k infinity-normalised gradients, shot from the middle of the last k iterates"
+            Source = "Shahid 2017, thesis sec. 3.4.1, Algorithm 1 (seed 004)"
+            Options =
+              [ int "k" Mng.defaults.K "number of remembered steps (thesis: 5 on toy problems, 10 on MNIST)"
+                num "eta_min" (fixedValue Mng.defaults.EtaMin) "minimum learning rate added to x_diff"
+                flag "sign_only" Mng.defaults.SignOnly "use only the gradients' signs" ]
+            Create = fun o -> Mng.create { K = o.Int "k"; EtaMin = o.Hyper "eta_min"; SignOnly = o.Bool "sign_only" } } ]
+
     let private word name (d: string) doc = { Name = name; Type = Word; Default = d; Doc = doc }
 
     let private hdModels = [ "sgd", SgdOp; "sgdn", SgdnOp; "adam", AdamOp ]
@@ -334,6 +345,7 @@ module Registry =
                   { Lr = o.Hyper "lr"; Beta1 = o.Hyper "beta1"; Beta2 = o.Hyper "beta2"; Eps = o.Float "eps"
                     EpsRoot = o.Float "eps_root"; WeightDecay = o.Hyper "weight_decay" } } ]
         @ catalogOptimizers
+        @ thesisOptimizers
         @ hdEntries
 
     /// Any registered optimizer with chosen hyperparameters adapted by autodiff hypergradients.
@@ -372,7 +384,16 @@ module Registry =
             | l -> Tensors.invalidArg "levels" $"hd: levels = {l} is invalid; valid: 1, 2" }
 
     /// The families of learned optimizers.
-    let learnedKinds : LearnedKind list = [ HyperAdam.kind; DmOptimizer.kind; RnnProp.kind ]
+    let learnedKinds : LearnedKind list =
+        [ HyperAdam.kind
+          DmOptimizer.kind
+          RnnProp.kind
+          // The thesis (seed 004, issue 7): chapter 3, then chapter 4.
+          NormalizedInputs.kTimestepsKind
+          NormalizedInputs.kMomentumsKind
+          MultiscaleAdam.laKind
+          MultiscaleAdam.mlpKind
+          MultiscaleAdam.rnnKind ]
 
     /// A learned optimizer by its kind's name: a trained one from `file`, else the shipped one,
     /// else (with init_seed) an untrained one; its own options override the file's.

@@ -126,11 +126,11 @@ type MetaTrainArgs =
         member a.Usage =
             match a with
             | Kind _ -> "learned optimizer kind: " + Tensors.commas (Registry.learnedKinds |> List.map (fun k -> k.Kind))
-            | Opt _ -> "option of the kind, name=value, repeatable (hyperadam: j, hidden, lr, eps)"
+            | Opt _ -> "option of the kind, name=value, repeatable (hyperadam: j, hidden, lr, eps; every kind's options: see `list`)"
             | Task _ -> "optimizee task: " + Tensors.commas Registry.taskNames
             | Task_Opt _ -> "task option name=value, repeatable"
             | Horizon _ -> "optimizer steps per episode, T (default 100)"
-            | Window _ -> "steps per truncated-backprop window (default 20; must divide the horizon)"
+            | Window _ -> "steps per truncated-backprop window (default 20; must divide the horizon; u_max of msadam-rnn)"
             | Episodes _ -> "episodes, each a fresh optimizee (default 100)"
             | Meta_Lr _ -> "Adam's learning rate for theta (default 1e-4, HyperAdam's)"
             | Meta_Lr_Final _ -> "decay the meta learning rate exponentially to this (default: no decay)"
@@ -166,6 +166,17 @@ type EvaluateArgs =
             | Dtype _ -> "float32 or float64 (default float32)"
             | Format _ -> "table or csv (default table)"
 
+/// `inspect` options.
+type InspectArgs =
+    | [<Mandatory>] File of path: string
+    | [<Unique>] Format of string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "trained optimizer file, repeatable (msadam-la files side by side as in the thesis's Table 4.2)"
+            | Format _ -> "table or csv (default table)"
+
 type DemoArgs =
     | Quiet
 
@@ -191,6 +202,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Evaluate of ParseResults<EvaluateArgs>
     | [<CliPrefix(CliPrefix.None)>] List of ParseResults<ListArgs>
     | [<CliPrefix(CliPrefix.None)>] Lr_Range_Test of ParseResults<LrRangeTestArgs>
+    | [<CliPrefix(CliPrefix.None)>] Inspect of ParseResults<InspectArgs>
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -202,6 +214,7 @@ type Args =
             | Evaluate _ -> "optimizers, learned or not, on the same task and seeds: mean final loss and mean loss"
             | List _ -> "list the optimizers and tasks with their options and defaults"
             | Lr_Range_Test _ -> "sweep the learning rate exponentially and suggest one (Smith 2017)"
+            | Inspect _ -> "what trained optimizers learned: Multiscale Adam weights per timescale, k Timesteps steps (thesis Tables 4.2, 4.3, 3.1)"
 
 /// The command line. Exit codes: 0 ok, 1 a run failed (e.g. diverged), 2 bad input.
 module Cli =
@@ -350,6 +363,7 @@ module Cli =
             | Args.Evaluate e -> evaluate e out
             | Args.List _ -> listAll out
             | Args.Lr_Range_Test t -> lrRangeTest t out
+            | Args.Inspect i -> Inspect.run { Files = i.GetResults InspectArgs.File; Format = i.GetResult(InspectArgs.Format, "table") } out
             out.Flush()
             0
         with
