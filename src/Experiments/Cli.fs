@@ -120,6 +120,7 @@ type MetaTrainArgs =
     | [<Unique>] Seed of int
     | [<Unique>] Dtype of string
     | [<Mandatory; Unique>] Out of file: string
+    | [<Unique>] Threads of int
     | Quiet
 
     interface IArgParserTemplate with
@@ -143,6 +144,7 @@ type MetaTrainArgs =
             | Seed _ -> "seed of theta and of the episodes (default 0)"
             | Dtype _ -> "float32 or float64 (default float32)"
             | Out _ -> "where to save the trained optimizer (the best theta by validation)"
+            | Threads _ -> "LibTorch threads (default 1: faster for coordinate-wise optimizers here)"
             | Quiet -> "no progress bar"
 
 /// `evaluate` options.
@@ -336,6 +338,7 @@ module Cli =
               Dtype = r.GetResult(MetaTrainArgs.Dtype, "float32")
               Out = r.GetResult MetaTrainArgs.Out
               Quiet = r.Contains MetaTrainArgs.Quiet
+              Threads = r.GetResult(MetaTrainArgs.Threads, 1)
               CommandLine = "optimizers " + String.Join(" ", argv |> Array.map (fun a -> if a.Contains ' ' then $"'{a}'" else a)) }
             out
 

@@ -33,10 +33,15 @@ module MetaTraining =
           Dtype: string
           Out: string
           Quiet: bool
+          /// LibTorch threads; coordinate-wise learned optimizers work on many small tensors,
+          /// where one thread measured faster than two (see the issue notes).
+          Threads: int
           CommandLine: string }
 
     let run (s: Settings) (out: TextWriter) =
         let kind = Registry.findLearnedKind s.Kind
+        if s.Threads < 1 then Tensors.invalidArg "threads" $"threads = {s.Threads} is invalid; it must be >= 1"
+        TorchSharp.torch.set_num_threads s.Threads
         LearnedOptimizer.values kind s.KindOptions |> ignore
         let settings : MetaSettings =
             { Kind = kind
