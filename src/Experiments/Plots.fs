@@ -46,7 +46,7 @@ module Plots =
 
     /// Curves with seed bands against the step; `logScale` when the values are log10 (labels
     /// then show powers of ten).
-    let curves (path: string) (title: string) (yLabel: string) (logScale: bool) (bands: Band list) =
+    let curves (path: string) (title: string) (yLabel: string) (logScale: bool) (legend: ScottPlot.Alignment) (bands: Band list) =
         use plt = new ScottPlot.Plot()
         for i, b in List.indexed bands do
             let color = palette.GetColor i
@@ -66,7 +66,7 @@ module Plots =
         plt.XLabel "step"
         plt.YLabel(if logScale then yLabel + " (log scale)" else yLabel)
         plt.Title(title + (if logScale then " (line: geometric mean over seeds; band: min to max)" else " (line: mean over seeds; band: min to max)"))
-        plt.ShowLegend(ScottPlot.Alignment.UpperRight) |> ignore
+        plt.ShowLegend(legend) |> ignore
         plt.SavePng(path, 900, 560) |> ignore
 
     /// A heat map of `values` (rows x columns; NaN where nothing finished), each column divided by

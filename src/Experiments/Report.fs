@@ -2,7 +2,6 @@ namespace Optimizers.Experiments
 
 open System
 open System.IO
-open System.Net
 open System.Text
 open System.Text.Json
 open System.Globalization
@@ -163,7 +162,7 @@ module Report =
                 let logScale = allowLog && Plots.canLog (series |> List.collect (fun (_, _, s) -> s))
                 let bands = series |> List.choose (fun (label, lr, s) -> Plots.band $"{label} (lr {lrText lr})" logScale s)
                 if not bands.IsEmpty then
-                    Plots.curves (Path.Combine(dir, file)) title yLabel logScale bands
+                    Plots.curves (Path.Combine(dir, file)) title yLabel logScale (if metric = "loss" then ScottPlot.Alignment.LowerLeft else ScottPlot.Alignment.UpperRight) bands
                     figures.Add { File = file; Caption = caption }
         draw "loss" true $"loss-{safe task}.png" $"{task}: training loss" "loss"
             "Loss curves, each optimizer at its best learning rate (lowest mean final loss; optimizers that diverged at every learning rate are left out); band: min to max over seeds."
@@ -255,7 +254,8 @@ module Report =
     /// The HTML page (self-contained except for the PNG files next to it).
     let html (d: ReportData) (figures: (string * Figure list) list) : string =
         let g = grid d
-        let e (s: string) = WebUtility.HtmlEncode s
+        // Escape only what HTML needs (the page is UTF-8, so ± and friends stay readable in the source).
+        let e (s: string) = s.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;").Replace("\"", "&quot;")
         let sb = StringBuilder()
         let line (s: string) = sb.AppendLine s |> ignore
         let quick = if d.Quick then " (quick variant)" else ""
