@@ -16,7 +16,11 @@ type Stat =
       Diverged: int
       Failed: int
       /// Seeds with no finished run in the database.
-      Missing: int }
+      Missing: int
+      /// Finished seeds without a value (steps_to: the loss never went below the threshold).
+      NoValue: int
+      /// How to name those: "not reached" or "no value".
+      NoValueText: string }
 
 /// One line of the "paper vs ours" table.
 type Comparison =
@@ -69,6 +73,11 @@ module Report =
                     | Some(Some v) -> yield v
                     | _ -> ()
                 | _ -> () ]
+        // steps_to can have a value on a diverged run (reached before diverging).
+        let divergedWithValue =
+            runs |> List.filter (fun r ->
+                status r = Some "diverged" && (d.Measures.TryFind r.Key |> Option.bind (Map.tryFind measure.Name) |> Option.flatten).IsSome)
+            |> List.length
         let n = values.Length
         let mean = if n = 0 then nan else List.average values
         { Values = values
@@ -77,12 +86,15 @@ module Report =
           Seeds = runs.Length
           Diverged = runs |> List.filter (fun r -> status r = Some "diverged") |> List.length
           Failed = runs |> List.filter (fun r -> status r = Some "failed") |> List.length
-          Missing = runs |> List.filter (fun r -> match status r with Some("done" | "diverged" | "failed") -> false | _ -> true) |> List.length }
+          Missing = runs |> List.filter (fun r -> match status r with Some("done" | "diverged" | "failed") -> false | _ -> true) |> List.length
+          NoValue = runs |> List.filter (fun r -> status r = Some "done") |> List.length |> fun finished -> max 0 (finished - (values.Length - divergedWithValue))
+          NoValueText = (match measure with Measure.StepsTo _ -> "not reached" | _ -> "no value") }
 
     /// "mean ± std" with the number of seeds when not all count, and diverged/failed/missing seeds.
     let statText (s: Stat) =
         let notes =
-            [ if s.Diverged > 0 then yield $"{s.Diverged} diverged"
+            [ if s.NoValue > 0 then yield $"{s.NoValue} {s.NoValueText}"
+              if s.Diverged > 0 then yield $"{s.Diverged} diverged"
               if s.Failed > 0 then yield $"{s.Failed} failed"
               if s.Missing > 0 then yield $"{s.Missing} not run" ]
         let core =
@@ -106,8 +118,7 @@ module Report =
     let bestLr (d: ReportData) (task: string) (optimizer: string) (measure: Measure) : float option =
         lrsOf d optimizer
         |> List.map (fun lr -> lr, stat d (cell d task optimizer lr) measure)
-        |> List.filter (fun (_, s) -> not s.Values.IsEmpty)
-        |> List.sortBy (fun (_, s) -> s.Diverged + s.Failed + s.Missing, s.Mean)
+        |> List.sortBy (fun (_, s) -> s.Values.IsEmpty, s.Diverged + s.Failed + s.Missing, (if s.Values.IsEmpty then 0.0 else s.Mean))
         |> List.tryHead
         |> Option.map fst
         |> Option.defaultWith (fun () -> lrsOf d optimizer |> List.head)

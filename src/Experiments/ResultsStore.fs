@@ -201,9 +201,9 @@ CREATE TABLE IF NOT EXISTS seeds (
             [ while r.Read() do yield r.GetString 0, r.GetString 1, r.GetString 2 ])
 
     /// Sort `keys` by what they need. finished: done or diverged, and (if done) having every measure
-    /// and metric asked for; incomplete: done but lacking some (they are redone); busy: running in a
+    /// and metric asked for (`metrics` gives a run's by key); incomplete: done but lacking some (they are redone); busy: running in a
     /// live process. Returns (finished, incomplete, busy); the other keys are to run.
-    member _.Finished(keys: string list, measures: string list, metrics: string list) : Set<string> * Set<string> * Set<string> =
+    member _.Finished(keys: string list, measures: string list, metrics: string -> string list) : Set<string> * Set<string> * Set<string> =
         lock gate (fun () ->
             let wanted = Set.ofList keys
             let status = Dictionary<string, string * string * int * string * string>()
@@ -234,7 +234,7 @@ CREATE TABLE IF NOT EXISTS seeds (
             for KeyValue(k, (st, host, pid, pidStart, owner)) in status do
                 match st with
                 | "diverged" -> finished <- finished.Add k
-                | "done" when complete k ms measures && complete k mt ("loss" :: metrics |> List.filter (fun m -> m <> "lr")) ->
+                | "done" when complete k ms measures && complete k mt ("loss" :: metrics k) ->
                     finished <- finished.Add k
                 | "done" -> incomplete <- incomplete.Add k
                 | "running" when isLive host pid pidStart owner -> busy <- busy.Add k

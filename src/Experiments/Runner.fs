@@ -42,7 +42,7 @@ module Progress =
     /// The terminal when it can show live bars (the process's own stderr, not redirected).
     let console (err: TextWriter) : IAnsiConsole option =
         if obj.ReferenceEquals(err, Console.Error) && not Console.IsErrorRedirected then
-            Some(AnsiConsole.Create(AnsiConsoleSettings(Out = AnsiConsoleOutput(err))))
+            Some(AnsiConsole.Create(AnsiConsoleSettings(Out = AnsiConsoleOutput(err), Ansi = AnsiSupport.Yes, Interactive = InteractionSupport.Yes)))
         else None
 
     /// The mode for --quiet and the writer of errors.
@@ -241,7 +241,14 @@ module Runner =
         use store = new ResultsStore(s.Db)
         store.SaveConfig(s.Config.Name, s.Config.Source, s.Config.Json)
         let measures = [ "final_loss"; "mean_loss" ] @ (s.Config.Measures |> List.map (fun m -> m.Name)) |> List.distinct
-        let finished, incomplete, busy = store.Finished(s.Runs |> List.map (fun r -> r.Key), measures, s.Config.Metrics)
+        // The metrics a finished run must have: those its task offers ("lr" only where there is one).
+        let required =
+            let byKey = s.Runs |> List.map (fun r -> r.Key, r) |> Map.ofList
+            fun (key: string) ->
+                let r = byKey[key]
+                let offered = TaskMetrics.forTask r.Task |> List.map (fun m -> m.Name)
+                r.Metrics |> List.filter (fun m -> List.contains m offered)
+        let finished, incomplete, busy = store.Finished(s.Runs |> List.map (fun r -> r.Key), measures, required)
         let todo = s.Runs |> List.filter (fun r -> not (finished.Contains r.Key) && not (busy.Contains r.Key))
         let jobs = max 1 (min s.Jobs (max 1 todo.Length))
         let threadsBefore = torch.get_num_threads ()

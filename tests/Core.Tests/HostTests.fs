@@ -217,8 +217,8 @@ let tests =
             use dir = new TempDir()
             let config = write dir "tiny.json" (tinyConfig "tiny" 15)
             let whole = dir.File "whole.db"
-            let code, _, _ = cli [ "sweep"; config; "--db"; whole; "--quiet" ]
-            Expect.equal code 0 "unsharded"
+            let code, _, _ = cli [ "sweep"; config; "--db"; whole; "--quiet"; "--jobs"; "2" ]
+            Expect.equal code 0 "unsharded, two runs at a time (the shards run one at a time)"
             let shards =
                 [ for i in 0 .. 2 ->
                     let db = dir.File $"shard{i}.db"
@@ -302,6 +302,31 @@ let tests =
             Expect.equal code 0 "rerun"
             use doc = JsonDocument.Parse out
             Expect.equal (doc.RootElement.GetProperty("skipped").GetInt32()) 2 "a diverged run is finished, not redone"
+
+        testCase "a failing run is marked failed, the others still run, exit code 1; a rerun retries it" <| fun () ->
+            use dir = new TempDir()
+            let config = write dir "fail.json" """
+{ "name": "fail", "source": "test: a metric that throws on rosenbrock",
+  "grid": { "tasks": [ { "name": "rosenbrock" }, { "name": "sum-of-squares", "options": { "dim": 3 } } ], "optimizers": [ { "name": "sgd" } ],
+            "lrs": [0.0001], "seeds": [0], "steps": 20 },
+  "metrics": ["boom"] }
+"""
+            let db = dir.File "fail.db"
+            let own = TaskMetrics.forTask "rosenbrock" |> List.filter (fun m -> not (TaskMetrics.generic |> List.exists (fun g -> g.Name = m.Name)))
+            let boom : TaskMetrics.Metric = { Name = "boom"; Doc = "fails at step 5"; Compute = fun _ _ -> failwith "boom" }
+            TaskMetrics.register "rosenbrock" (own @ [ boom ])
+            try
+                let code, _, err = cli [ "run"; config; "--db"; db; "--quiet" ]
+                Expect.equal code 1 "a run failed"
+                Expect.stringContains err "failed: Exception: boom" "the error is printed"
+                let code, _, _ = cli [ "run"; config; "--db"; db; "--quiet" ]
+                Expect.equal code 1 "it fails again"
+            finally
+                TaskMetrics.register "rosenbrock" own
+            use s = store db
+            let runs = s.Runs() |> List.sortBy (fun r -> r.Task)
+            Expect.equal [ for r in runs -> r.Task, r.Status, r.Attempts ] [ "rosenbrock", "failed", 2; "sum-of-squares", "done", 1 ] "failed runs are retried, done ones not"
+            Expect.stringContains (List.head runs).Error "boom" "the error is stored"
 
         testCase "compare runs a grid from flags; every verb has help" <| fun () ->
             use dir = new TempDir()
