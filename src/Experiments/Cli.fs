@@ -464,9 +464,9 @@ module Cli =
                 (r.TryGetResult CompareArgs.Db) (r.TryGetResult CompareArgs.Tensorboard) (r.Contains CompareArgs.Quiet) (r.Contains CompareArgs.Json))
             out err
 
-    let private mergeVerb (r: ParseResults<MergeArgs>) (out: TextWriter) =
+    let private mergeVerb (r: ParseResults<MergeArgs>) (out: TextWriter) (err: TextWriter) =
         match r.GetResult MergeArgs.Dbs with
-        | output :: inputs when not inputs.IsEmpty -> Host.merge output inputs (r.Contains MergeArgs.Json) (r.Contains MergeArgs.Quiet) out
+        | output :: inputs when not inputs.IsEmpty -> Host.merge output inputs (r.Contains MergeArgs.Json) (r.Contains MergeArgs.Quiet) out err
         | _ -> Tensors.invalidArg "merge" "merge needs an output and at least one input database: merge OUT.db IN.db..."
 
     let private reportVerb (r: ParseResults<ReportArgs>) (out: TextWriter) (err: TextWriter) =
@@ -498,7 +498,7 @@ module Cli =
             | Args.Run a -> exitCode <- runVerb argv a out err
             | Args.Compare a -> exitCode <- compareVerb argv a out err
             | Args.Sweep a -> exitCode <- sweepVerb argv a out err
-            | Args.Merge a -> exitCode <- mergeVerb a out
+            | Args.Merge a -> exitCode <- mergeVerb a out err
             | Args.Report a -> exitCode <- reportVerb a out err
             | Args.Export a -> exitCode <- exportVerb a out
             out.Flush()

@@ -191,19 +191,22 @@ module Host =
         sweep (compareConfig c) { s with Table = true } out err
 
     /// `merge OUT IN...`: unite shards' databases.
-    let merge (output: string) (inputs: string list) (json: bool) (quiet: bool) (out: TextWriter) : int =
+    let merge (output: string) (inputs: string list) (json: bool) (quiet: bool) (out: TextWriter) (err: TextWriter) : int =
         if inputs.IsEmpty then Tensors.invalidArg "merge" "merge needs an output and at least one input database: merge OUT.db IN.db..."
         for i in inputs do
             if not (File.Exists i) then Tensors.invalidArg "merge" $"merge: input database '{i}' not found"
         use store = new ResultsStore(output)
         let taken = store.Merge inputs
         let total = store.Runs() |> List.length
+        for i, _, conflicts in taken do
+            if conflicts > 0 then
+                err.WriteLine $"optimizers: warning: {i}: {conflicts} seed(s) give another start than in {store.Path}; runs with them are not reproducible across these machines"
         if json then
-            let items = taken |> List.map (fun (i, n) -> $"{{\"input\":{JsonSerializer.Serialize i},\"runs_taken\":{n}}}")
+            let items = taken |> List.map (fun (i, n, c) -> $"{{\"input\":{JsonSerializer.Serialize i},\"runs_taken\":{n},\"seed_conflicts\":{c}}}")
             let joined = String.Join(",", items)
             out.WriteLine($"{{\"output\":{JsonSerializer.Serialize store.Path},\"runs\":{total},\"inputs\":[{joined}]}}")
         elif not quiet then
-            for i, n in taken do out.WriteLine $"{i}: {n} runs taken"
+            for i, n, _ in taken do out.WriteLine $"{i}: {n} runs taken"
             out.WriteLine $"{store.Path}: {total} runs"
         0
 

@@ -195,7 +195,7 @@ module Report =
                 | Some s when s.Missing + s.Failed > 0 -> $"\nn={s.Values.Length}"
                 | _ -> "")
             let file = $"heatmap-{safe task}-{m.Name}.png"
-            Plots.heatmap (Path.Combine(dir, file)) $"{task}: mean {m.Name.Replace('_', ' ')} over seeds; colour: value / column max" optimizers (lrs |> List.map lrText) values notes
+            Plots.heatmap (Path.Combine(dir, file)) $"{task}: {m.Name} (mean over seeds); colour: value / column max" optimizers (lrs |> List.map lrText) values notes
             figures.Add
                 { File = file
                   Caption = $"Mean {m.Name.Replace('_', ' ')} over seeds, optimizer x learning rate; each column divided by its largest value (infinity norm, as in the thesis, figures 4.5-4.8): the darkest cell of a column is the best there. Red: every seed diverged." }

@@ -4,6 +4,7 @@ open System
 open System.Collections.Generic
 open System.Diagnostics
 open System.IO
+open System.Text.Json
 open Microsoft.Data.Sqlite
 
 /// A run as the database holds it.
@@ -175,6 +176,11 @@ CREATE TABLE IF NOT EXISTS seeds (
     /// The database file.
     member _.Path = fullPath
 
+    /// Options as a JSON object with sorted names (how the runs and seeds tables store them).
+    static member OptionsJson(xs: (string * string) list) : string =
+        let item (k: string, v: string) = JsonSerializer.Serialize k + ":" + JsonSerializer.Serialize v
+        "{" + String.Join(",", xs |> List.sortBy fst |> List.map item) + "}"
+
     /// A new owner token for one invocation of this process (its running rows count as live
     /// until `EndOwner`).
     static member BeginOwner() : RunOwner =
@@ -304,7 +310,7 @@ CREATE TABLE IF NOT EXISTS seeds (
             if o.StartHash <> "" then
                 use c =
                     command "INSERT OR IGNORE INTO seeds (task, task_options, dtype, seed, start_hash, start_loss) VALUES ($t, $o, $d, $s, $h, $l)"
-                        [ "$t", box r.Task; "$o", box (Config.canonical r.Task r.TaskOptions "" [] None None 0 0 "" |> Config.keyOf); "$d", box r.Dtype
+                        [ "$t", box r.Task; "$o", box (ResultsStore.OptionsJson r.TaskOptions); "$d", box r.Dtype
                           "$s", box r.Seed; "$h", box o.StartHash; "$l", optF o.StartLoss ]
                 c.Transaction <- tx
                 c.ExecuteNonQuery() |> ignore
@@ -317,15 +323,6 @@ CREATE TABLE IF NOT EXISTS seeds (
             u.Transaction <- tx
             u.ExecuteNonQuery() |> ignore
             tx.Commit())
-
-    /// The start hash recorded for a task's seed, if any (to detect non-reproducible starts).
-    member _.SeedHash(task: string, taskOptions: (string * string) list, dtype: string, seed: int) : string option =
-        lock gate (fun () ->
-            let o = Config.canonical task taskOptions "" [] None None 0 0 "" |> Config.keyOf
-            match scalar "SELECT start_hash FROM seeds WHERE task = $t AND task_options = $o AND dtype = $d AND seed = $s"
-                      [ "$t", box task; "$o", box o; "$d", box dtype; "$s", box seed ] with
-            | :? string as h -> Some h
-            | _ -> None)
 
     /// Runs by key (all runs when `keys` is None), in key order.
     member _.Runs(?keys: string list) : RunRow list =
@@ -373,8 +370,10 @@ CREATE TABLE IF NOT EXISTS seeds (
 
     /// Copy the runs of other databases into this one. A run is taken from an input when this
     /// database lacks it or holds it in a worse state (running < failed < done/diverged); with it
-    /// come its metrics and measures. Configs and seeds are united. Returns (input, runs taken).
-    member this.Merge(inputs: string list) : (string * int) list =
+    /// come its metrics and measures. Configs and seeds are united. Returns, per input, the runs
+    /// taken and the seeds whose start differs from this database's (the same task, options,
+    /// dtype and seed must give the same start everywhere; a difference means irreproducible runs).
+    member this.Merge(inputs: string list) : (string * int * int) list =
         lock gate (fun () ->
             [ for input in inputs do
                 let full = Path.GetFullPath input
@@ -402,10 +401,17 @@ CREATE TABLE IF NOT EXISTS seeds (
                     run "INSERT INTO main.metrics (run_key, name, step, value) SELECT run_key, name, step, value FROM src.metrics WHERE run_key IN (SELECT run_key FROM temp.take)" |> ignore
                     run "INSERT INTO main.measures (run_key, name, value) SELECT run_key, name, value FROM src.measures WHERE run_key IN (SELECT run_key FROM temp.take)" |> ignore
                     run "INSERT OR IGNORE INTO main.configs (name, hash, source, json, added_at) SELECT name, hash, source, json, added_at FROM src.configs" |> ignore
+                    let conflicts =
+                        use c = conn.CreateCommand()
+                        c.Transaction <- tx
+                        c.CommandText <-
+                            "SELECT count(*) FROM src.seeds s JOIN main.seeds m ON m.task = s.task AND m.task_options = s.task_options "
+                            + "AND m.dtype = s.dtype AND m.seed = s.seed WHERE m.start_hash <> s.start_hash"
+                        Convert.ToInt32(c.ExecuteScalar())
                     run "INSERT OR IGNORE INTO main.seeds (task, task_options, dtype, seed, start_hash, start_loss) SELECT task, task_options, dtype, seed, start_hash, start_loss FROM src.seeds" |> ignore
                     run "DROP TABLE temp.take" |> ignore
                     tx.Commit()
-                    yield input, taken
+                    yield input, taken, conflicts
                 finally
                     use detach = command "DETACH DATABASE src" []
                     detach.ExecuteNonQuery() |> ignore ])

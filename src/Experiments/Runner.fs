@@ -127,8 +127,7 @@ module Runner =
           Reproduce: RunSpec -> string
           Progress: ProgressMode }
 
-    let private optionsJson (xs: (string * string) list) =
-        "{" + String.Join(",", xs |> List.map (fun (k, v) -> $"{JsonSerializer.Serialize k}:{JsonSerializer.Serialize v}")) + "}"
+    let private optionsJson (xs: (string * string) list) = ResultsStore.OptionsJson xs
 
     let private scheduleText (s: ScheduleSpec option) =
         match s with

@@ -230,8 +230,11 @@ let tests =
             let keys = shards |> List.collect (fun db -> runSummary db |> List.map (fun (k, _, _, _, _) -> k))
             Expect.equal (List.distinct keys).Length 16 "the shards are disjoint"
             let merged = dir.File "merged.db"
-            let code, _, err = cli ([ "merge"; merged ] @ shards @ [ "--quiet" ])
+            let code, out, err = cli ([ "merge"; merged ] @ shards @ [ "--json" ])
             Expect.equal code 0 $"merge; stderr: {err}"
+            use doc = JsonDocument.Parse out
+            let inputs = [ for i in doc.RootElement.GetProperty("inputs").EnumerateArray() -> i.GetProperty("runs_taken").GetInt32(), i.GetProperty("seed_conflicts").GetInt32() ]
+            Expect.equal inputs [ 6, 0; 5, 0; 5, 0 ] "every run taken once; every seed gives the same start in every shard"
             Expect.equal (runSummary merged) (runSummary whole) "same runs and results"
             Expect.equal (metricRows merged) (metricRows whole) "same metrics"
             // Merging again changes nothing.
