@@ -196,7 +196,10 @@ module Host =
         for i in inputs do
             if not (File.Exists i) then Tensors.invalidArg "merge" $"merge: input database '{i}' not found"
         use store = new ResultsStore(output)
-        let taken = store.Merge inputs
+        let taken =
+            match Progress.console err with
+            | Some c when not quiet && not json -> c.Status().Start($"merging {inputs.Length} databases", fun _ -> store.Merge inputs)
+            | _ -> store.Merge inputs
         let total = store.Runs() |> List.length
         for i, _, conflicts in taken do
             if conflicts > 0 then
