@@ -195,6 +195,154 @@ type ListArgs =
             match a with
             | Unused -> ""
 
+/// `run` options: an experiment from a JSON config (docs/configs.md).
+type RunArgs =
+    | [<MainCommand; ExactlyOnce>] Config of config: string
+    | Quick
+    | [<Unique>] Jobs of int
+    | [<Unique>] Threads of int
+    | [<Unique>] Db of file: string
+    | [<Unique>] Tensorboard of dir: string
+    | Quiet
+    | Json
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Config _ -> "the experiment config (JSON; see docs/configs.md)"
+            | Quick -> "apply the config's quick section (fewer steps and seeds: minutes on 2 cores)"
+            | Jobs _ -> "runs in parallel (default 1)"
+            | Threads _ -> "TorchSharp threads per process (default: cores / jobs)"
+            | Db _ -> "results database (default results/NAME.db); finished runs in it are skipped"
+            | Tensorboard _ -> "also write TensorBoard event files, one folder per run, under this directory"
+            | Quiet -> "no progress and no summary"
+            | Json -> "print the summary and the paper-vs-ours table as JSON"
+
+/// `compare` options: optimizers x tasks x learning rates x seeds, from flags.
+type CompareArgs =
+    | [<Mandatory; Unique>] Tasks of names: string
+    | [<EqualsAssignmentOrSpaced>] Task_Opt of assignment: string
+    | [<Mandatory; Unique>] Optimizers of names: string
+    | [<EqualsAssignmentOrSpaced>] Opt of assignment: string
+    | [<Unique>] Schedule of name: string
+    | [<EqualsAssignmentOrSpaced>] Sched_Opt of assignment: string
+    | [<Unique>] Lrs of values: string
+    | [<Unique>] Seeds of values: string
+    | [<Unique>] Steps of int
+    | [<Unique>] Dtype of string
+    | [<Unique>] Record_Every of int
+    | [<Unique>] Metrics of names: string
+    | [<Unique>] Measures of names: string
+    | [<Unique>] Name of string
+    | [<Unique>] Jobs of int
+    | [<Unique>] Threads of int
+    | [<Unique>] Db of file: string
+    | [<Unique>] Tensorboard of dir: string
+    | Quiet
+    | Json
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Tasks _ -> "comma-separated tasks: " + Tensors.commas Registry.taskNames
+            | Task_Opt _ -> "task option name=value for every task that has it, repeatable (e.g. dim=100, start=-1.5,2)"
+            | Optimizers _ -> "comma-separated optimizers: " + Tensors.commas Registry.optimizerNames
+            | Opt _ -> "optimizer option name=value for every optimizer that has it, repeatable (not lr: use --lrs)"
+            | Schedule _ -> "learning-rate schedule for every optimizer: " + Tensors.commas Registry.scheduleNames
+            | Sched_Opt _ -> "schedule option name=value, repeatable"
+            | Lrs _ -> "comma-separated learning rates (default: each optimizer's own)"
+            | Seeds _ -> "comma-separated seeds of the start points (default 0)"
+            | Steps _ -> "optimizer steps per run (default 100)"
+            | Dtype _ -> "float32 or float64 (default float32)"
+            | Record_Every _ -> "record metrics every N steps (default: about 1000 points per run)"
+            | Metrics _ -> "comma-separated metrics to record besides the loss: lr, param_norm, or a task's (distance, ...)"
+            | Measures _ -> "comma-separated measures: " + Config.measureChoices + " (default final_loss,mean_loss)"
+            | Name _ -> "name of the comparison in the database (default compare)"
+            | Jobs _ -> "runs in parallel (default 1)"
+            | Threads _ -> "TorchSharp threads per process (default: cores / jobs)"
+            | Db _ -> "results database (default results/NAME.db); finished runs in it are skipped"
+            | Tensorboard _ -> "also write TensorBoard event files, one folder per run, under this directory"
+            | Quiet -> "no progress and no summary"
+            | Json -> "print the summary and the table as JSON"
+
+/// `sweep` options: one shard of a config's grid, for running across machines.
+type SweepArgs =
+    | [<MainCommand; ExactlyOnce>] Config of config: string
+    | [<Unique>] Shard of spec: string
+    | Quick
+    | [<Unique>] Jobs of int
+    | [<Unique>] Threads of int
+    | [<Unique>] Db of file: string
+    | [<Unique>] Tensorboard of dir: string
+    | Quiet
+    | Json
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Config _ -> "the experiment config (JSON; see docs/configs.md)"
+            | Shard _ -> "i/N: run the grid's runs whose position is i modulo N (0 <= i < N; default 0/1, the whole grid)"
+            | Quick -> "apply the config's quick section"
+            | Jobs _ -> "runs in parallel (default 1)"
+            | Threads _ -> "TorchSharp threads per process (default: cores / jobs)"
+            | Db _ -> "results database (default results/NAME.shard-i-of-N.db); finished runs in it are skipped"
+            | Tensorboard _ -> "also write TensorBoard event files, one folder per run, under this directory"
+            | Quiet -> "no progress and no summary"
+            | Json -> "print the summary as JSON"
+
+/// `merge` options: unite the databases of shards.
+type MergeArgs =
+    | [<MainCommand; ExactlyOnce>] Dbs of databases: string list
+    | Quiet
+    | Json
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Dbs _ -> "OUT.db IN.db...: the output (created or extended) then the input databases"
+            | Quiet -> "print nothing"
+            | Json -> "print what was merged as JSON"
+
+/// `report` options: Markdown, HTML and PNG plots for a config.
+type ReportArgs =
+    | [<MainCommand; Unique>] Config of config: string
+    | [<Unique>] Db of file: string
+    | [<Unique; CustomCommandLine("--config")>] Config_Name of name: string
+    | Quick
+    | [<Unique>] Full
+    | [<Unique>] Out of dir: string
+    | Quiet
+    | Json
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Config _ -> "the experiment config (JSON); without it, the config stored in --db"
+            | Db _ -> "results database (default results/NAME.db)"
+            | Config_Name _ -> "with --db alone: which stored config (needed when the database holds several)"
+            | Quick -> "report the quick variant"
+            | Full -> "report the full grid (default unless only the quick variant has results)"
+            | Out _ -> "output directory (default reports/NAME or reports/NAME-quick)"
+            | Quiet -> "print nothing"
+            | Json -> "print the paper-vs-ours table and the files written as JSON"
+
+/// `export` options: a table of a results database as CSV or JSON.
+type ExportArgs =
+    | [<Mandatory; Unique>] Db of file: string
+    | [<Unique>] Format of string
+    | [<Unique>] Table of name: string
+    | [<Unique>] Config of name: string
+    | [<Unique>] Out of file: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Db _ -> "results database"
+            | Format _ -> "csv or json (default csv)"
+            | Table _ -> "runs (one row per run, with its command line), metrics (per step) or measures (default runs)"
+            | Config _ -> "only the runs of this config"
+            | Out _ -> "write to this file instead of standard output"
+
 [<RequireQualifiedAccess>]
 type Args =
     | [<CliPrefix(CliPrefix.None)>] Trace of ParseResults<TraceArgs>
@@ -205,6 +353,12 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] List of ParseResults<ListArgs>
     | [<CliPrefix(CliPrefix.None)>] Lr_Range_Test of ParseResults<LrRangeTestArgs>
     | [<CliPrefix(CliPrefix.None)>] Inspect of ParseResults<InspectArgs>
+    | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<RunArgs>
+    | [<CliPrefix(CliPrefix.None)>] Compare of ParseResults<CompareArgs>
+    | [<CliPrefix(CliPrefix.None)>] Sweep of ParseResults<SweepArgs>
+    | [<CliPrefix(CliPrefix.None)>] Merge of ParseResults<MergeArgs>
+    | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<ReportArgs>
+    | [<CliPrefix(CliPrefix.None)>] Export of ParseResults<ExportArgs>
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -217,6 +371,12 @@ type Args =
             | List _ -> "list the optimizers and tasks with their options and defaults"
             | Lr_Range_Test _ -> "sweep the learning rate exponentially and suggest one (Smith 2017)"
             | Inspect _ -> "what trained optimizers learned: Multiscale Adam weights per timescale, k Timesteps steps (thesis Tables 4.2, 4.3, 3.1)"
+            | Run _ -> "run an experiment from a JSON config into a results database, resuming; then print paper vs ours"
+            | Compare _ -> "run optimizers x tasks x learning rates x seeds given as flags; then print the table"
+            | Sweep _ -> "run one shard (i/N) of a config's grid, for running across machines; merge the shards after"
+            | Merge _ -> "merge results databases (OUT.db IN.db...), e.g. the shards of a sweep"
+            | Report _ -> "write a Markdown and HTML report with plots (PNG) for a config: paper vs ours"
+            | Export _ -> "export a results database's runs, metrics or measures as CSV or JSON"
 
 /// The command line. Exit codes: 0 ok, 1 a run failed (e.g. diverged), 2 bad input.
 module Cli =
@@ -352,10 +512,101 @@ module Cli =
         | "table" -> Evaluation.writeTable $"{taskName}, {steps} steps, {seeds.Length} seeds" rows
         | "csv" -> Evaluation.writeCsv out rows
         | f -> Tensors.invalidArg "format" $"unknown format '{f}'; valid: table, csv"
+    /// The command line of this invocation, as recorded with each run.
+    let private commandLine (argv: string[]) =
+        let quote (a: string) = if a = "" || a |> Seq.exists (fun c -> Char.IsWhiteSpace c || c = '\'' || c = '"') then "'" + a.Replace("'", "'\\''") + "'" else a
+        "optimizers " + String.Join(" ", argv |> Array.map quote)
+
+    let private compareParser = lazy (ArgumentParser.Create<CompareArgs>(programName = "optimizers compare"))
+
+    /// The `compare` command line that runs one run of a grid alone (same run key).
+    let reproduce (r: RunSpec) : string =
+        let args =
+            [ yield CompareArgs.Tasks r.Task
+              for k, v in r.TaskOptions -> CompareArgs.Task_Opt $"{k}={v}"
+              yield CompareArgs.Optimizers r.Optimizer
+              for k, v in r.OptimizerOptions -> CompareArgs.Opt $"{k}={v}"
+              match r.Schedule with
+              | Some s ->
+                  yield CompareArgs.Schedule s.Name
+                  for k, v in s.Options -> CompareArgs.Sched_Opt $"{k}={v}"
+              | None -> ()
+              match r.Lr with
+              | Some lr -> yield CompareArgs.Lrs(Output.num lr)
+              | None -> ()
+              yield CompareArgs.Seeds(string r.Seed)
+              yield CompareArgs.Steps r.Steps
+              yield CompareArgs.Dtype r.Dtype ]
+        "optimizers compare " + compareParser.Force().PrintCommandLineArgumentsFlat args
+
+    let private sweepSettings (argv: string[]) quick shard jobs threads db tensorboard quiet json : Host.SweepSettings =
+        { Quick = quick; Shard = shard; Jobs = jobs; Threads = threads; Db = db; TensorBoard = tensorboard; Quiet = quiet; Json = json
+          Command = commandLine argv; Reproduce = reproduce; Table = false }
+
+    let private runVerb (argv: string[]) (r: ParseResults<RunArgs>) (out: TextWriter) (err: TextWriter) =
+        Host.run (r.GetResult RunArgs.Config)
+            (sweepSettings argv (r.Contains RunArgs.Quick) None (r.GetResult(RunArgs.Jobs, 1)) (r.TryGetResult RunArgs.Threads)
+                (r.TryGetResult RunArgs.Db) (r.TryGetResult RunArgs.Tensorboard) (r.Contains RunArgs.Quiet) (r.Contains RunArgs.Json))
+            out err
+
+    let private sweepVerb (argv: string[]) (r: ParseResults<SweepArgs>) (out: TextWriter) (err: TextWriter) =
+        let shard = r.TryGetResult SweepArgs.Shard |> Option.map Config.parseShard
+        let config = Config.load (r.GetResult SweepArgs.Config)
+        Host.sweep config
+            (sweepSettings argv (r.Contains SweepArgs.Quick) shard (r.GetResult(SweepArgs.Jobs, 1)) (r.TryGetResult SweepArgs.Threads)
+                (r.TryGetResult SweepArgs.Db) (r.TryGetResult SweepArgs.Tensorboard) (r.Contains SweepArgs.Quiet) (r.Contains SweepArgs.Json))
+            out err
+
+    let private compareVerb (argv: string[]) (r: ParseResults<CompareArgs>) (out: TextWriter) (err: TextWriter) =
+        let names (text: string) = text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
+        let seeds =
+            names (r.GetResult(CompareArgs.Seeds, "0")) |> List.map (fun x ->
+                match Int32.TryParse x with
+                | true, v when v >= 0 -> v
+                | _ -> Tensors.invalidArg "seeds" $"--seeds: '{x}' is not a seed (a whole number >= 0)")
+        let settings : Host.CompareSettings =
+            { Tasks = names (r.GetResult CompareArgs.Tasks)
+              TaskOptions = [ for a in r.GetResults CompareArgs.Task_Opt -> Registry.parseAssignment a ]
+              Optimizers = names (r.GetResult CompareArgs.Optimizers)
+              OptimizerOptions = [ for a in r.GetResults CompareArgs.Opt -> Registry.parseAssignment a ]
+              Schedule = r.TryGetResult CompareArgs.Schedule
+              ScheduleOptions = [ for a in r.GetResults CompareArgs.Sched_Opt -> Registry.parseAssignment a ]
+              Lrs = (match r.TryGetResult CompareArgs.Lrs with Some l -> parseFloats "lrs" l | None -> [])
+              Seeds = seeds
+              Steps = r.GetResult(CompareArgs.Steps, 100)
+              Dtype = r.GetResult(CompareArgs.Dtype, "float32")
+              RecordEvery = r.TryGetResult CompareArgs.Record_Every
+              Metrics = (match r.TryGetResult CompareArgs.Metrics with Some m -> names m | None -> [])
+              Measures = (match r.TryGetResult CompareArgs.Measures with Some m -> names m | None -> [])
+              Name = r.GetResult(CompareArgs.Name, "compare") }
+        Host.compare settings
+            (sweepSettings argv false None (r.GetResult(CompareArgs.Jobs, 1)) (r.TryGetResult CompareArgs.Threads)
+                (r.TryGetResult CompareArgs.Db) (r.TryGetResult CompareArgs.Tensorboard) (r.Contains CompareArgs.Quiet) (r.Contains CompareArgs.Json))
+            out err
+
+    let private mergeVerb (r: ParseResults<MergeArgs>) (out: TextWriter) (err: TextWriter) =
+        match r.GetResult MergeArgs.Dbs with
+        | output :: inputs when not inputs.IsEmpty -> Host.merge output inputs (r.Contains MergeArgs.Json) (r.Contains MergeArgs.Quiet) out err
+        | _ -> Tensors.invalidArg "merge" "merge needs an output and at least one input database: merge OUT.db IN.db..."
+
+    let private reportVerb (r: ParseResults<ReportArgs>) (out: TextWriter) (err: TextWriter) =
+        let quick =
+            match r.Contains ReportArgs.Quick, r.Contains ReportArgs.Full with
+            | true, true -> Tensors.invalidArg "quick" "--quick and --full exclude each other"
+            | true, false -> Some true
+            | false, true -> Some false
+            | false, false -> None
+        Host.report (r.TryGetResult ReportArgs.Config) (r.TryGetResult ReportArgs.Db) (r.TryGetResult ReportArgs.Config_Name) quick
+            (r.TryGetResult ReportArgs.Out) (r.Contains ReportArgs.Json) (r.Contains ReportArgs.Quiet) out err
+
+    let private exportVerb (r: ParseResults<ExportArgs>) (out: TextWriter) =
+        Host.export (r.GetResult ExportArgs.Db) (r.GetResult(ExportArgs.Format, "csv")) (r.GetResult(ExportArgs.Table, "runs"))
+            (r.TryGetResult ExportArgs.Config) (r.TryGetResult ExportArgs.Out) out
 
     /// Run the command line; returns the exit code. Output goes to `out`, errors to `err`.
     let run (argv: string[]) (out: TextWriter) (err: TextWriter) : int =
         let parser = ArgumentParser.Create<Args>(programName = "optimizers")
+        let mutable exitCode = 0
         try
             let r = parser.ParseCommandLine(argv, raiseOnUsage = true)
             match r.GetSubCommand() with
@@ -367,8 +618,14 @@ module Cli =
             | Args.List _ -> listAll out
             | Args.Lr_Range_Test t -> lrRangeTest t out
             | Args.Inspect i -> Inspect.run { Files = i.GetResults InspectArgs.File; Format = i.GetResult(InspectArgs.Format, "table") } out
+            | Args.Run a -> exitCode <- runVerb argv a out err
+            | Args.Compare a -> exitCode <- compareVerb argv a out err
+            | Args.Sweep a -> exitCode <- sweepVerb argv a out err
+            | Args.Merge a -> exitCode <- mergeVerb a out err
+            | Args.Report a -> exitCode <- reportVerb a out err
+            | Args.Export a -> exitCode <- exportVerb a out
             out.Flush()
-            0
+            exitCode
         with
         | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText ->
             out.WriteLine e.Message
@@ -386,3 +643,11 @@ module Cli =
             out.Flush()
             err.WriteLine $"optimizers: the run diverged at step {step} (loss = {loss}); try a smaller learning rate"
             1
+        | :? FileNotFoundException as e ->
+            out.Flush()
+            err.WriteLine $"optimizers: {e.Message}"
+            2
+        | :? InvalidDataException as e ->
+            out.Flush()
+            err.WriteLine $"optimizers: {e.Message}"
+            2
