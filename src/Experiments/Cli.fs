@@ -179,6 +179,26 @@ type InspectArgs =
             | File _ -> "trained optimizer file, repeatable (msadam-la files side by side as in the thesis's Table 4.2)"
             | Format _ -> "table or csv (default table)"
 
+/// `data fetch NAME` options.
+type FetchArgs =
+    | [<MainCommand; Mandatory>] Source of name: string
+    | [<Unique>] Dir of path: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Source _ -> "mnist or cifar10"
+            | Dir _ -> "where to put the files (default data/NAME); pass it to the tasks as --task-opt data_dir=..."
+
+/// `data` subcommands.
+type DataArgs =
+    | [<CliPrefix(CliPrefix.None)>] Fetch of ParseResults<FetchArgs>
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Fetch _ -> "download the official files of a data set and verify their SHA-256"
+
 type DemoArgs =
     | Quiet
 
@@ -348,6 +368,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Trace of ParseResults<TraceArgs>
     | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
     | [<CliPrefix(CliPrefix.None)>] Sensitivity of ParseResults<SensitivityArgs>
+    | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<DataArgs>
     | [<CliPrefix(CliPrefix.None)>] Meta_Train of ParseResults<MetaTrainArgs>
     | [<CliPrefix(CliPrefix.None)>] Evaluate of ParseResults<EvaluateArgs>
     | [<CliPrefix(CliPrefix.None)>] List of ParseResults<ListArgs>
@@ -366,6 +387,7 @@ type Args =
             | Trace _ -> "print an optimizer's trajectory on a built-in task (CSV or JSON)"
             | Demo _ -> "compare the optimizers on the built-in tasks (the README's main job)"
             | Sensitivity _ -> "iterations until the loss falls below a threshold, per optimizer and initial learning rate"
+            | Data _ -> "data sets: fetch the official MNIST or CIFAR-10 files (checked by SHA-256)"
             | Meta_Train _ -> "meta-train a learned optimizer (HyperAdam, ...) and save it to a file"
             | Evaluate _ -> "optimizers, learned or not, on the same task and seeds: mean final loss and mean loss"
             | List _ -> "list the optimizers and tasks with their options and defaults"
@@ -502,6 +524,18 @@ module Cli =
               CommandLine = "optimizers " + String.Join(" ", argv |> Array.map (fun a -> if a.Contains ' ' then $"'{a}'" else a)) }
             out
 
+    let private data (r: ParseResults<DataArgs>) (out: TextWriter) =
+        match r.GetSubCommand() with
+        | DataArgs.Fetch f ->
+            let name = (f.GetResult FetchArgs.Source).Trim().ToLowerInvariant()
+            let source =
+                match Optimizers.Data.Fetch.sources |> List.tryFind (fun s -> s.Name = name) with
+                | Some s -> s
+                | None -> Tensors.invalidArg "name" $"unknown data set '{name}'; valid: {Tensors.commas (Optimizers.Data.Fetch.sources |> List.map (fun s -> s.Name))}"
+            let dir = f.GetResult(FetchArgs.Dir, Path.Combine("data", name))
+            let fetched = Optimizers.Data.Fetch.run source dir (fun file -> out.WriteLine $"downloading {file} ...")
+            out.WriteLine $"{name}: {fetched.Length} file(s) downloaded, all verified, in {Path.GetFullPath dir}"
+
     let private evaluate (r: ParseResults<EvaluateArgs>) (out: TextWriter) =
         let taskName = r.GetResult EvaluateArgs.Task
         let task = Registry.createTask taskName [ for a in r.GetResults EvaluateArgs.Task_Opt -> Registry.parseAssignment a ]
@@ -613,6 +647,7 @@ module Cli =
             | Args.Trace t -> trace t out
             | Args.Demo d -> Demo.run (d.Contains DemoArgs.Quiet)
             | Args.Sensitivity s -> sensitivity s out
+            | Args.Data d -> data d out
             | Args.Meta_Train m -> metaTrain m argv out
             | Args.Evaluate e -> evaluate e out
             | Args.List _ -> listAll out
@@ -651,3 +686,11 @@ module Cli =
             out.Flush()
             err.WriteLine $"optimizers: {e.Message}"
             2
+        | :? DirectoryNotFoundException as e ->
+            out.Flush()
+            err.WriteLine $"optimizers: {e.Message}"
+            2
+        | :? IOException as e ->
+            out.Flush()
+            err.WriteLine $"optimizers: {e.Message}"
+            1
