@@ -55,7 +55,6 @@ module Classification =
     /// `rng` draws crops and flips for augmented training batches.
     let inputs (pre: Preprocess) (set: ImageSet) (indices: int[]) (rng: Rng option) (dtype: torch.ScalarType) (device: torch.Device) : Tensor =
         let b = indices.Length
-        let k = set.ImageBytes
         match pre with
         | Scale01 | Standardize _ ->
             use idx = torch.tensor(indices |> Array.map int64, dtype = torch.ScalarType.Int64)
