@@ -300,6 +300,34 @@ let private networkTests =
             let y = Layers.maxPoolSame 3 2 x
             Expect.equal (y.data<float>().ToArray()) [| -7.0; -6.0 |] "padding on the right, never winning"
 
+        testCase "CIFAR inputs: crops (random with flips, or central) and per-image standardisation" <| fun () ->
+            use _scope = torch.NewDisposeScope()
+            let rng0 = Rng(3UL)
+            let set =
+                { Name = "tiny"; Count = 3; Channels = 3; Height = 32; Width = 32
+                  Pixels = Array.init (3 * 3072) (fun _ -> byte (rng0.NextInt 256)); Labels = [| 0uy; 1uy; 2uy |] }
+            let indices = [| 2; 0 |]
+            /// the crop as TF computes it, naively
+            let expected (i: int) (dy: int) (dx: int) (flip: bool) =
+                let v =
+                    [| for ch in 0..2 do
+                         for y in 0..23 do
+                             for x in 0..23 ->
+                                 let sx = if flip then dx + 23 - x else dx + x
+                                 float set.Pixels[indices[i] * 3072 + ch * 1024 + (dy + y) * 32 + sx] |]
+                let mean = Array.average v
+                let std = max (sqrt (v |> Array.averageBy (fun a -> (a - mean) ** 2.0))) (1.0 / sqrt 1728.0)
+                v |> Array.map (fun a -> (a - mean) / std)
+            let central = Classification.inputs (CifarCrop(24, true)) set indices None torch.ScalarType.Float64 torch.CPU
+            Expect.equal central.shape [| 2L; 3L; 24L; 24L |] "shape"
+            let got = central.data<float>().ToArray()
+            Check.closeRel 1e-9 got (Array.append (expected 0 4 4 false) (expected 1 4 4 false)) "central crops (no rng)"
+            let draws = Rng(10UL) // seed 10 draws (1, 5, flipped) and (4, 1, not flipped)
+            let crops = [| for _ in 0..1 -> let dy = draws.NextInt 9 in let dx = draws.NextInt 9 in dy, dx, draws.NextInt 2 = 1 |]
+            let random = Classification.inputs (CifarCrop(24, true)) set indices (Some(Rng(10UL))) torch.ScalarType.Float64 torch.CPU
+            let want = Array.append (let dy, dx, f = crops[0] in expected 0 dy dx f) (let dy, dx, f = crops[1] in expected 1 dy dx f)
+            Check.closeRel 1e-9 (random.data<float>().ToArray()) want $"random crops {crops}"
+
         testCase "quadratic: the minimum is x*, the eigenvalues span the condition number" <| fun () ->
             let pr = Quadratic.problem 6 1000.0 4
             let task = Quadratic.task 6 1000.0 4

@@ -15,7 +15,8 @@ type IdxArray =
 /// unsigned byte, the only one MNIST uses and the only one read here), the number of
 /// dimensions, then each dimension as a big-endian int32, then the data. Any problem (bad gzip,
 /// wrong magic number, truncated or oversized data) raises an InvalidDataException whose message
-/// starts with the file's path and says what is wrong.
+/// starts with the file's path and says what is wrong. (A gzip file cut inside its 8-byte trailer
+/// still decodes to complete data, which .NET's GZipStream accepts; so does this reader.)
 module Idx =
 
     let private fail (path: string) (problem: string) : 'a = raise (InvalidDataException($"{path}: {problem}"))

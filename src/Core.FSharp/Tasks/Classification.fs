@@ -55,7 +55,6 @@ module Classification =
     /// `rng` draws crops and flips for augmented training batches.
     let inputs (pre: Preprocess) (set: ImageSet) (indices: int[]) (rng: Rng option) (dtype: torch.ScalarType) (device: torch.Device) : Tensor =
         let b = indices.Length
-        let k = set.ImageBytes
         match pre with
         | Scale01 | Standardize _ ->
             use idx = torch.tensor(indices |> Array.map int64, dtype = torch.ScalarType.Int64)
@@ -66,29 +65,32 @@ module Classification =
         | CifarCrop(crop, augment) ->
             if crop > set.Height || crop > set.Width then
                 Tensors.invalidArg "crop" $"crop {crop} is larger than the {set.Height} x {set.Width} images"
-            let c = set.Channels
-            let per = c * crop * crop
-            let values = Array.zeroCreate<float> (b * per)
+            // per image: the crop's top row dy, left column dx, and whether it is mirrored
+            let dy, dx, flip = Array.zeroCreate<int> b, Array.zeroCreate<int> b, Array.zeroCreate<bool> b
             for i in 0 .. b - 1 do
-                let dy, dx, flip =
-                    match rng with
-                    | Some r when augment -> r.NextInt(set.Height - crop + 1), r.NextInt(set.Width - crop + 1), r.NextInt 2 = 1
-                    | _ -> (set.Height - crop) / 2, (set.Width - crop) / 2, false
-                let src = indices[i] * k
-                let dst = i * per
-                for ch in 0 .. c - 1 do
-                    for y in 0 .. crop - 1 do
-                        for x in 0 .. crop - 1 do
-                            let sx = if flip then dx + crop - 1 - x else dx + x
-                            values[dst + (ch * crop + y) * crop + x] <- float set.Pixels[src + (ch * set.Height + dy + y) * set.Width + sx]
-                let mutable sum = 0.0
-                for j in 0 .. per - 1 do sum <- sum + values[dst + j]
-                let mean = sum / float per
-                let mutable sq = 0.0
-                for j in 0 .. per - 1 do sq <- sq + (values[dst + j] - mean) ** 2.0
-                let std = max (sqrt (sq / float per)) (1.0 / sqrt (float per))
-                for j in 0 .. per - 1 do values[dst + j] <- (values[dst + j] - mean) / std
-            Task.tensorOf values [| int64 b; int64 c; int64 crop; int64 crop |] dtype device
+                match rng with
+                | Some r when augment ->
+                    dy[i] <- r.NextInt(set.Height - crop + 1)
+                    dx[i] <- r.NextInt(set.Width - crop + 1)
+                    flip[i] <- r.NextInt 2 = 1
+                | _ ->
+                    dy[i] <- (set.Height - crop) / 2
+                    dx[i] <- (set.Width - crop) / 2
+            let c, cropL, bL = int64 set.Channels, int64 crop, int64 b
+            let rows = Array.init (b * crop) (fun j -> int64 (dy[j / crop] + j % crop))
+            let cols =
+                Array.init (b * crop) (fun j ->
+                    let i, x = j / crop, j % crop
+                    int64 (if flip[i] then dx[i] + crop - 1 - x else dx[i] + x))
+            use idx = torch.tensor(indices |> Array.map int64, dtype = torch.ScalarType.Int64)
+            let images = pixelsOf(set).index_select(0L, idx).to_type(dtype)
+            let rowIndex = torch.tensor(rows, dtype = torch.ScalarType.Int64).reshape(bL, 1L, cropL, 1L).expand(bL, c, cropL, int64 set.Width)
+            let colIndex = torch.tensor(cols, dtype = torch.ScalarType.Int64).reshape(bL, 1L, 1L, cropL).expand(bL, c, cropL, cropL)
+            let x = images.gather(2L, rowIndex).gather(3L, colIndex)
+            let dims = [| 1L; 2L; 3L |]
+            let mean = x.mean(dims, keepdim = true)
+            let std = x.std(dims, unbiased = false, keepdim = true).clamp_min(TorchSharp.Scalar.op_Implicit (1.0 / sqrt (float (c * cropL * cropL))))
+            ((x - mean) / std).``to``(device)
 
     /// Labels of the images `indices` as an int64 tensor.
     let labels (set: ImageSet) (indices: int[]) (device: torch.Device) : Tensor =
