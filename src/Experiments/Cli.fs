@@ -85,6 +85,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
     | [<CliPrefix(CliPrefix.None)>] Sensitivity of ParseResults<SensitivityArgs>
     | [<CliPrefix(CliPrefix.None)>] List of ParseResults<ListArgs>
+    | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -93,6 +94,7 @@ type Args =
             | Demo _ -> "compare the optimizers on the built-in tasks (the README's main job)"
             | Sensitivity _ -> "iterations until the loss falls below a threshold, per optimizer and initial learning rate"
             | List _ -> "list the optimizers and tasks with their options and defaults"
+            | Bench _ -> "time an optimizer step (fast path, pure path, torch.optim, bandwidth bound) and its native memory"
 
 /// The command line. Exit codes: 0 ok, 1 a run failed (e.g. diverged), 2 bad input.
 module Cli =
@@ -172,6 +174,7 @@ module Cli =
             | Args.Demo d -> Demo.run (d.Contains DemoArgs.Quiet)
             | Args.Sensitivity s -> sensitivity s out
             | Args.List _ -> listAll out
+            | Args.Bench b -> Bench.run (Bench.settings b) out err
             out.Flush()
             0
         with

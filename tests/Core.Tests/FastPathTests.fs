@@ -302,4 +302,15 @@ let tests =
             let sgd0 = Registry.createOptimizer "sgd" []
             let e = Expect.throwsC (fun () -> Transform.stepInPlace sgd (grad2x p) (sgd0.Init p) p |> ignore) id
             Expect.stringContains e.Message "expects a state with parts" "sgd without momentum's state given to sgd with momentum"
+    
+        // Sequenced: the bench sets globals (TorchSharp's thread count, Kernel.useSimd, Memory.trimEvery).
+        testSequenced (testCase "bench --quick with tiny sizes runs and prints its table" (fun () ->
+            let code, out, err =
+                CliTests.cli
+                    [ "bench"; "--quick"; "--params"; "3000"; "--tensors"; "3"; "--steps"; "2"; "--memory-steps"; "20"
+                      "--memory-params"; "6000"; "--threads"; string (torch.get_num_threads ()); "--jemalloc"; "off" ]
+            Expect.equal code 0 $"exit code (stderr: {err})"
+            for part in [ "memory-bandwidth bound"; "fast path: fused SIMD kernel"; "TorchSharp in-place fallback"; "torch.optim.Adam"
+                          "torch.optim.SGD"; "pure path, trim every 4"; "RSS before MB"; "20 steps"; "Reproduce: optimizers bench --quick" ] do
+                Expect.stringContains out part "the table"))
     ]
