@@ -23,12 +23,14 @@ type AdamCoeffs =
       B2: float32
       /// 1 - beta2
       C2: float32
-      /// 1 - beta1^t
-      Bc1: float32
-      /// sqrt(1 - beta2^t)
-      SqrtBc2: float32
-      /// 1 - beta2^t (with EpsRoot)
-      Bc2: float32
+      /// 1 / (1 - beta1^t)
+      InvBc1: float32
+      /// -lr / (1 - beta1^t)
+      Step: float32
+      /// 1 / sqrt(1 - beta2^t)
+      InvSqrtBc2: float32
+      /// 1 / (1 - beta2^t) (with EpsRoot)
+      InvBc2: float32
       Eps: float32
       EpsRoot: float32
       HasEpsRoot: bool }
@@ -51,11 +53,12 @@ type AdamHypers =
       WeightDecay: Hyper }
 
 /// The fast path of Adam (Adam.fs), and of AdamW's chain (moments, then decoupled decay): one
-/// pass over p, g, m, v in the pure path's operation order (ScaleBy.adamMoments), so float32
-/// results match it to rounding:
+/// pass over p, g, m, v computing what ScaleBy.adamMoments computes, with one division per
+/// element (the bias corrections folded into constants, as torch.optim.Adam does), so float32
+/// results match the pure path to a few units in the last place:
 ///   g' = g + wd p (L2);  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2
-///   o  = (m / (sqrt(v) / sqrt(1 - b2^t) + eps)) / (1 - b1^t)      [eps_root: sqrt(v / (1 - b2^t) + eps_root)]
-///   o  = o + wd p (decoupled);  p = p + (-lr) o
+///   d  = sqrt(v) / sqrt(1 - b2^t) + eps                    [eps_root: sqrt(v / (1 - b2^t) + eps_root) + eps]
+///   p  = p + (-lr / (1 - b1^t)) m / d                       [decoupled: p + (-lr) (m / (1 - b1^t) / d + wd p)]
 module AdamKernel =
 
     /// The loop over one chunk.
@@ -66,7 +69,8 @@ module AdamKernel =
         let vv = MemoryMarshal.Cast<float32, Vector<float32>> v
         let negLr, l2, dwd = Vector<float32>(c.NegLr), Vector<float32>(c.L2), Vector<float32>(c.Decoupled)
         let b1, c1, b2, c2 = Vector<float32>(c.B1), Vector<float32>(c.C1), Vector<float32>(c.B2), Vector<float32>(c.C2)
-        let bc1, sqrtBc2, bc2 = Vector<float32>(c.Bc1), Vector<float32>(c.SqrtBc2), Vector<float32>(c.Bc2)
+        let invBc1, step = Vector<float32>(c.InvBc1), Vector<float32>(c.Step)
+        let invSqrtBc2, invBc2 = Vector<float32>(c.InvSqrtBc2), Vector<float32>(c.InvBc2)
         let eps, epsRoot = Vector<float32>(c.Eps), Vector<float32>(c.EpsRoot)
         for k in 0 .. pv.Length - 1 do
             let pk = pv[k]
@@ -75,10 +79,10 @@ module AdamKernel =
             let vk = vv[k] * b2 + (gk * gk) * c2
             mv[k] <- mk
             vv[k] <- vk
-            let denom = if c.HasEpsRoot then Vector.SquareRoot(vk / bc2 + epsRoot) + eps else Vector.SquareRoot vk / sqrtBc2 + eps
-            let o = (mk / denom) / bc1
-            let o = if c.HasDecoupled then o + pk * dwd else o
-            pv[k] <- pk + o * negLr
+            let denom = if c.HasEpsRoot then Vector.SquareRoot(vk * invBc2 + epsRoot) + eps else Vector.SquareRoot vk * invSqrtBc2 + eps
+            pv[k] <-
+                if c.HasDecoupled then pk + ((mk * invBc1) / denom + pk * dwd) * negLr
+                else pk + (mk * step) / denom
         for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
             let pi = p[i]
             let gi = if c.HasL2 then g[i] + pi * c.L2 else g[i]
@@ -86,10 +90,10 @@ module AdamKernel =
             let vi = v[i] * c.B2 + (gi * gi) * c.C2
             m[i] <- mi
             v[i] <- vi
-            let denom = if c.HasEpsRoot then MathF.Sqrt(vi / c.Bc2 + c.EpsRoot) + c.Eps else MathF.Sqrt vi / c.SqrtBc2 + c.Eps
-            let o = (mi / denom) / c.Bc1
-            let o = if c.HasDecoupled then o + pi * c.Decoupled else o
-            p[i] <- pi + o * c.NegLr
+            let denom = if c.HasEpsRoot then MathF.Sqrt(vi * c.InvBc2 + c.EpsRoot) + c.Eps else MathF.Sqrt vi * c.InvSqrtBc2 + c.Eps
+            p[i] <-
+                if c.HasDecoupled then pi + ((mi * c.InvBc1) / denom + pi * c.Decoupled) * c.NegLr
+                else pi + (mi * c.Step) / denom
 
     /// The in-place kernel of an Adam-family chain named `name` whose weight decay goes where
     /// `decay` says (which fixes the state layout).
@@ -115,7 +119,8 @@ module AdamKernel =
             let c =
                 { NegLr = float32 (-lr); L2 = float32 wd; HasL2 = l2; Decoupled = float32 wd; HasDecoupled = decoupled
                   B1 = float32 b1; C1 = float32 (1.0 - b1); B2 = float32 b2; C2 = float32 (1.0 - b2)
-                  Bc1 = float32 bc1; SqrtBc2 = float32 (Math.Sqrt bc2); Bc2 = float32 bc2
+                  InvBc1 = float32 (1.0 / bc1); Step = float32 (-lr / bc1)
+                  InvSqrtBc2 = float32 (1.0 / Math.Sqrt bc2); InvBc2 = float32 (1.0 / bc2)
                   Eps = float32 h.Eps; EpsRoot = float32 h.EpsRoot; HasEpsRoot = h.EpsRoot <> 0.0 }
             let ps, gs = parameters.Values, grads.Values
             use sc = new Kernel.Scalars()
