@@ -27,6 +27,17 @@ module Tensors =
     /// A float as a TorchSharp Scalar (for overloads that take Scalar or Tensor).
     let scalar (v: float) : Scalar = Scalar.op_Implicit v
 
+    /// `op x s` with `s` a Scalar holding `v` that is freed right after the call, and `x` kept
+    /// alive through it. TorchSharp hands raw handles to native code without GC.KeepAlive, so an
+    /// implicit Scalar (as in `x * 0.5`) or a temporary tensor that nothing else references can be
+    /// finalized by the GC while the native call still reads it, which corrupts memory (seen in
+    /// property tests as "Unknown scalar type" and as wrong numbers). Same native op, same numbers.
+    let withScalar (op: Tensor -> Scalar -> Tensor) (x: Tensor) (v: float) : Tensor =
+        use s = scalar v
+        let r = op x s
+        GC.KeepAlive x
+        r
+
     /// sqrt(x + epsRoot). With epsRoot > 0 the derivative stays finite where x = 0, which
     /// differentiating through Adam-like updates needs (DiffSharp issue 287; optax's eps_root).
     let safeSqrt (epsRoot: float) (x: Tensor) : Tensor =
