@@ -33,14 +33,14 @@ type HValue =
         match a, b with
         | Num x, Num y -> Num(x + y)
         | Num x, Ten y | Ten y, Num x -> Ten(Tensors.withScalar (fun t s -> t.add s) y x)
-        | Ten x, Ten y -> Ten(x + y)
+        | Ten x, Ten y -> Ten(Tensors.add x y)
 
     static member (-)(a: HValue, b: HValue) =
         match a, b with
         | Num x, Num y -> Num(x - y)
         | Num x, Ten y -> Ten(x - y)
         | Ten x, Num y -> Ten(Tensors.withScalar (fun t s -> t.sub s) x y)
-        | Ten x, Ten y -> Ten(x - y)
+        | Ten x, Ten y -> Ten(Tensors.sub x y)
 
     static member (*)(a: HValue, b: HValue) =
         match a, b with

@@ -38,10 +38,31 @@ module Tensors =
         GC.KeepAlive x
         r
 
+    /// alpha = 1 of `add`, alive as long as the process.
+    let private one : Scalar = Scalar.op_Implicit 1
+
+    /// a + b. TorchSharp's `a + b` makes an implicit alpha = 1 Scalar in every call, exposed to the
+    /// race described at `withScalar`; this passes one that is never finalized.
+    let add (a: Tensor) (b: Tensor) : Tensor =
+        let r = a.add(b, one)
+        GC.KeepAlive a
+        GC.KeepAlive b
+        r
+
+    /// a - b, with both kept alive through the native call.
+    let sub (a: Tensor) (b: Tensor) : Tensor =
+        let r = a.sub b
+        GC.KeepAlive a
+        GC.KeepAlive b
+        r
+
+    /// x + v for a number v, as `withScalar`.
+    let addNum (x: Tensor) (v: float) : Tensor = withScalar (fun t s -> t.add(s, one)) x v
+
     /// sqrt(x + epsRoot). With epsRoot > 0 the derivative stays finite where x = 0, which
     /// differentiating through Adam-like updates needs (DiffSharp issue 287; optax's eps_root).
     let safeSqrt (epsRoot: float) (x: Tensor) : Tensor =
-        if epsRoot = 0.0 then x.sqrt() else (x + epsRoot).sqrt()
+        if epsRoot = 0.0 then x.sqrt() else (addNum x epsRoot).sqrt()
 
     /// The value of a one-element tensor as a float, whatever its dtype.
     let toFloat (t: Tensor) : float = t.ToDouble()

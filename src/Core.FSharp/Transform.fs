@@ -53,7 +53,7 @@ module Transform =
     let identity : Transformation = stateless "identity" (fun u _ -> u)
 
     /// params + updates (no_grad is the caller's choice: keep the graph when differentiating).
-    let applyUpdates (parameters: Tree) (updates: Tree) : Tree = Tree.map2 (fun p u -> p + u) parameters updates
+    let applyUpdates (parameters: Tree) (updates: Tree) : Tree = Tree.map2 Tensors.add parameters updates
 
     /// One optimizer step: transform the gradients, then apply them. Returns new params and state.
     let step (t: Transformation) (grads: Tree) (state: State) (parameters: Tree) : Tree * State =
