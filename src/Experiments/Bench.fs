@@ -21,6 +21,8 @@ type BenchArgs =
     | [<Unique>] Rounds of count: int
     | [<Unique>] Memory_Steps of count: int
     | [<Unique>] Memory_Params of count: int
+    | [<Unique>] Budget of seconds: float
+    | [<Unique>] Memory_Budget of seconds: float
     | [<Unique>] Jemalloc of setting: string
     | [<Hidden; Unique>] Child
 
@@ -34,7 +36,9 @@ type BenchArgs =
             | Steps _ -> "timed steps per variant and round (default 30; --quick 8)"
             | Rounds _ -> "rounds over all variants; medians are over every timed step of every round (default 3; --quick 1)"
             | Memory_Steps _ -> "steps of each native-memory run (default 10000; --quick 500)"
-            | Memory_Params _ -> "float32 parameters of the native-memory runs, in tensors as large as the timed runs' (default 1000000)"
+            | Memory_Params _ -> "float32 parameters of the native-memory runs, in tensors as large as the timed runs' (default 400000)"
+            | Budget _ -> "seconds per variant and round after which its timing stops (at least 3 steps; default 2, --quick 1)"
+            | Memory_Budget _ -> "seconds after which a native-memory run stops early (default 20, --quick 5)"
             | Jemalloc _ -> "auto (default: also time the allocator-sensitive variants under jemalloc, in a child process, when libjemalloc.so.2 is installed), off, or the library's path"
             | Child -> "internal: the jemalloc child; prints its rows as tab-separated values"
 
@@ -57,6 +61,10 @@ module Bench =
           Rounds: int
           MemorySteps: int
           MemoryParams: int
+          /// Seconds per variant and round (timing stops after it, at least 3 steps)
+          Budget: float
+          /// Seconds per native-memory run
+          MemoryBudget: float
           /// None: no jemalloc child; Some path: run one with this library preloaded
           Jemalloc: string option
           Child: bool
@@ -87,7 +95,9 @@ module Bench =
           Warmup = (if quick then 1 else 3)
           Rounds = positive "rounds" (r.GetResult(Rounds, (if quick then 1 else 3)))
           MemorySteps = positive "memory-steps" (r.GetResult(Memory_Steps, (if quick then 500 else 10_000)))
-          MemoryParams = positive "memory-params" (r.GetResult(Memory_Params, 1_000_000))
+          MemoryParams = positive "memory-params" (r.GetResult(Memory_Params, 400_000))
+          Budget = r.GetResult(Budget, (if quick then 1.0 else 2.0))
+          MemoryBudget = r.GetResult(Memory_Budget, (if quick then 5.0 else 20.0))
           Jemalloc = (if r.Contains Child then None else jemalloc)
           Child = r.Contains Child
           Command = "optimizers bench " + r.Parser.PrintCommandLineArgumentsFlat(r.GetAllResults()) }
@@ -227,17 +237,19 @@ module Bench =
         GC.WaitForPendingFinalizers()
         Memory.trim ()
 
-    /// Warm-up steps (which also allocate torch.optim's lazy state), then `steps` timed steps,
-    /// with VmRSS after the warm-up and after the last step.
-    let time (r: Runner) (warmup: int) (steps: int) : Timing =
+    /// Warm-up steps (which also allocate torch.optim's lazy state), then up to `steps` timed
+    /// steps, fewer when they take more than `budget` seconds (at least 3), with VmRSS after the
+    /// warm-up and after the last step.
+    let time (r: Runner) (warmup: int) (steps: int) (budget: float) : Timing =
         for _ in 1 .. warmup do r.Step()
         let before = rssBytes ()
-        let times =
-            Array.init steps (fun _ ->
-                let t0 = Stopwatch.GetTimestamp()
-                r.Step()
-                Stopwatch.GetElapsedTime(t0).TotalMilliseconds)
-        { Times = times; RssBefore = before; RssAfter = rssBytes () }
+        let times = List<float>()
+        let start = Stopwatch.GetTimestamp()
+        while times.Count < steps && (times.Count < 3 || Stopwatch.GetElapsedTime(start).TotalSeconds < budget) do
+            let t0 = Stopwatch.GetTimestamp()
+            r.Step()
+            times.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds)
+        { Times = times.ToArray(); RssBefore = before; RssAfter = rssBytes () }
 
     /// Bandwidth of a copy of n float32 (bytes read + written per second), median of 20 copies.
     let bandwidth (n: int) : float * float =
@@ -262,7 +274,7 @@ module Bench =
                 for v in vs do
                     progress $"{v.Family.Label}: {v.Label} (round {round}/{s.Rounds})"
                     let r = v.Make start grads
-                    let t = try time r s.Warmup s.Steps finally r.Dispose()
+                    let t = try time r s.Warmup s.Steps s.Budget finally r.Dispose()
                     cleanUp ()
                     match results.TryGetValue v.Key with
                     | true, old -> results[v.Key] <- { old with Times = Array.append old.Times t.Times }
@@ -273,10 +285,11 @@ module Bench =
             cleanUp ()
         results |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq
 
-    type MemoryRun = { Key: string; Label: string; Ms: float; Before: int64; After: int64; Max: int64; AtTenth: int64 }
+    type MemoryRun = { Key: string; Label: string; Steps: int; Ms: float; Before: int64; After: int64; Max: int64; AtTenth: int64 }
 
     /// Long runs of the fast and pure paths: VmRSS after the first step, at a tenth of the run,
-    /// at its end, and the largest seen (sampled 100 times).
+    /// at its end, and the largest seen (sampled 100 times). A run stops early when it takes
+    /// more than the memory budget.
     let memoryRuns (s: Settings) (progress: string -> unit) : MemoryRun list =
         let perTensor = max 1 (s.Params / s.Tensors)
         let count = max 1 (s.MemoryParams / perTensor)
@@ -286,38 +299,44 @@ module Bench =
                 for path, make in [ "fast", fastRunner f.Ours true; "pure", pureRunner f.Ours 4 ] do
                     progress $"{f.Label}: {path} path, {s.MemorySteps} steps for native memory"
                     let r = make start grads
-                    let times = Array.zeroCreate s.MemorySteps
-                    let mutable before, tenth, peak = 0L, 0L, 0L
+                    let times = List<float>()
+                    let mutable before, tenth, peak, after = 0L, 0L, 0L, 0L
                     let every = max 1 (s.MemorySteps / 100)
+                    let start = Stopwatch.GetTimestamp()
                     try
-                        for k in 0 .. s.MemorySteps - 1 do
+                        let mutable k = 0
+                        while k < s.MemorySteps && (k < 2 || Stopwatch.GetElapsedTime(start).TotalSeconds < s.MemoryBudget) do
                             let t0 = Stopwatch.GetTimestamp()
                             r.Step()
-                            times[k] <- Stopwatch.GetElapsedTime(t0).TotalMilliseconds
+                            times.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds)
                             if k = 0 then before <- rssBytes ()
                             if k = s.MemorySteps / 10 then tenth <- rssBytes ()
                             if k % every = 0 then peak <- max peak (rssBytes ())
+                            k <- k + 1
+                        // at the end, before anything is freed
+                        after <- rssBytes ()
+                        peak <- max peak after
                     finally
                         r.Dispose()
-                    let after = rssBytes ()
                     cleanUp ()
-                    yield { Key = $"{f.Label}/{path}"; Label = $"{path} path"; Ms = median times; Before = before; After = after
-                            Max = max peak after; AtTenth = (if tenth = 0L then before else tenth) } ]
+                    yield { Key = $"{f.Label}/{path}"; Label = $"{path} path"; Steps = times.Count; Ms = median (times.ToArray()); Before = before
+                            After = after; Max = peak; AtTenth = (if tenth = 0L then before else tenth) } ]
         finally
             Tree.dispose start
             Tree.dispose grads
             cleanUp ()
 
-    /// The jemalloc child: its own rows, one per line: key, median ms, p25, p75, RSS before, after.
+    /// The jemalloc child: its own rows, one per line: key, steps, median ms, p25, p75, RSS before, after.
     let private childRows (timings: Map<string, Timing>) (out: TextWriter) =
         for KeyValue(k, t) in timings do
             let f (x: float) = x.ToString("R", CultureInfo.InvariantCulture)
-            out.WriteLine $"{k}\t{f (median t.Times)}\t{f (percentile 0.25 t.Times)}\t{f (percentile 0.75 t.Times)}\t{t.RssBefore}\t{t.RssAfter}"
+            out.WriteLine $"{k}\t{t.Times.Length}\t{f (median t.Times)}\t{f (percentile 0.25 t.Times)}\t{f (percentile 0.75 t.Times)}\t{t.RssBefore}\t{t.RssAfter}"
 
-    type Row = { Key: string; Median: float; P25: float; P75: float; RssBefore: int64; RssAfter: int64 }
+    type Row = { Key: string; Steps: int; Median: float; P25: float; P75: float; RssBefore: int64; RssAfter: int64 }
 
     let private rowOf (key: string) (t: Timing) =
-        { Key = key; Median = median t.Times; P25 = percentile 0.25 t.Times; P75 = percentile 0.75 t.Times; RssBefore = t.RssBefore; RssAfter = t.RssAfter }
+        { Key = key; Steps = t.Times.Length; Median = median t.Times; P25 = percentile 0.25 t.Times; P75 = percentile 0.75 t.Times
+          RssBefore = t.RssBefore; RssAfter = t.RssAfter }
 
     /// Run this program again as the jemalloc child; its rows, or an error message.
     let private runChild (s: Settings) (lib: string) : Result<Row list, string> =
@@ -326,7 +345,7 @@ module Bench =
         let file, prefix = if File.Exists host then host, [] else "dotnet", [ dll ]
         let args =
             prefix @ [ "bench"; "--child"; "--params"; string s.Params; "--tensors"; string s.Tensors; "--threads"; string s.Threads
-                       "--steps"; string s.Steps; "--rounds"; string s.Rounds ]
+                       "--steps"; string s.Steps; "--rounds"; string s.Rounds; "--budget"; Output.num s.Budget ]
         let psi = ProcessStartInfo(file, args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
         psi.Environment["LD_PRELOAD"] <- lib
         try
@@ -340,7 +359,7 @@ module Bench =
                 out.Split('\n', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
                 |> Array.choose (fun line ->
                     match line.Split '\t' with
-                    | [| k; m; a; b; r0; r1 |] -> Some { Key = k; Median = inv m; P25 = inv a; P75 = inv b; RssBefore = int64 r0; RssAfter = int64 r1 }
+                    | [| k; n; m; a; b; r0; r1 |] -> Some { Key = k; Steps = int n; Median = inv m; P25 = inv a; P75 = inv b; RssBefore = int64 r0; RssAfter = int64 r1 }
                     | _ -> None)
                 |> List.ofArray
                 |> Ok
@@ -380,17 +399,17 @@ module Bench =
                 let mparams = float s.Params / 1e6
                 let table =
                     Table()
-                        .AddColumns("optimizer", "variant", "ms/step", "p25-p75", "x bound", "vs torch.optim", "RSS before MB", "RSS after MB", "notes")
+                        .AddColumns("optimizer", "variant", "steps", "ms/step", "p25-p75", "x bound", "vs torch.optim", "RSS before MB", "RSS after MB", "notes")
                 let load1 = loadAverage ()
-                table.Title <- TableTitle($"optimizer step, {mparams:G4}M float32 parameters in {s.Tensors} tensors, {s.Threads} threads; medians of {s.Rounds} x {s.Steps} steps; load average {load0} at the start, {load1} at the end")
+                table.Title <- TableTitle($"optimizer step, {mparams:G4}M float32 parameters in {s.Tensors} tensors, {s.Threads} threads; medians over {s.Rounds} rounds of up to {s.Steps} steps ({s.Budget:G3} s each); load average {load0} at the start, {load1} at the end")
                 let add (cells: string list) = table.AddRow(cells |> List.map Markup.Escape |> Array.ofList) |> ignore
                 for f in [ AdamFamily; SgdMomentum ] do
                     let bound = f.BytesPerParam * float s.Params / bw * 1000.0
                     let torchMs = timings |> Map.tryFind $"{f.Label}/torch" |> Option.map (fun t -> median t.Times) |> Option.defaultValue nan
-                    add [ f.Label; "memory-bandwidth bound"; ms bound; ""; "1.00x"; ratio (torchMs / bound); ""; ""
+                    add [ f.Label; "memory-bandwidth bound"; ""; ms bound; ""; "1.00x"; ratio (torchMs / bound); ""; ""
                           $"{f.Formula} at {bw / 1e9:F1} GB/s (copy of {mparams:G4}M float32: {copyMs:F2} ms)" ]
                     let show (label: string) (r: Row) (note: string) =
-                        add [ f.Label; label; ms r.Median; $"{ms r.P25}-{ms r.P75}"; ratio (r.Median / bound); ratio (torchMs / r.Median)
+                        add [ f.Label; label; string r.Steps; ms r.Median; $"{ms r.P25}-{ms r.P75}"; ratio (r.Median / bound); ratio (torchMs / r.Median)
                               mb r.RssBefore; mb r.RssAfter; note ]
                     for v in variants |> List.filter (fun v -> v.Family = f) do
                         match timings.TryFind v.Key with
@@ -404,10 +423,10 @@ module Bench =
                             let v = variants |> List.find (fun v -> v.Key = r.Key)
                             let label = if r.Key.EndsWith "/pure4" then "pure path (no trim: not needed)" else v.Label
                             show $"jemalloc: {label}" r "LD_PRELOAD, child process"
-                    | Some(Error e) -> add [ f.Label; "jemalloc"; ""; ""; ""; ""; ""; ""; e ]
+                    | Some(Error e) -> add [ f.Label; "jemalloc"; ""; ""; ""; ""; ""; ""; ""; e ]
                     | None -> ()
                     table.AddEmptyRow() |> ignore
-                add [ "-"; "allocator guard: one malloc_trim(0)"; ms trimMs; ""; ""; ""; ""; ""
+                add [ "-"; "allocator guard: one malloc_trim(0)"; "20"; ms trimMs; ""; ""; ""; ""; ""
                       (if Memory.needsTrim then "median of 20 calls on the heap the timed runs left" else "not called here: jemalloc preloaded or glibc >= 2.38") ]
                 table.AddEmptyRow() |> ignore
                 let mp = float s.MemoryParams / 1e6
@@ -416,12 +435,14 @@ module Bench =
                     let flat = float growth <= max (32.0 * 1048576.0) (0.05 * float m.Before)
                     let verdict = if flat then "flat" else $"GREW {mb growth} MB"
                     let family = m.Key.Substring(0, m.Key.IndexOf '/')
-                    add [ family; $"{m.Label}, {s.MemorySteps} steps, {mp:G4}M params"; ms m.Ms; ""; ""; ""; mb m.Before; mb m.After
+                    let planned = if m.Steps < s.MemorySteps then $" (of {s.MemorySteps}: time budget)" else ""
+                    add [ family; $"{m.Label}, {mp:G4}M params, native memory"; $"{m.Steps}{planned}"; ms m.Ms; ""; ""; ""; mb m.Before; mb m.After
                           $"{verdict}: {mb m.AtTenth} MB at step {s.MemorySteps / 10}, max {mb m.Max} MB" ]
                 table.Caption <-
                     TableTitle(
                         "x bound = ms / (bytes per parameter x parameters / copy bandwidth); vs torch.optim = torch.optim's ms / this ms. "
-                        + "RSS = VmRSS after the warm-up and after the last timed step of round 1 (bench housekeeping trims between variants). "
+                        + "RSS = VmRSS after the warm-up and after the last timed step of round 1 (bench housekeeping trims between variants); "
+                        + "native memory: VmRSS after the first step and the last, flat = grew at most max(32 MB, 5%) after the first tenth. "
                         + $"Reproduce: {s.Command}")
                 console.Write table
                 out.Flush()
