@@ -108,9 +108,11 @@ module Memory =
                     | _ -> false
                 with _ -> false // not glibc (musl): nothing to guard against
 
-    /// How many steps pass between two trims. Trimming a small heap costs microseconds; a large
-    /// one a few milliseconds, so trimming every few steps keeps memory flat at little cost.
-    let mutable trimEvery = 4
+    /// How many steps pass between two trims. The call itself is cheap (about 0.03 ms); the cost
+    /// is that the memory it returns is page-faulted in again by the next steps. Measured by
+    /// `optimizers bench` (10M float32 parameters in 50 tensors, pure-path Adam, 2 threads):
+    /// every step 160 ms/step, every 4 steps 61, every 16 steps 28, with the same flat RSS.
+    let mutable trimEvery = 16
 
     let mutable private steps = 0
 

@@ -36,7 +36,7 @@ type BenchArgs =
             | Steps _ -> "timed steps per variant and round (default 30; --quick 8)"
             | Rounds _ -> "rounds over all variants; medians are over every timed step of every round (default 3; --quick 1)"
             | Memory_Steps _ -> "steps of each native-memory run (default 10000; --quick 500)"
-            | Memory_Params _ -> "float32 parameters of the native-memory runs, in tensors as large as the timed runs' (default 400000)"
+            | Memory_Params _ -> "float32 parameters of the native-memory runs, in tensors as large as the timed runs' (default 200000)"
             | Budget _ -> "seconds per variant and round after which its timing stops (at least 3 steps; default 2, --quick 1)"
             | Memory_Budget _ -> "seconds after which a native-memory run stops early (default 20, --quick 5)"
             | Jemalloc _ -> "auto (default: also time the allocator-sensitive variants under jemalloc, in a child process, when libjemalloc.so.2 is installed), off, or the library's path"
@@ -45,7 +45,7 @@ type BenchArgs =
 /// `bench`: the speed and native memory of an optimizer step, in one run and one table.
 /// For P float32 parameters in T tensors on a given number of threads: the fast path (fused SIMD
 /// kernel), the same kernels' TorchSharp in-place fallback, TorchSharp's own torch.optim, and the
-/// pure path (new tensors every step, with the allocator guard trimming every 1, 4 or 16 steps),
+/// pure path (new tensors every step, with the allocator guard trimming every 16, 4 or 1 steps),
 /// against the memory-bandwidth bound measured by a large copy in the same process; optionally
 /// the allocator-sensitive variants again under jemalloc (a child process with LD_PRELOAD); and
 /// native memory (VmRSS) over long runs of the fast and pure paths. The machine is shared and
@@ -92,10 +92,10 @@ module Bench =
           Tensors = ts
           Threads = positive "threads" (r.GetResult(Threads, 2))
           Steps = positive "steps" (r.GetResult(Steps, (if quick then 8 else 30)))
-          Warmup = (if quick then 1 else 3)
+          Warmup = (if quick then 1 else 2)
           Rounds = positive "rounds" (r.GetResult(Rounds, (if quick then 1 else 3)))
           MemorySteps = positive "memory-steps" (r.GetResult(Memory_Steps, (if quick then 500 else 10_000)))
-          MemoryParams = positive "memory-params" (r.GetResult(Memory_Params, 400_000))
+          MemoryParams = positive "memory-params" (r.GetResult(Memory_Params, 200_000))
           Budget = r.GetResult(Budget, (if quick then 1.0 else 2.0))
           MemoryBudget = r.GetResult(Memory_Budget, (if quick then 5.0 else 20.0))
           Jemalloc = (if r.Contains Child then None else jemalloc)
@@ -200,9 +200,9 @@ module Bench =
             yield { Key = $"{f.Label}/fallback"; Family = f; Label = "fast path: TorchSharp in-place fallback"; Make = fastRunner ours false; InChild = false }
             let torchName = match f with AdamFamily -> "torch.optim.Adam" | SgdMomentum -> "torch.optim.SGD"
             yield { Key = $"{f.Label}/torch"; Family = f; Label = torchName; Make = torchRunner f; InChild = true }
-            yield { Key = $"{f.Label}/pure4"; Family = f; Label = "pure path, trim every 4 (default)"; Make = pureRunner ours 4; InChild = true }
-            yield { Key = $"{f.Label}/pure1"; Family = f; Label = "pure path, trim every step"; Make = pureRunner ours 1; InChild = false }
-            yield { Key = $"{f.Label}/pure16"; Family = f; Label = "pure path, trim every 16"; Make = pureRunner ours 16; InChild = false } ]
+            yield { Key = $"{f.Label}/pure16"; Family = f; Label = "pure path, trim every 16 (default)"; Make = pureRunner ours 16; InChild = true }
+            yield { Key = $"{f.Label}/pure4"; Family = f; Label = "pure path, trim every 4"; Make = pureRunner ours 4; InChild = false }
+            yield { Key = $"{f.Label}/pure1"; Family = f; Label = "pure path, trim every step"; Make = pureRunner ours 1; InChild = false } ]
 
     /// Split `total` elements into `count` near-equal sizes.
     let sizes (total: int) (count: int) : int[] =
@@ -238,31 +238,35 @@ module Bench =
         Memory.trim ()
 
     /// Warm-up steps (which also allocate torch.optim's lazy state), then up to `steps` timed
-    /// steps, fewer when they take more than `budget` seconds (at least 3), with VmRSS after the
-    /// warm-up and after the last step.
+    /// steps, fewer when warm-up and steps take more than `budget` seconds (at least 3 timed),
+    /// with VmRSS after the warm-up and after the last step.
     let time (r: Runner) (warmup: int) (steps: int) (budget: float) : Timing =
+        let start = Stopwatch.GetTimestamp()
         for _ in 1 .. warmup do r.Step()
         let before = rssBytes ()
         let times = List<float>()
-        let start = Stopwatch.GetTimestamp()
         while times.Count < steps && (times.Count < 3 || Stopwatch.GetElapsedTime(start).TotalSeconds < budget) do
             let t0 = Stopwatch.GetTimestamp()
             r.Step()
             times.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds)
         { Times = times.ToArray(); RssBefore = before; RssAfter = rssBytes () }
 
-    /// Bandwidth of a copy of n float32 (bytes read + written per second), median of 20 copies.
-    let bandwidth (n: int) : float * float =
+    /// Bandwidth of a copy of n float32 (8 bytes read + written per element, per second) from
+    /// the faster of TorchSharp's copy_ and a parallel span copy (the fused kernels' machinery),
+    /// medians of 20 copies each; with both times in ms.
+    let bandwidth (n: int) : float * float * float =
         use src = torch.randn([| int64 n |])
         use dst = torch.empty([| int64 n |])
-        for _ in 1..3 do dst.copy_(src) |> ignore
-        let ms =
+        let timeCopy (copy: unit -> unit) =
+            for _ in 1..3 do copy ()
             Array.init 20 (fun _ ->
                 let t0 = Stopwatch.GetTimestamp()
-                dst.copy_(src) |> ignore
+                copy ()
                 Stopwatch.GetElapsedTime(t0).TotalMilliseconds)
             |> median
-        8.0 * float n / (ms / 1000.0), ms
+        let torchMs = timeCopy (fun () -> dst.copy_(src) |> ignore)
+        let spanMs = timeCopy (fun () -> Kernel.forChunks [| 0, n |] (fun _ s l -> (Kernel.span src s l).CopyTo(Kernel.span dst s l)))
+        8.0 * float n / (min torchMs spanMs / 1000.0), torchMs, spanMs
 
     /// The timed variants, round-robin over `rounds` so slow drifts of the machine's load spread
     /// over all of them. Returns per key all timed steps and the RSS of the first round.
@@ -296,7 +300,7 @@ module Bench =
         let start, grads = problem 2 (sizes s.MemoryParams count)
         try
             [ for f in [ AdamFamily; SgdMomentum ] do
-                for path, make in [ "fast", fastRunner f.Ours true; "pure", pureRunner f.Ours 4 ] do
+                for path, make in [ "fast", fastRunner f.Ours true; "pure", pureRunner f.Ours Memory.trimEvery ] do
                     progress $"{f.Label}: {path} path, {s.MemorySteps} steps for native memory"
                     let r = make start grads
                     let times = List<float>()
@@ -380,7 +384,7 @@ module Bench =
                 let progress (what: string) = err.WriteLine $"bench: {what}"
                 let load0 = loadAverage ()
                 progress "memory bandwidth (copy)"
-                let bw, copyMs = bandwidth s.Params
+                let bw, copyTorch, copySpan = bandwidth s.Params
                 let timings = timeAll s variants progress
                 // The guard's own cost: one malloc_trim(0) on the heap the timed runs left.
                 let trimMs =
@@ -407,7 +411,7 @@ module Bench =
                     let bound = f.BytesPerParam * float s.Params / bw * 1000.0
                     let torchMs = timings |> Map.tryFind $"{f.Label}/torch" |> Option.map (fun t -> median t.Times) |> Option.defaultValue nan
                     add [ f.Label; "memory-bandwidth bound"; ""; ms bound; ""; "1.00x"; ratio (torchMs / bound); ""; ""
-                          $"{f.Formula} at {bw / 1e9:F1} GB/s (copy of {mparams:G4}M float32: {copyMs:F2} ms)" ]
+                          $"{f.Formula} at {bw / 1e9:F1} GB/s (copy of {mparams:G4}M float32: torch {copyTorch:F2} ms, span {copySpan:F2} ms)" ]
                     let show (label: string) (r: Row) (note: string) =
                         add [ f.Label; label; string r.Steps; ms r.Median; $"{ms r.P25}-{ms r.P75}"; ratio (r.Median / bound); ratio (torchMs / r.Median)
                               mb r.RssBefore; mb r.RssAfter; note ]
@@ -421,7 +425,7 @@ module Bench =
                     | Some(Ok rows) ->
                         for r in rows |> List.filter (fun r -> r.Key.StartsWith(f.Label + "/")) do
                             let v = variants |> List.find (fun v -> v.Key = r.Key)
-                            let label = if r.Key.EndsWith "/pure4" then "pure path (no trim: not needed)" else v.Label
+                            let label = if r.Key.EndsWith "/pure16" then "pure path (no trim: not needed)" else v.Label
                             show $"jemalloc: {label}" r "LD_PRELOAD, child process"
                     | Some(Error e) -> add [ f.Label; "jemalloc"; ""; ""; ""; ""; ""; ""; ""; e ]
                     | None -> ()

@@ -338,6 +338,6 @@ let tests =
                       "--memory-params"; "6000"; "--threads"; string (torch.get_num_threads ()); "--jemalloc"; "off" ]
             Expect.equal code 0 $"exit code (stderr: {err})"
             for part in [ "memory-bandwidth bound"; "fast path: fused SIMD kernel"; "TorchSharp in-place fallback"; "torch.optim.Adam"
-                          "torch.optim.SGD"; "pure path, trim every 4"; "RSS before MB"; "native memory"; "Reproduce: optimizers bench --quick" ] do
+                          "torch.optim.SGD"; "pure path, trim every 16 (default)"; "RSS before MB"; "native memory"; "Reproduce: optimizers bench --quick" ] do
                 Expect.stringContains out part "the table"))
     ]

@@ -2,6 +2,7 @@ namespace Optimizers.Fused
 
 open System
 open System.Numerics
+open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
 open Optimizers
 open Optimizers.Handcrafted
@@ -61,7 +62,9 @@ type AdamHypers =
 ///   p  = p + (-lr / (1 - b1^t)) m / d                       [decoupled: p + (-lr) (m / (1 - b1^t) / d + wd p)]
 module AdamKernel =
 
-    /// The loop over one chunk.
+    /// The loop over one chunk (compiled optimized at once: tier-0 code of a Vector<T> loop is
+    /// several times slower, and the first steps of a run would pay for it).
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let private loop (c: AdamCoeffs) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>) =
         let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
         let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
@@ -72,17 +75,27 @@ module AdamKernel =
         let invBc1, step = Vector<float32>(c.InvBc1), Vector<float32>(c.Step)
         let invSqrtBc2, invBc2 = Vector<float32>(c.InvSqrtBc2), Vector<float32>(c.InvBc2)
         let eps, epsRoot = Vector<float32>(c.Eps), Vector<float32>(c.EpsRoot)
-        for k in 0 .. pv.Length - 1 do
-            let pk = pv[k]
-            let gk = if c.HasL2 then gv[k] + pk * l2 else gv[k]
-            let mk = mv[k] * b1 + gk * c1
-            let vk = vv[k] * b2 + (gk * gk) * c2
-            mv[k] <- mk
-            vv[k] <- vk
-            let denom = if c.HasEpsRoot then Vector.SquareRoot(vk * invBc2 + epsRoot) + eps else Vector.SquareRoot vk * invSqrtBc2 + eps
-            pv[k] <-
-                if c.HasDecoupled then pk + ((mk * invBc1) / denom + pk * dwd) * negLr
-                else pk + (mk * step) / denom
+        if not (c.HasL2 || c.HasDecoupled || c.HasEpsRoot) then
+            // torch.optim.Adam's defaults: no branch in the loop
+            for k in 0 .. pv.Length - 1 do
+                let gk = gv[k]
+                let mk = mv[k] * b1 + gk * c1
+                let vk = vv[k] * b2 + (gk * gk) * c2
+                mv[k] <- mk
+                vv[k] <- vk
+                pv[k] <- pv[k] + (mk * step) / (Vector.SquareRoot vk * invSqrtBc2 + eps)
+        else
+            for k in 0 .. pv.Length - 1 do
+                let pk = pv[k]
+                let gk = if c.HasL2 then gv[k] + pk * l2 else gv[k]
+                let mk = mv[k] * b1 + gk * c1
+                let vk = vv[k] * b2 + (gk * gk) * c2
+                mv[k] <- mk
+                vv[k] <- vk
+                let denom = if c.HasEpsRoot then Vector.SquareRoot(vk * invBc2 + epsRoot) + eps else Vector.SquareRoot vk * invSqrtBc2 + eps
+                pv[k] <-
+                    if c.HasDecoupled then pk + ((mk * invBc1) / denom + pk * dwd) * negLr
+                    else pk + (mk * step) / denom
         for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
             let pi = p[i]
             let gi = if c.HasL2 then g[i] + pi * c.L2 else g[i]

@@ -2,6 +2,7 @@ namespace Optimizers.Fused
 
 open System
 open System.Numerics
+open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
 open Optimizers
 open Optimizers.Handcrafted
@@ -29,7 +30,9 @@ type SgdCoeffs =
 ///   p  = p + (-lr) d
 module SgdKernel =
 
-    /// The loop over one chunk; `b` is empty without momentum.
+    /// The loop over one chunk (compiled optimized at once: tier-0 code of a Vector<T> loop is
+    /// several times slower, and the first steps of a run would pay for it); `b` is empty without momentum.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let private loop (c: SgdCoeffs) (p: Span<float32>) (g: Span<float32>) (b: Span<float32>) =
         let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
         let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
@@ -47,12 +50,19 @@ module SgdKernel =
                 p[i] <- p[i] + gi * c.NegLr
         else
             let bv = MemoryMarshal.Cast<float32, Vector<float32>> b
-            for k in 0 .. pv.Length - 1 do
-                let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
-                let bk = if c.First then gk else bv[k] * mu + gk * keep
-                bv[k] <- bk
-                let d = if c.Nesterov then gk + bk * mu else bk
-                pv[k] <- pv[k] + d * negLr
+            if not (c.HasWd || c.First || c.Nesterov) then
+                // classical momentum, no decay: no branch in the loop
+                for k in 0 .. pv.Length - 1 do
+                    let bk = bv[k] * mu + gv[k] * keep
+                    bv[k] <- bk
+                    pv[k] <- pv[k] + bk * negLr
+            else
+                for k in 0 .. pv.Length - 1 do
+                    let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
+                    let bk = if c.First then gk else bv[k] * mu + gk * keep
+                    bv[k] <- bk
+                    let d = if c.Nesterov then gk + bk * mu else bk
+                    pv[k] <- pv[k] + d * negLr
             for i in tail .. p.Length - 1 do
                 let gi = if c.HasWd then g[i] + p[i] * c.Wd else g[i]
                 let bi = if c.First then gi else b[i] * c.Mu + gi * c.Keep
