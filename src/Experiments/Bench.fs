@@ -36,9 +36,9 @@ type BenchArgs =
             | Steps _ -> "timed steps per variant and round (default 30; --quick 8)"
             | Rounds _ -> "rounds over all variants; medians are over every timed step of every round (default 3; --quick 1)"
             | Memory_Steps _ -> "steps of each native-memory run (default 10000; --quick 500)"
-            | Memory_Params _ -> "float32 parameters of the native-memory runs, in tensors as large as the timed runs' (default 200000)"
+            | Memory_Params _ -> "float32 parameters of the native-memory runs, in tensors as large as the timed runs' (default 400000)"
             | Budget _ -> "seconds per variant and round after which its timing stops (at least 3 steps; default 2, --quick 1)"
-            | Memory_Budget _ -> "seconds after which a native-memory run stops early (default 20, --quick 5)"
+            | Memory_Budget _ -> "seconds after which a native-memory run stops early (default 25, --quick 5)"
             | Jemalloc _ -> "auto (default: also time the allocator-sensitive variants under jemalloc, in a child process, when libjemalloc.so.2 is installed), off, or the library's path"
             | Child -> "internal: the jemalloc child; prints its rows as tab-separated values"
 
@@ -95,9 +95,9 @@ module Bench =
           Warmup = (if quick then 1 else 2)
           Rounds = positive "rounds" (r.GetResult(Rounds, (if quick then 1 else 3)))
           MemorySteps = positive "memory-steps" (r.GetResult(Memory_Steps, (if quick then 500 else 10_000)))
-          MemoryParams = positive "memory-params" (r.GetResult(Memory_Params, 200_000))
+          MemoryParams = positive "memory-params" (r.GetResult(Memory_Params, 400_000))
           Budget = r.GetResult(Budget, (if quick then 1.0 else 2.0))
-          MemoryBudget = r.GetResult(Memory_Budget, (if quick then 5.0 else 20.0))
+          MemoryBudget = r.GetResult(Memory_Budget, (if quick then 5.0 else 25.0))
           Jemalloc = (if r.Contains Child then None else jemalloc)
           Child = r.Contains Child
           Command = "optimizers bench " + r.Parser.PrintCommandLineArgumentsFlat(r.GetAllResults()) }
