@@ -25,7 +25,7 @@ type SgdCoeffs =
       Nesterov: bool }
 
 /// The fast path of SGD (Sgd.fs): one pass over p, g (and the momentum buffer b), in the pure
-/// path's operation order, so float32 results match it to rounding (usually bit for bit):
+/// path's operation order, so float32 results match it to rounding:
 ///   g' = g + wd p;  b = g' (first step) | mu b + (1 - dampening) g';  d = g' + mu b | b | g'
 ///   p  = p + (-lr) d
 module SgdKernel =
