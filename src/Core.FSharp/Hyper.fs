@@ -23,6 +23,7 @@ type Hyper =
 
 /// A hyperparameter's value at one step: a number, or a 0-d tensor that carries gradients.
 /// Numbers stay numbers (no tensor is made for them); any arithmetic with a tensor gives a tensor.
+/// Tensor-with-number arithmetic goes through Tensors.withScalar (no finalizer race on Scalars).
 [<RequireQualifiedAccess>]
 type HValue =
     | Num of float
@@ -31,33 +32,33 @@ type HValue =
     static member (+)(a: HValue, b: HValue) =
         match a, b with
         | Num x, Num y -> Num(x + y)
-        | Num x, Ten y | Ten y, Num x -> Ten(y + x)
-        | Ten x, Ten y -> Ten(x + y)
+        | Num x, Ten y | Ten y, Num x -> Ten(Tensors.withScalar (fun t s -> t.add s) y x)
+        | Ten x, Ten y -> Ten(Tensors.add x y)
 
     static member (-)(a: HValue, b: HValue) =
         match a, b with
         | Num x, Num y -> Num(x - y)
         | Num x, Ten y -> Ten(x - y)
-        | Ten x, Num y -> Ten(x - y)
-        | Ten x, Ten y -> Ten(x - y)
+        | Ten x, Num y -> Ten(Tensors.withScalar (fun t s -> t.sub s) x y)
+        | Ten x, Ten y -> Ten(Tensors.sub x y)
 
     static member (*)(a: HValue, b: HValue) =
         match a, b with
         | Num x, Num y -> Num(x * y)
-        | Num x, Ten y | Ten y, Num x -> Ten(y * x)
+        | Num x, Ten y | Ten y, Num x -> Ten(Tensors.withScalar (fun t s -> t.mul s) y x)
         | Ten x, Ten y -> Ten(x * y)
 
     static member (/)(a: HValue, b: HValue) =
         match a, b with
         | Num x, Num y -> Num(x / y)
         | Num x, Ten y -> Ten(x / y)
-        | Ten x, Num y -> Ten(x / y)
+        | Ten x, Num y -> Ten(Tensors.withScalar (fun t s -> t.div s) x y)
         | Ten x, Ten y -> Ten(x / y)
 
     /// Scale a tensor by the value.
     static member (*)(a: HValue, x: Tensor) : Tensor =
         match a with
-        | Num v -> x * v
+        | Num v -> Tensors.withScalar (fun t s -> t.mul s) x v
         | Ten v -> x * v
 
     static member (*)(x: Tensor, a: HValue) : Tensor = a * x
@@ -65,7 +66,7 @@ type HValue =
     /// Divide a tensor by the value.
     static member (/)(x: Tensor, a: HValue) : Tensor =
         match a with
-        | Num v -> x / v
+        | Num v -> Tensors.withScalar (fun t s -> t.div s) x v
         | Ten v -> x / v
 
     static member (-)(a: float, b: HValue) = HValue.Num a - b
@@ -76,7 +77,7 @@ module HValue =
     let pow (n: int) (h: HValue) : HValue =
         match h with
         | HValue.Num v -> HValue.Num(Math.Pow(v, float n))
-        | HValue.Ten t -> HValue.Ten(t.pow(TorchSharp.Scalar.op_Implicit(float n)))
+        | HValue.Ten t -> HValue.Ten(Tensors.withScalar (fun x s -> x.pow s) t (float n))
 
     let sqrt (h: HValue) : HValue =
         match h with

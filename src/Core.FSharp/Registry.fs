@@ -3,6 +3,7 @@ namespace Optimizers
 open System
 open System.Globalization
 open Optimizers.Handcrafted
+open Optimizers.Fused
 open Optimizers.Hypergradient
 open Optimizers.Learned
 open Optimizers.Tasks
@@ -76,7 +77,7 @@ module Registry =
               num "weight_decay" (fixedValue d.WeightDecay) "L2 penalty added to the gradient"
               flag "nesterov" d.Nesterov "Nesterov momentum" ]
           Create = fun o ->
-            Sgd.create
+            SgdKernel.create
                 { Lr = o.Hyper "lr"; Momentum = o.Hyper "momentum"; Dampening = o.Hyper "dampening"
                   WeightDecay = o.Hyper "weight_decay"; Nesterov = o.Bool "nesterov" } }
 
@@ -341,7 +342,7 @@ module Registry =
                 num "eps_root" Adam.defaults.EpsRoot "added inside the square root (meta-gradients)"
                 num "weight_decay" (fixedValue Adam.defaults.WeightDecay) "L2 penalty added to the gradient" ]
             Create = fun o ->
-              Adam.create
+              AdamKernel.create
                   { Lr = o.Hyper "lr"; Beta1 = o.Hyper "beta1"; Beta2 = o.Hyper "beta2"; Eps = o.Float "eps"
                     EpsRoot = o.Float "eps_root"; WeightDecay = o.Hyper "weight_decay" } } ]
         @ catalogOptimizers

@@ -380,6 +380,7 @@ type Args =
     | [<CliPrefix(CliPrefix.None)>] Merge of ParseResults<MergeArgs>
     | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<ReportArgs>
     | [<CliPrefix(CliPrefix.None)>] Export of ParseResults<ExportArgs>
+    | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -399,6 +400,7 @@ type Args =
             | Merge _ -> "merge results databases (OUT.db IN.db...), e.g. the shards of a sweep"
             | Report _ -> "write a Markdown and HTML report with plots (PNG) for a config: paper vs ours"
             | Export _ -> "export a results database's runs, metrics or measures as CSV or JSON"
+            | Bench _ -> "time an optimizer step (fast path, pure path, torch.optim, bandwidth bound) and its native memory"
 
 /// The command line. Exit codes: 0 ok, 1 a run failed (e.g. diverged), 2 bad input.
 module Cli =
@@ -659,6 +661,7 @@ module Cli =
             | Args.Merge a -> exitCode <- mergeVerb a out err
             | Args.Report a -> exitCode <- reportVerb a out err
             | Args.Export a -> exitCode <- exportVerb a out
+            | Args.Bench b -> Bench.run (Bench.settings b) out err
             out.Flush()
             exitCode
         with

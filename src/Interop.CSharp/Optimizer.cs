@@ -10,8 +10,9 @@ namespace Optimizers.Interop;
 /// <summary>
 /// An optimizer of the Optimizers library used the way TorchSharp's <c>torch.optim</c> optimizers
 /// are: construct it over a module's parameters, then <c>ZeroGrad()</c>, <c>backward()</c>,
-/// <c>Step()</c>. Each step runs the library's pure update on the parameters' gradients and
-/// writes the result into the parameters in place, under <c>no_grad</c> and a DisposeScope.
+/// <c>Step()</c>. Each step updates the parameters in place, under <c>no_grad</c> and a
+/// DisposeScope: by default through the fast path (<see cref="UseFastPath"/>), the optimizer's
+/// fused in-place kernel, with the library's pure update as the fallback.
 /// </summary>
 public sealed class Optimizer : IDisposable
 {
@@ -82,6 +83,14 @@ public sealed class Optimizer : IDisposable
         }
     }
 
+    /// <summary>
+    /// True (the default): <see cref="Step"/> takes the fast path, the optimizer's in-place fused
+    /// kernel where it has one (sgd, momentum, nesterov, adam) and otherwise the pure update added
+    /// into the parameters. False: always the pure update (for comparisons). Both give the same
+    /// numbers and the same state, so this can change between steps.
+    /// </summary>
+    public bool UseFastPath { get; set; } = true;
+
     /// <summary>One optimizer step from the gradients that <c>backward()</c> left in the parameters.</summary>
     /// <exception cref="InvalidOperationException">A parameter has no gradient.</exception>
     public void Step()
@@ -94,10 +103,18 @@ public sealed class Optimizer : IDisposable
             grads[i] = _parameters[i].grad
                 ?? throw new InvalidOperationException($"parameter {i} has no gradient; call backward() before Step()");
         var parameters = Tree(_parameters);
-        var result = _transformation.Update.Invoke(Tree(grads)).Invoke(_state).Invoke(parameters);
-        var updates = result.Item1;
-        for (int i = 0; i < _parameters.Length; i++) _parameters[i].add_(updates.Values[i]);
-        var newState = Core.StateModule.detachFromScopes(result.Item2);
+        Core.State next;
+        if (UseFastPath)
+            next = Core.Transform.stepInPlace(_transformation, Tree(grads), _state, parameters);
+        else
+        {
+            var result = _transformation.Update.Invoke(Tree(grads)).Invoke(_state).Invoke(parameters);
+            var updates = result.Item1;
+            for (int i = 0; i < _parameters.Length; i++) _parameters[i].add_(updates.Values[i]);
+            next = result.Item2;
+        }
+        // The fast path returns the same (updated) tensors; the pure path new ones: free the old.
+        var newState = Core.StateModule.detachFromScopes(next);
         Core.Run.disposeReplaced(Core.StateModule.tensors(_state), Core.StateModule.tensors(newState));
         _state = newState;
         Core.Memory.afterStep();

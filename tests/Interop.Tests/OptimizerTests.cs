@@ -67,6 +67,27 @@ public class OptimizerTests
             Assert.True(a.allclose(b, rtol: 1e-5, atol: 1e-6), "parameters after 20 steps");
     }
 
+    [Theory]
+    [InlineData("sgd")]
+    [InlineData("momentum")]
+    [InlineData("nesterov")]
+    [InlineData("adam")]
+    public void TheFastPathGivesThePurePathsNumbers(string name)
+    {
+        var (model, x, y) = Problem();
+        var (twin, _, _) = Problem();
+        var options = new Dictionary<string, object> { ["lr"] = 0.01, ["weight_decay"] = 0.01 };
+        using var fast = Optimizer.Create(name, model.parameters(), options);
+        using var pure = Optimizer.Create(name, twin.parameters(), options);
+        Assert.True(fast.UseFastPath, "the fast path is the default");
+        pure.UseFastPath = false;
+        Train(model, fast, x, y, 30);
+        Train(twin, pure, x, y, 30);
+        foreach (var (a, b) in model.parameters().Zip(twin.parameters()))
+            Assert.True(a.allclose(b, rtol: 1e-5, atol: 1e-6), $"{name}: parameters after 30 steps");
+        Assert.Equal(pure.StepCount, fast.StepCount);
+    }
+
     [Fact]
     public void BadArgumentsNameTheParameter()
     {

@@ -4,7 +4,8 @@ open TorchSharp
 open Optimizers
 
 /// The small transformations that named optimizers are chains of. Each returns new tensors and
-/// a new state; none mutates its inputs.
+/// a new state; none mutates its inputs. Tensor sums go through Tensors.add / addNum (the same
+/// native ops as `+`, without TorchSharp's per-call implicit Scalars; see Tensors.withScalar).
 module ScaleBy =
 
     /// A stateless-in-tensors transformation that still counts steps, so its hyperparameters
@@ -26,7 +27,7 @@ module ScaleBy =
             if Hyper.isZero weightDecay then u
             else
                 let wd = Hyper.at t weightDecay
-                Tree.map2 (fun g w -> g + wd * w) u p)
+                Tree.map2 (fun g w -> Tensors.add g (wd * w)) u p)
 
     /// Momentum as torch.optim.SGD keeps it:
     ///   b_1 = g_1,  b_t = mu * b_{t-1} + (1 - dampening) * g_t
@@ -40,8 +41,8 @@ module ScaleBy =
                 if s.Count = 0 then Tree.map (fun g -> g.clone()) u
                 else
                     let keep = 1.0 - Hyper.at s.Count dampening
-                    Tree.map2 (fun b g -> m * b + keep * g) (s.Slot "momentum_buffer") u
-            let out = if nesterov then Tree.map2 (fun g b -> g + m * b) u buf' else buf'
+                    Tree.map2 (fun b g -> Tensors.add (m * b) (keep * g)) (s.Slot "momentum_buffer") u
+            let out = if nesterov then Tree.map2 (fun g b -> Tensors.add g (m * b)) u buf' else buf'
             out, { s with Count = s.Count + 1; Slots = Map.ofList [ "momentum_buffer", buf' ] }
         Transform.create name init update
 
@@ -59,13 +60,13 @@ module ScaleBy =
             let b2 = Hyper.at s.Count beta2
             let bc1 = 1.0 - HValue.pow t b1
             let bc2 = 1.0 - HValue.pow t b2
-            let m' = Tree.map2 (fun m g -> b1 * m + (1.0 - b1) * g) (s.Slot "exp_avg") u
-            let v' = Tree.map2 (fun v g -> b2 * v + (1.0 - b2) * (g * g)) (s.Slot "exp_avg_sq") u
+            let m' = Tree.map2 (fun m g -> Tensors.add (b1 * m) ((1.0 - b1) * g)) (s.Slot "exp_avg") u
+            let v' = Tree.map2 (fun v g -> Tensors.add (b2 * v) ((1.0 - b2) * (g * g))) (s.Slot "exp_avg_sq") u
             let out =
                 Tree.map2 (fun m v ->
                     let denom =
-                        if epsRoot = 0.0 then v.sqrt() / HValue.sqrt bc2 + eps
-                        else Tensors.safeSqrt epsRoot (v / bc2) + eps
+                        if epsRoot = 0.0 then Tensors.addNum (v.sqrt() / HValue.sqrt bc2) eps
+                        else Tensors.addNum (Tensors.safeSqrt epsRoot (v / bc2)) eps
                     (m / denom) / bc1) m' v'
             out, { s with Count = t; Slots = Map.ofList [ "exp_avg", m'; "exp_avg_sq", v' ] }
         Transform.create name init update

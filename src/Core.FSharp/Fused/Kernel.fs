@@ -1,0 +1,124 @@
+namespace Optimizers.Fused
+
+open System
+open System.Collections.Generic
+open System.Runtime.InteropServices
+open System.Threading.Tasks
+open TorchSharp
+open Optimizers
+
+/// The machinery shared by the fused kernels of the fast path (see `Transformation.Fast`).
+///
+/// A kernel family (one file: SgdKernel, AdamKernel, ...) is three small pieces:
+///   1. a single-pass loop over float32 spans, `System.Numerics.Vector<float32>` wide with a scalar
+///      tail, that reads each element of the parameter, the gradient and the state slots once
+///      and writes the parameter and the slots once;
+///   2. the same update with TorchSharp in-place ops (mul_, add_, addcmul_, addcdiv_ with Scalars
+///      made once per step), for tensors the loop cannot take: float64, non-contiguous, non-CPU;
+///   3. a function from the optimizer's options and state to the two, which reads hyperparameters
+///      at the step (schedules) or their value (tensors), checks the state's layout, and returns
+///      the state the pure path would return (counts advanced, the same tensors, now updated).
+/// `run` does the dispatch: the parameters whose tensors are all direct go to the loop, in
+/// cache-sized chunks spread over `torch.get_num_threads()` workers (one knob for TorchSharp and
+/// us); the others go to the fallback, one DisposeScope each for its temporaries.
+/// A Span cannot cross threads or live in a closure, so workers get (tensor, start, length) and
+/// take their own spans with `span`.
+module Kernel =
+
+    /// Elements per work item of a fused loop: 64 Ki float32 = 256 KB of each tensor, so the
+    /// three to five streams of a chunk fit in a core's L2 cache (2 MB on our machines).
+    let mutable chunkElements = 65536
+
+    /// When false, every tensor goes to the TorchSharp fallback (for benchmarks and tests).
+    let mutable useSimd = true
+
+    /// True when the fused loop can take the tensor: float32, on the CPU, contiguous, and small
+    /// enough for a Span (TorchSharp's `bytes`).
+    let isDirect (t: Tensor) : bool =
+        t.dtype = torch.ScalarType.Float32
+        && t.device_type = DeviceType.CPU
+        && t.is_contiguous ()
+        && t.numel () <= int64 (Int32.MaxValue / 4)
+
+    /// True when the tensors of one parameter (the parameter, its gradient, its slots) can all go
+    /// to the fused loop together: every one direct, with the same number of elements.
+    let allDirect (ts: Tensor[]) : bool =
+        useSimd
+        && ts |> Array.forall isDirect
+        && (let n = ts[0].numel () in ts |> Array.forall (fun t -> t.numel () = n))
+
+    /// Elements [start, start + length) of a direct tensor, as a writable span over its storage
+    /// (a view, not a copy; it respects the storage offset of a narrowed tensor).
+    let span (t: Tensor) (start: int) (length: int) : Span<float32> =
+        MemoryMarshal.Cast<byte, float32>(t.bytes).Slice(start, length)
+
+    /// Call `body index start length` over chunks of at most `chunkElements` of every (index,
+    /// numel) item, in parallel on `torch.get_num_threads()` workers when there is more than one
+    /// chunk's worth of work. Each element is visited exactly once, so the result does not depend
+    /// on the number of workers.
+    let forChunks (items: (int * int)[]) (body: int -> int -> int -> unit) =
+        let chunk = max 1024 chunkElements
+        let work = List<struct (int * int * int)>()
+        for i, n in items do
+            let mutable s = 0
+            while s < n do
+                let len = min chunk (n - s)
+                work.Add(struct (i, s, len))
+                s <- s + len
+        let total = items |> Array.sumBy (fun (_, n) -> int64 n)
+        let threads = max 1 (torch.get_num_threads ())
+        if threads = 1 || work.Count < 2 || total <= int64 chunk then
+            for struct (i, s, l) in work do body i s l
+        else
+            Parallel.For(0, work.Count, ParallelOptions(MaxDegreeOfParallelism = threads), fun k ->
+                let struct (i, s, l) = work[k]
+                body i s l)
+            |> ignore
+
+    /// The dispatch of one step: parameter i goes to `fused i start length` (in chunks, in
+    /// parallel) when `allDirect (tensorsOf i)`, else to `fallback i` under no_grad in its own
+    /// DisposeScope (its temporaries are freed at once; the tensors it updates in place are
+    /// not in that scope and live on).
+    let run (count: int) (tensorsOf: int -> Tensor[]) (fused: int -> int -> int -> unit) (fallback: int -> unit) =
+        let direct = Array.init count (fun i -> allDirect (tensorsOf i))
+        forChunks [| for i in 0 .. count - 1 do if direct[i] then yield i, int ((tensorsOf i).[0].numel ()) |] fused
+        if direct |> Array.exists not then
+            use _ = torch.no_grad ()
+            for i in 0 .. count - 1 do
+                if not direct[i] then
+                    use _ = torch.NewDisposeScope()
+                    fallback i
+
+    /// Scalars for the fallback's in-place ops, made once per step and freed together.
+    type Scalars() =
+        let made = List<Scalar>()
+        /// A Scalar holding `v` (freed with this object).
+        member _.Of(v: float) : Scalar =
+            let s = Tensors.scalar v
+            made.Add s
+            s
+        interface IDisposable with
+            member _.Dispose() = for s in made do s.Dispose()
+
+    /// A hyperparameter's value at a 0-based step as a float: a schedule's value there, a tensor's
+    /// current value (the fast path does not differentiate).
+    let value (step: int) (h: Hyper) : float = HValue.toFloat (Hyper.at step h)
+
+    /// The parts of a named optimizer's state, checked against the kinds the kernel expects, so a
+    /// state from another optimizer or another configuration fails with a message, not garbage.
+    let parts (name: string) (kinds: string list) (s: State) : State[] =
+        let got = s.Children |> List.map (fun c -> c.Kind)
+        if got <> kinds then
+            Tensors.invalidArg "state"
+                $"'{name}' (fast path) expects a state with parts [{Tensors.commas kinds}], got [{Tensors.commas got}]; pass the state made by this optimizer's init or update"
+        Array.ofList s.Children
+
+    /// The same state one step later: the count advanced, its tensors (updated in place) kept.
+    let counted (s: State) : State = { s with Count = s.Count + 1 }
+
+    /// Check that trees have the names of the parameters (as the pure path's Tree.map2 does).
+    let checkNames (name: string) (parameters: Tree) (others: (string * Tree) list) =
+        for what, t in others do
+            if not (obj.ReferenceEquals(t.Names, parameters.Names) || t.Names = parameters.Names) then
+                Tensors.invalidArg "tree"
+                    $"'{name}' (fast path): the {what} have the names [{Tensors.commas t.Names}], the parameters [{Tensors.commas parameters.Names}]; gradients and state must have the names of the parameters"

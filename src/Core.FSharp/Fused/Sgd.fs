@@ -1,0 +1,118 @@
+namespace Optimizers.Fused
+
+open System
+open System.Numerics
+open System.Runtime.CompilerServices
+open System.Runtime.InteropServices
+open Optimizers
+open Optimizers.Handcrafted
+
+/// The per-step constants of the SGD family's fused loop.
+[<Struct>]
+type SgdCoeffs =
+    { /// -lr
+      NegLr: float32
+      /// L2 weight decay added to the gradient; used when HasWd
+      Wd: float32
+      HasWd: bool
+      /// Keep a momentum buffer (the state has trace_momentum)
+      Momentum: bool
+      Mu: float32
+      /// 1 - dampening
+      Keep: float32
+      /// The first momentum step: the buffer becomes the gradient
+      First: bool
+      Nesterov: bool }
+
+/// The fast path of SGD (Sgd.fs): one pass over p, g (and the momentum buffer b), in the pure
+/// path's operation order, so float32 results match it to rounding:
+///   g' = g + wd p;  b = g' (first step) | mu b + (1 - dampening) g';  d = g' + mu b | b | g'
+///   p  = p + (-lr) d
+module SgdKernel =
+
+    /// The loop over one chunk (compiled optimized at once: tier-0 code of a Vector<T> loop is
+    /// several times slower, and the first steps of a run would pay for it); `b` is empty without momentum.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    let private loop (c: SgdCoeffs) (p: Span<float32>) (g: Span<float32>) (b: Span<float32>) =
+        let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
+        let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
+        let negLr = Vector<float32>(c.NegLr)
+        let wd = Vector<float32>(c.Wd)
+        let mu = Vector<float32>(c.Mu)
+        let keep = Vector<float32>(c.Keep)
+        let tail = pv.Length * Vector<float32>.Count
+        if not c.Momentum then
+            for k in 0 .. pv.Length - 1 do
+                let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
+                pv[k] <- pv[k] + gk * negLr
+            for i in tail .. p.Length - 1 do
+                let gi = if c.HasWd then g[i] + p[i] * c.Wd else g[i]
+                p[i] <- p[i] + gi * c.NegLr
+        else
+            let bv = MemoryMarshal.Cast<float32, Vector<float32>> b
+            if not (c.HasWd || c.First || c.Nesterov) then
+                // classical momentum, no decay: no branch in the loop
+                for k in 0 .. pv.Length - 1 do
+                    let bk = bv[k] * mu + gv[k] * keep
+                    bv[k] <- bk
+                    pv[k] <- pv[k] + bk * negLr
+            else
+                for k in 0 .. pv.Length - 1 do
+                    let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
+                    let bk = if c.First then gk else bv[k] * mu + gk * keep
+                    bv[k] <- bk
+                    let d = if c.Nesterov then gk + bk * mu else bk
+                    pv[k] <- pv[k] + d * negLr
+            for i in tail .. p.Length - 1 do
+                let gi = if c.HasWd then g[i] + p[i] * c.Wd else g[i]
+                let bi = if c.First then gi else b[i] * c.Mu + gi * c.Keep
+                b[i] <- bi
+                let d = if c.Nesterov then gi + bi * c.Mu else bi
+                p[i] <- p[i] + d * c.NegLr
+
+    /// The in-place kernel of `Sgd.create o` (state: add_decayed_weights, identity or
+    /// trace_momentum, scale_by_learning_rate).
+    let kernel (o: SgdOptions) : Tree -> State -> Tree -> State =
+        let momentum = not (Hyper.isZero o.Momentum)
+        let hasWd = not (Hyper.isZero o.WeightDecay)
+        let kinds = [ "add_decayed_weights"; (if momentum then "trace_momentum" else "identity"); "scale_by_learning_rate" ]
+        fun grads state parameters ->
+            let s = Kernel.parts "sgd" kinds state
+            let wdS, mS, lrS = s[0], s[1], s[2]
+            let bufs = if momentum then Some(mS.Slot "momentum_buffer") else None
+            Kernel.checkNames "sgd" parameters
+                [ yield "gradients", grads
+                  match bufs with Some b -> yield "momentum buffers", b | None -> () ]
+            let lr = Kernel.value lrS.Count o.Lr
+            let wd = if hasWd then Kernel.value wdS.Count o.WeightDecay else 0.0
+            let mu = if momentum then Kernel.value mS.Count o.Momentum else 0.0
+            let keep = if momentum then 1.0 - Kernel.value mS.Count o.Dampening else 1.0
+            let first = momentum && mS.Count = 0
+            let c =
+                { NegLr = float32 (-lr); Wd = float32 wd; HasWd = hasWd; Momentum = momentum
+                  Mu = float32 mu; Keep = float32 keep; First = first; Nesterov = o.Nesterov }
+            let ps, gs = parameters.Values, grads.Values
+            let tensorsOf i =
+                match bufs with
+                | Some b -> [| ps[i]; gs[i]; b.Values[i] |]
+                | None -> [| ps[i]; gs[i] |]
+            use sc = new Kernel.Scalars()
+            let sNegLr, sWd, sMu, sKeep = sc.Of(-lr), sc.Of wd, sc.Of mu, sc.Of keep
+            Kernel.run parameters.Count tensorsOf
+                (fun i start len ->
+                    let b = match bufs with Some b -> Kernel.span b.Values[i] start len | None -> Span<float32>.Empty
+                    loop c (Kernel.span ps[i] start len) (Kernel.span gs[i] start len) b)
+                (fun i ->
+                    let p = ps[i]
+                    let g = if hasWd then gs[i].add(p, sWd) else gs[i]
+                    match bufs with
+                    | None -> p.add_(g, sNegLr) |> ignore
+                    | Some bs ->
+                        let b = bs.Values[i]
+                        if first then b.copy_(g) |> ignore else b.mul_(sMu).add_(g, sKeep) |> ignore
+                        let d = if o.Nesterov then g.add(b, sMu) else b
+                        p.add_(d, sNegLr) |> ignore)
+            { Kernel.counted state with Children = [ Kernel.counted wdS; (if momentum then Kernel.counted mS else mS); Kernel.counted lrS ] }
+
+    /// SGD (Sgd.create) with its fast path.
+    let create (o: SgdOptions) : Transformation = Sgd.create o |> Transform.withFast (kernel o)

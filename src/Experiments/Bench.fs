@@ -1,0 +1,454 @@
+namespace Optimizers.Experiments
+
+open System
+open System.Collections.Generic
+open System.Diagnostics
+open System.Globalization
+open System.IO
+open Argu
+open Spectre.Console
+open TorchSharp
+open Optimizers
+open Optimizers.Fused
+
+/// `bench` options. Sizes default to the reference setting of shared/notes/TORCHSHARP.md.
+type BenchArgs =
+    | Quick
+    | [<Unique>] Params of count: int
+    | [<Unique>] Tensors of count: int
+    | [<Unique>] Threads of count: int
+    | [<Unique>] Steps of count: int
+    | [<Unique>] Rounds of count: int
+    | [<Unique>] Memory_Steps of count: int
+    | [<Unique>] Memory_Params of count: int
+    | [<Unique>] Budget of seconds: float
+    | [<Unique>] Memory_Budget of seconds: float
+    | [<Unique>] Jemalloc of setting: string
+    | [<Hidden; Unique>] Child
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Quick -> "a short run: fewer steps, one round, 500-step memory runs, no jemalloc child"
+            | Params _ -> "float32 parameters of the timed runs (default 10000000)"
+            | Tensors _ -> "number of tensors they are split into (default 50)"
+            | Threads _ -> "threads of TorchSharp and of the fused kernels (default 2)"
+            | Steps _ -> "timed steps per variant and round (default 30; --quick 8)"
+            | Rounds _ -> "rounds over all variants; medians are over every timed step of every round (default 3; --quick 1)"
+            | Memory_Steps _ -> "steps of each native-memory run (default 10000; --quick 500)"
+            | Memory_Params _ -> "float32 parameters of the native-memory runs, in tensors as large as the timed runs' (default 400000)"
+            | Budget _ -> "seconds per variant and round after which its timing stops (at least 3 steps; default 2, --quick 1)"
+            | Memory_Budget _ -> "seconds after which a native-memory run stops early (default 25, --quick 5)"
+            | Jemalloc _ -> "auto (default: also time the allocator-sensitive variants under jemalloc, in a child process, when libjemalloc.so.2 is installed), off, or the library's path"
+            | Child -> "internal: the jemalloc child; prints its rows as tab-separated values"
+
+/// `bench`: the speed and native memory of an optimizer step, in one run and one table.
+/// For P float32 parameters in T tensors on a given number of threads: the fast path (fused SIMD
+/// kernel), the same kernels' TorchSharp in-place fallback, TorchSharp's own torch.optim, and the
+/// pure path (new tensors every step, with the allocator guard trimming every 16, 4 or 1 steps),
+/// against the memory-bandwidth bound measured by a large copy in the same process; optionally
+/// the allocator-sensitive variants again under jemalloc (a child process with LD_PRELOAD); and
+/// native memory (VmRSS) over long runs of the fast and pure paths. The machine is shared and
+/// noisy: times are medians over every timed step of every round, with the interquartile range.
+module Bench =
+
+    type Settings =
+        { Params: int
+          Tensors: int
+          Threads: int
+          Steps: int
+          Warmup: int
+          Rounds: int
+          MemorySteps: int
+          MemoryParams: int
+          /// Seconds per variant and round (timing stops after it, at least 3 steps)
+          Budget: float
+          /// Seconds per native-memory run
+          MemoryBudget: float
+          /// None: no jemalloc child; Some path: run one with this library preloaded
+          Jemalloc: string option
+          Child: bool
+          /// The command line that reproduces the run
+          Command: string }
+
+    let private jemallocCandidates =
+        [ "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"; "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"
+          "/usr/lib64/libjemalloc.so.2"; "/usr/lib/libjemalloc.so.2"; "/usr/local/lib/libjemalloc.so.2" ]
+
+    /// The settings from the command line, validated.
+    let settings (r: ParseResults<BenchArgs>) : Settings =
+        let quick = r.Contains Quick
+        let positive name (v: int) = if v < 1 then Tensors.invalidArg name $"--{name} = {v} is invalid; it must be >= 1" else v
+        let ps = positive "params" (r.GetResult(Params, 10_000_000))
+        let ts = positive "tensors" (r.GetResult(Tensors, 50))
+        if ts > ps then Tensors.invalidArg "tensors" $"--tensors = {ts} is more than --params = {ps}"
+        let jemalloc =
+            match r.GetResult(Jemalloc, (if quick then "off" else "auto")) with
+            | "off" -> None
+            | "auto" -> jemallocCandidates |> List.tryFind File.Exists
+            | path when File.Exists path -> Some path
+            | path -> Tensors.invalidArg "jemalloc" $"--jemalloc '{path}': no such file; valid: auto, off, or the path of libjemalloc.so.2"
+        { Params = ps
+          Tensors = ts
+          Threads = positive "threads" (r.GetResult(Threads, 2))
+          Steps = positive "steps" (r.GetResult(Steps, (if quick then 8 else 30)))
+          Warmup = (if quick then 1 else 2)
+          Rounds = positive "rounds" (r.GetResult(Rounds, (if quick then 1 else 3)))
+          MemorySteps = positive "memory-steps" (r.GetResult(Memory_Steps, (if quick then 500 else 10_000)))
+          MemoryParams = positive "memory-params" (r.GetResult(Memory_Params, 400_000))
+          Budget = r.GetResult(Budget, (if quick then 1.0 else 2.0))
+          MemoryBudget = r.GetResult(Memory_Budget, (if quick then 5.0 else 25.0))
+          Jemalloc = (if r.Contains Child then None else jemalloc)
+          Child = r.Contains Child
+          Command = "optimizers bench " + r.Parser.PrintCommandLineArgumentsFlat(r.GetAllResults()) }
+
+    /// This process's resident set size in bytes (VmRSS of /proc/self/status); 0 where there is none.
+    let rssBytes () : int64 =
+        try
+            File.ReadLines "/proc/self/status"
+            |> Seq.tryFind (fun l -> l.StartsWith "VmRSS:")
+            |> Option.map (fun l -> int64 (l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024L)
+            |> Option.defaultValue 0L
+        with _ -> 0L
+
+    /// The load averages of /proc/loadavg (1, 5, 15 minutes), or "?" where there is none.
+    let loadAverage () : string =
+        try (File.ReadAllText "/proc/loadavg").Split(' ') |> Array.take 3 |> String.concat " "
+        with _ -> "?"
+
+    /// One optimizer set up on its own copy of the parameters: a step, and freeing everything.
+    type Runner = { Step: unit -> unit; Dispose: unit -> unit }
+
+    /// The two optimizers compared: Adam and SGD with momentum 0.9 (lr 1e-3, PyTorch defaults otherwise).
+    type Family =
+        | AdamFamily
+        | SgdMomentum
+
+        member f.Label = match f with AdamFamily -> "adam" | SgdMomentum -> "sgd-momentum"
+        member f.Ours = match f with AdamFamily -> Registry.createOptimizer "adam" [ "lr", "0.001" ] | SgdMomentum -> Registry.createOptimizer "momentum" [ "lr", "0.001" ]
+        /// Bytes of memory traffic per parameter of one step (read and written once each).
+        member f.BytesPerParam = match f with AdamFamily -> 28.0 | SgdMomentum -> 20.0
+        member f.Formula =
+            match f with
+            | AdamFamily -> "28 B/param: read p, g, m, v; write p, m, v"
+            | SgdMomentum -> "20 B/param: read p, g, b; write p, b"
+
+    let private detachTree (t: Tree) : Tree =
+        for x in t.Values do x.DetachFromDisposeScope() |> ignore
+        t
+
+    /// The fast path as the C# facade runs it: stepInPlace, then the allocator guard. With
+    /// simd = false every tensor takes the kernels' TorchSharp in-place fallback.
+    let fastRunner (opt: Transformation) (simd: bool) (start: Tree) (grads: Tree) : Runner =
+        let p = Tree.clone start |> detachTree
+        let s = ref (opt.Init p |> State.detachFromScopes)
+        { Step = fun () ->
+            Kernel.useSimd <- simd
+            try
+                let s' = Transform.stepInPlace opt grads s.Value p |> State.detachFromScopes
+                Run.disposeReplaced (State.tensors s.Value) (State.tensors s')
+                s.Value <- s'
+            finally
+                Kernel.useSimd <- true
+            Memory.afterStep ()
+          Dispose = fun () -> Tree.dispose p; State.dispose s.Value }
+
+    /// The pure path as Run.optimizeWhile runs it: new params and state each step in a
+    /// DisposeScope, the replaced ones freed, then the allocator guard trimming every `trimEvery`.
+    let pureRunner (opt: Transformation) (trimEvery: int) (start: Tree) (grads: Tree) : Runner =
+        let p = ref (Tree.clone start |> detachTree)
+        let s = ref (opt.Init p.Value |> State.detachFromScopes)
+        { Step = fun () ->
+            do
+                use _ = torch.NewDisposeScope()
+                use _ = torch.no_grad ()
+                let p', s' = Transform.step opt grads s.Value p.Value
+                let p' = detachTree p'
+                let s' = State.detachFromScopes s'
+                Run.disposeReplaced (Seq.append p.Value.Values (State.tensors s.Value)) (Seq.append p'.Values (State.tensors s'))
+                p.Value <- p'
+                s.Value <- s'
+            let saved = Memory.trimEvery
+            Memory.trimEvery <- trimEvery
+            Memory.afterStep ()
+            Memory.trimEvery <- saved
+          Dispose = fun () -> Tree.dispose p.Value; State.dispose s.Value }
+
+    /// TorchSharp's own optimizer (torch.optim.Adam / SGD) on Parameters holding the gradients,
+    /// with nothing of ours around it: the default allocator as a TorchSharp user has it.
+    let torchRunner (family: Family) (start: Tree) (grads: Tree) : Runner =
+        let ps = start.Values |> Array.map (fun t -> new Modules.Parameter(t.clone().DetachFromDisposeScope(), true))
+        Array.iter2 (fun (p: Modules.Parameter) g -> p.grad <- g) ps grads.Values
+        let opt : torch.optim.Optimizer =
+            match family with
+            | AdamFamily -> torch.optim.Adam(ps, lr = 1e-3)
+            | SgdMomentum -> torch.optim.SGD(ps, 1e-3, momentum = 0.9)
+        { Step = fun () -> opt.step () |> ignore
+          Dispose = fun () ->
+            opt.Dispose()
+            for p in ps do
+                p.grad <- null
+                p.Dispose() }
+
+    /// The variants of the timed part: (key, label, runner maker). The key names a row.
+    type Variant = { Key: string; Family: Family; Label: string; Make: Tree -> Tree -> Runner; InChild: bool }
+
+    let variants : Variant list =
+        [ for f in [ AdamFamily; SgdMomentum ] do
+            let ours = f.Ours
+            yield { Key = $"{f.Label}/fast"; Family = f; Label = "fast path: fused SIMD kernel"; Make = fastRunner ours true; InChild = false }
+            yield { Key = $"{f.Label}/fallback"; Family = f; Label = "fast path: TorchSharp in-place fallback"; Make = fastRunner ours false; InChild = false }
+            let torchName = match f with AdamFamily -> "torch.optim.Adam" | SgdMomentum -> "torch.optim.SGD"
+            yield { Key = $"{f.Label}/torch"; Family = f; Label = torchName; Make = torchRunner f; InChild = true }
+            yield { Key = $"{f.Label}/pure16"; Family = f; Label = "pure path, trim every 16 (default)"; Make = pureRunner ours 16; InChild = true }
+            yield { Key = $"{f.Label}/pure4"; Family = f; Label = "pure path, trim every 4"; Make = pureRunner ours 4; InChild = false }
+            yield { Key = $"{f.Label}/pure1"; Family = f; Label = "pure path, trim every step"; Make = pureRunner ours 1; InChild = false } ]
+
+    /// Split `total` elements into `count` near-equal sizes.
+    let sizes (total: int) (count: int) : int[] =
+        Array.init count (fun i -> total / count + (if i < total % count then 1 else 0))
+
+    /// Fixed parameters and gradients (float32, seeded) of the given sizes.
+    let problem (seed: int) (sizes: int[]) : Tree * Tree =
+        use gen = new torch.Generator(uint64 seed)
+        let names = sizes |> Array.mapi (fun i _ -> $"t{i}")
+        let make (scale: float) =
+            { Names = names
+              Values = sizes |> Array.map (fun n -> (torch.randn([| int64 n |], generator = gen) * scale).DetachFromDisposeScope()) }
+        make 0.1, make 1e-3
+
+    type Timing = { Times: float[]; RssBefore: int64; RssAfter: int64 }
+
+    let private percentile (q: float) (xs: float[]) =
+        if xs.Length = 0 then nan
+        else
+            let s = Array.sort xs
+            let pos = q * float (s.Length - 1)
+            let lo = int (floor pos)
+            let hi = min (s.Length - 1) (lo + 1)
+            s[lo] + (pos - float lo) * (s[hi] - s[lo])
+
+    let median (xs: float[]) = percentile 0.5 xs
+
+    /// Free what a variant left behind before the next one starts (housekeeping of the bench,
+    /// so that one variant's heap does not count against the next).
+    let private cleanUp () =
+        GC.Collect()
+        GC.WaitForPendingFinalizers()
+        Memory.trim ()
+
+    /// Warm-up steps (which also allocate torch.optim's lazy state), then up to `steps` timed
+    /// steps, fewer when warm-up and steps take more than `budget` seconds (at least 3 timed),
+    /// with VmRSS after the warm-up and after the last step.
+    let time (r: Runner) (warmup: int) (steps: int) (budget: float) : Timing =
+        let start = Stopwatch.GetTimestamp()
+        for _ in 1 .. warmup do r.Step()
+        let before = rssBytes ()
+        let times = List<float>()
+        while times.Count < steps && (times.Count < 3 || Stopwatch.GetElapsedTime(start).TotalSeconds < budget) do
+            let t0 = Stopwatch.GetTimestamp()
+            r.Step()
+            times.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds)
+        { Times = times.ToArray(); RssBefore = before; RssAfter = rssBytes () }
+
+    /// Bandwidth of a copy of n float32 (8 bytes read + written per element, per second) from
+    /// the faster of TorchSharp's copy_ and a parallel span copy (the fused kernels' machinery),
+    /// medians of 20 copies each; with both times in ms.
+    let bandwidth (n: int) : float * float * float =
+        use src = torch.randn([| int64 n |])
+        use dst = torch.empty([| int64 n |])
+        let timeCopy (copy: unit -> unit) =
+            for _ in 1..3 do copy ()
+            Array.init 20 (fun _ ->
+                let t0 = Stopwatch.GetTimestamp()
+                copy ()
+                Stopwatch.GetElapsedTime(t0).TotalMilliseconds)
+            |> median
+        let torchMs = timeCopy (fun () -> dst.copy_(src) |> ignore)
+        let spanMs = timeCopy (fun () -> Kernel.forChunks [| 0, n |] (fun _ s l -> (Kernel.span src s l).CopyTo(Kernel.span dst s l)))
+        8.0 * float n / (min torchMs spanMs / 1000.0), torchMs, spanMs
+
+    /// The timed variants, round-robin over `rounds` so slow drifts of the machine's load spread
+    /// over all of them. Returns per key all timed steps and the RSS of the first round.
+    let timeAll (s: Settings) (vs: Variant list) (progress: string -> unit) : Map<string, Timing> =
+        let start, grads = problem 1 (sizes s.Params s.Tensors)
+        let results = Dictionary<string, Timing>()
+        try
+            for round in 1 .. s.Rounds do
+                for v in vs do
+                    progress $"{v.Family.Label}: {v.Label} (round {round}/{s.Rounds})"
+                    let r = v.Make start grads
+                    let t = try time r s.Warmup s.Steps s.Budget finally r.Dispose()
+                    cleanUp ()
+                    match results.TryGetValue v.Key with
+                    | true, old -> results[v.Key] <- { old with Times = Array.append old.Times t.Times }
+                    | _ -> results[v.Key] <- t
+        finally
+            Tree.dispose start
+            Tree.dispose grads
+            cleanUp ()
+        results |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq
+
+    type MemoryRun = { Key: string; Label: string; Steps: int; Ms: float; Before: int64; After: int64; Max: int64; AtTenth: int64 }
+
+    /// Long runs of the fast and pure paths: VmRSS after the first step, at a tenth of the run,
+    /// at its end, and the largest seen (sampled 100 times). A run stops early when it takes
+    /// more than the memory budget.
+    let memoryRuns (s: Settings) (progress: string -> unit) : MemoryRun list =
+        let perTensor = max 1 (s.Params / s.Tensors)
+        let count = max 1 (s.MemoryParams / perTensor)
+        let start, grads = problem 2 (sizes s.MemoryParams count)
+        try
+            [ for f in [ AdamFamily; SgdMomentum ] do
+                for path, make in [ "fast", fastRunner f.Ours true; "pure", pureRunner f.Ours Memory.trimEvery ] do
+                    progress $"{f.Label}: {path} path, {s.MemorySteps} steps for native memory"
+                    let r = make start grads
+                    let times = List<float>()
+                    let mutable before, tenth, peak, after = 0L, 0L, 0L, 0L
+                    let every = max 1 (s.MemorySteps / 100)
+                    let start = Stopwatch.GetTimestamp()
+                    try
+                        let mutable k = 0
+                        while k < s.MemorySteps && (k < 2 || Stopwatch.GetElapsedTime(start).TotalSeconds < s.MemoryBudget) do
+                            let t0 = Stopwatch.GetTimestamp()
+                            r.Step()
+                            times.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds)
+                            if k = 0 then before <- rssBytes ()
+                            if k = s.MemorySteps / 10 then tenth <- rssBytes ()
+                            if k % every = 0 then peak <- max peak (rssBytes ())
+                            k <- k + 1
+                        // at the end, before anything is freed
+                        after <- rssBytes ()
+                        peak <- max peak after
+                    finally
+                        r.Dispose()
+                    cleanUp ()
+                    yield { Key = $"{f.Label}/{path}"; Label = $"{path} path"; Steps = times.Count; Ms = median (times.ToArray()); Before = before
+                            After = after; Max = peak; AtTenth = (if tenth = 0L then before else tenth) } ]
+        finally
+            Tree.dispose start
+            Tree.dispose grads
+            cleanUp ()
+
+    /// The jemalloc child: its own rows, one per line: key, steps, median ms, p25, p75, RSS before, after.
+    let private childRows (timings: Map<string, Timing>) (out: TextWriter) =
+        for KeyValue(k, t) in timings do
+            let f (x: float) = x.ToString("R", CultureInfo.InvariantCulture)
+            out.WriteLine $"{k}\t{t.Times.Length}\t{f (median t.Times)}\t{f (percentile 0.25 t.Times)}\t{f (percentile 0.75 t.Times)}\t{t.RssBefore}\t{t.RssAfter}"
+
+    type Row = { Key: string; Steps: int; Median: float; P25: float; P75: float; RssBefore: int64; RssAfter: int64 }
+
+    let private rowOf (key: string) (t: Timing) =
+        { Key = key; Steps = t.Times.Length; Median = median t.Times; P25 = percentile 0.25 t.Times; P75 = percentile 0.75 t.Times
+          RssBefore = t.RssBefore; RssAfter = t.RssAfter }
+
+    /// Run this program again as the jemalloc child; its rows, or an error message.
+    let private runChild (s: Settings) (lib: string) : Result<Row list, string> =
+        let dll = typeof<Runner>.Assembly.Location
+        let host = Path.Combine(Path.GetDirectoryName dll, "optimizers")
+        let file, prefix = if File.Exists host then host, [] else "dotnet", [ dll ]
+        let args =
+            prefix @ [ "bench"; "--child"; "--params"; string s.Params; "--tensors"; string s.Tensors; "--threads"; string s.Threads
+                       "--steps"; string s.Steps; "--rounds"; string s.Rounds; "--budget"; Output.num s.Budget ]
+        let psi = ProcessStartInfo(file, args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+        psi.Environment["LD_PRELOAD"] <- lib
+        try
+            use p = Process.Start psi
+            let err = p.StandardError.ReadToEndAsync()
+            let out = p.StandardOutput.ReadToEnd()
+            p.WaitForExit()
+            if p.ExitCode <> 0 then Error $"the jemalloc child failed (exit code {p.ExitCode}): {err.Result.Trim()}"
+            else
+                let inv (x: string) = Double.Parse(x, CultureInfo.InvariantCulture)
+                out.Split('\n', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+                |> Array.choose (fun line ->
+                    match line.Split '\t' with
+                    | [| k; n; m; a; b; r0; r1 |] -> Some { Key = k; Steps = int n; Median = inv m; P25 = inv a; P75 = inv b; RssBefore = int64 r0; RssAfter = int64 r1 }
+                    | _ -> None)
+                |> List.ofArray
+                |> Ok
+        with e -> Error $"the jemalloc child could not run: {e.Message}"
+
+    let private mb (b: int64) = (float b / 1048576.0).ToString("F0", CultureInfo.InvariantCulture)
+    let private ms (x: float) = if Double.IsNaN x then "-" else x.ToString((if x < 10.0 then "F2" else "F1"), CultureInfo.InvariantCulture)
+    let private ratio (x: float) = if Double.IsNaN x || Double.IsInfinity x then "-" else x.ToString("F2", CultureInfo.InvariantCulture) + "x"
+
+    /// Run the benchmark and print its table to `out` (progress to `err`).
+    let run (s: Settings) (out: TextWriter) (err: TextWriter) =
+        let threads0 = torch.get_num_threads ()
+        torch.set_num_threads s.Threads
+        try
+            if s.Child then
+                childRows (timeAll s (variants |> List.filter (fun v -> v.InChild)) ignore) out
+            else
+                let progress (what: string) = err.WriteLine $"bench: {what}"
+                let load0 = loadAverage ()
+                progress "memory bandwidth (copy)"
+                let bw, copyTorch, copySpan = bandwidth s.Params
+                let timings = timeAll s variants progress
+                // The guard's own cost: one malloc_trim(0) on the heap the timed runs left.
+                let trimMs =
+                    Array.init 20 (fun _ ->
+                        let t0 = Stopwatch.GetTimestamp()
+                        Memory.trim ()
+                        Stopwatch.GetElapsedTime(t0).TotalMilliseconds)
+                    |> median
+                let child =
+                    s.Jemalloc |> Option.map (fun lib ->
+                        progress $"allocator-sensitive variants again under jemalloc ({lib}), in a child process"
+                        runChild s lib)
+                let memory = memoryRuns s progress
+                let console = AnsiConsole.Create(AnsiConsoleSettings(Out = AnsiConsoleOutput(out), Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors))
+                console.Profile.Width <- 240
+                let mparams = float s.Params / 1e6
+                let table =
+                    Table()
+                        .AddColumns("optimizer", "variant", "steps", "ms/step", "p25-p75", "x bound", "vs torch.optim", "RSS before MB", "RSS after MB", "notes")
+                let load1 = loadAverage ()
+                table.Title <- TableTitle($"optimizer step, {mparams:G4}M float32 parameters in {s.Tensors} tensors, {s.Threads} threads; medians over {s.Rounds} rounds of up to {s.Steps} steps ({s.Budget:G3} s each); load average {load0} at the start, {load1} at the end")
+                let add (cells: string list) = table.AddRow(cells |> List.map Markup.Escape |> Array.ofList) |> ignore
+                for f in [ AdamFamily; SgdMomentum ] do
+                    let bound = f.BytesPerParam * float s.Params / bw * 1000.0
+                    let torchMs = timings |> Map.tryFind $"{f.Label}/torch" |> Option.map (fun t -> median t.Times) |> Option.defaultValue nan
+                    add [ f.Label; "memory-bandwidth bound"; ""; ms bound; ""; "1.00x"; ratio (torchMs / bound); ""; ""
+                          $"{f.Formula} at {bw / 1e9:F1} GB/s (copy of {mparams:G4}M float32: torch {copyTorch:F2} ms, span {copySpan:F2} ms)" ]
+                    let show (label: string) (r: Row) (note: string) =
+                        add [ f.Label; label; string r.Steps; ms r.Median; $"{ms r.P25}-{ms r.P75}"; ratio (r.Median / bound); ratio (torchMs / r.Median)
+                              mb r.RssBefore; mb r.RssAfter; note ]
+                    for v in variants |> List.filter (fun v -> v.Family = f) do
+                        match timings.TryFind v.Key with
+                        | Some t ->
+                            let note = if v.Key.EndsWith "/torch" then "default (glibc) allocator, nothing of ours" else ""
+                            show v.Label (rowOf v.Key t) note
+                        | None -> ()
+                    match child with
+                    | Some(Ok rows) ->
+                        for r in rows |> List.filter (fun r -> r.Key.StartsWith(f.Label + "/")) do
+                            let v = variants |> List.find (fun v -> v.Key = r.Key)
+                            let label = if r.Key.EndsWith "/pure16" then "pure path (no trim: not needed)" else v.Label
+                            show $"jemalloc: {label}" r "LD_PRELOAD, child process"
+                    | Some(Error e) -> add [ f.Label; "jemalloc"; ""; ""; ""; ""; ""; ""; ""; e ]
+                    | None -> ()
+                    table.AddEmptyRow() |> ignore
+                add [ "-"; "allocator guard: one malloc_trim(0)"; "20"; ms trimMs; ""; ""; ""; ""; ""
+                      (if Memory.needsTrim then "median of 20 calls on the heap the timed runs left" else "not called here: jemalloc preloaded or glibc >= 2.38") ]
+                table.AddEmptyRow() |> ignore
+                let mp = float s.MemoryParams / 1e6
+                for m in memory do
+                    let growth = m.After - m.AtTenth
+                    let flat = float growth <= max (32.0 * 1048576.0) (0.05 * float m.Before)
+                    let verdict = if flat then "flat" else $"GREW {mb growth} MB"
+                    let family = m.Key.Substring(0, m.Key.IndexOf '/')
+                    let planned = if m.Steps < s.MemorySteps then $" (of {s.MemorySteps}: time budget)" else ""
+                    add [ family; $"{m.Label}, {mp:G4}M params, native memory"; $"{m.Steps}{planned}"; ms m.Ms; ""; ""; ""; mb m.Before; mb m.After
+                          $"{verdict}: {mb m.AtTenth} MB at step {s.MemorySteps / 10}, max {mb m.Max} MB" ]
+                table.Caption <-
+                    TableTitle(
+                        "x bound = ms / (bytes per parameter x parameters / copy bandwidth); vs torch.optim = torch.optim's ms / this ms. "
+                        + "RSS = VmRSS after the warm-up and after the last timed step of round 1 (bench housekeeping trims between variants); "
+                        + "native memory: VmRSS after the first step and the last, flat = grew at most max(32 MB, 5%) after the first tenth. "
+                        + $"Reproduce: {s.Command}")
+                console.Write table
+                out.Flush()
+        finally
+            torch.set_num_threads threads0
