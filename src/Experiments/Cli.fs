@@ -180,12 +180,14 @@ type InspectArgs =
             | Format _ -> "table or csv (default table)"
 
 type DemoArgs =
+    | [<Unique>] Config of file: string
     | Quiet
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Quiet -> "print only the table"
+            | Config _ -> "the demo's config (default: paper-configs/demo.json)"
+            | Quiet -> "print only the summary table"
 
 type ListArgs =
     | [<Hidden>] Unused
@@ -364,7 +366,7 @@ type Args =
         member a.Usage =
             match a with
             | Trace _ -> "print an optimizer's trajectory on a built-in task (CSV or JSON)"
-            | Demo _ -> "compare the optimizers on the built-in tasks (the README's main job)"
+            | Demo _ -> "Adam, Adam-HD and the shipped HyperAdam on MlpMnist, with a report and a summary (the README's main job)"
             | Sensitivity _ -> "iterations until the loss falls below a threshold, per optimizer and initial learning rate"
             | Meta_Train _ -> "meta-train a learned optimizer (HyperAdam, ...) and save it to a file"
             | Evaluate _ -> "optimizers, learned or not, on the same task and seeds: mean final loss and mean loss"
@@ -611,7 +613,7 @@ module Cli =
             let r = parser.ParseCommandLine(argv, raiseOnUsage = true)
             match r.GetSubCommand() with
             | Args.Trace t -> trace t out
-            | Args.Demo d -> Demo.run (d.Contains DemoArgs.Quiet)
+            | Args.Demo d -> exitCode <- Demo.run (d.TryGetResult DemoArgs.Config) (d.Contains DemoArgs.Quiet) reproduce out err
             | Args.Sensitivity s -> sensitivity s out
             | Args.Meta_Train m -> metaTrain m argv out
             | Args.Evaluate e -> evaluate e out
@@ -644,6 +646,10 @@ module Cli =
             err.WriteLine $"optimizers: the run diverged at step {step} (loss = {loss}); try a smaller learning rate"
             1
         | :? FileNotFoundException as e ->
+            out.Flush()
+            err.WriteLine $"optimizers: {e.Message}"
+            2
+        | :? DirectoryNotFoundException as e ->
             out.Flush()
             err.WriteLine $"optimizers: {e.Message}"
             2
