@@ -200,12 +200,14 @@ type DataArgs =
             | Fetch _ -> "download the official files of a data set and verify their SHA-256"
 
 type DemoArgs =
+    | [<Unique>] Config of file: string
     | Quiet
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Quiet -> "print only the table"
+            | Config _ -> "the demo's config (default: paper-configs/demo.json)"
+            | Quiet -> "print only the summary table"
 
 type ListArgs =
     | [<Hidden>] Unused
@@ -386,7 +388,7 @@ type Args =
         member a.Usage =
             match a with
             | Trace _ -> "print an optimizer's trajectory on a built-in task (CSV or JSON)"
-            | Demo _ -> "compare the optimizers on the built-in tasks (the README's main job)"
+            | Demo _ -> "Adam, Adam-HD and the shipped HyperAdam on MlpMnist, with a report and a summary (the README's main job)"
             | Sensitivity _ -> "iterations until the loss falls below a threshold, per optimizer and initial learning rate"
             | Data _ -> "data sets: fetch the official MNIST or CIFAR-10 files (checked by SHA-256)"
             | Meta_Train _ -> "meta-train a learned optimizer (HyperAdam, ...) and save it to a file"
@@ -647,7 +649,7 @@ module Cli =
             let r = parser.ParseCommandLine(argv, raiseOnUsage = true)
             match r.GetSubCommand() with
             | Args.Trace t -> trace t out
-            | Args.Demo d -> Demo.run (d.Contains DemoArgs.Quiet)
+            | Args.Demo d -> exitCode <- Demo.run (d.TryGetResult DemoArgs.Config) (d.Contains DemoArgs.Quiet) reproduce out err
             | Args.Sensitivity s -> sensitivity s out
             | Args.Data d -> data d out
             | Args.Meta_Train m -> metaTrain m argv out
@@ -685,11 +687,11 @@ module Cli =
             out.Flush()
             err.WriteLine $"optimizers: {e.Message}"
             2
-        | :? InvalidDataException as e ->
+        | :? DirectoryNotFoundException as e ->
             out.Flush()
             err.WriteLine $"optimizers: {e.Message}"
             2
-        | :? DirectoryNotFoundException as e ->
+        | :? InvalidDataException as e ->
             out.Flush()
             err.WriteLine $"optimizers: {e.Message}"
             2

@@ -144,17 +144,57 @@ module TaskMetrics =
         | Some(_, v) -> Double.Parse(v, CultureInfo.InvariantCulture)
         | None -> d
 
+    /// Tasks built for evaluation metrics, by name and options (the data sets are cached anyway).
+    let private evaluationTasks = Collections.Concurrent.ConcurrentDictionary<string, Task>()
+
+    /// The evaluation of one parameter tree on one split, shared by the metrics of that split
+    /// (test_loss, test_top1 and test_top2 of a step cost one pass over the test set).
+    let private evaluations =
+        Runtime.CompilerServices.ConditionalWeakTable<Tree, Collections.Concurrent.ConcurrentDictionary<Optimizers.Data.Split, Metrics>>()
+
+    let private evaluate (task: string) (opts: (string * string) list) (split: Optimizers.Data.Split) (p: Tree) : Metrics =
+        let key = task + "|" + String.Join("|", opts |> List.sortBy fst |> List.map (fun (k, v) -> k + "=" + v))
+        let t = evaluationTasks.GetOrAdd(key, fun _ -> Registry.createTask task opts)
+        evaluations.GetOrCreateValue(p).GetOrAdd(split, fun s -> Task.evaluate t s p)
+
+    /// Metrics of the data-driven tasks from their evaluation on a whole split (Task.Evaluate):
+    /// the loss on the validation and test sets, and for classifiers the top-1 and top-2 accuracy
+    /// (fractions) on the test set, as HyperAdam's Table 3 reports them.
+    let private evaluationMetrics (task: string) (classifier: bool) : Metric list =
+        let m name doc split (f: Metrics -> float option) =
+            { Name = name; Doc = doc; Compute = fun opts p -> evaluate task opts split p |> f |> Option.defaultValue nan }
+        [ m "validation_loss" "mean loss on the whole validation split" Optimizers.Data.Validation (fun x -> Some x.Loss)
+          m "test_loss" "mean loss on the whole test split (the hypergradient paper's validation loss)" Optimizers.Data.Test (fun x -> Some x.Loss)
+          if classifier then
+              m "test_top1" "top-1 accuracy on the test split (fraction)" Optimizers.Data.Test (fun x -> x.Top1)
+              m "test_top2" "top-2 accuracy on the test split (fraction)" Optimizers.Data.Test (fun x -> x.Top2) ]
+
     let private registered =
         Collections.Concurrent.ConcurrentDictionary<string, Metric list>(
             dict
-                [ "rosenbrock",
-                  [ { Name = "distance"; Doc = "distance to the minimum (a, a^2)"
-                      Compute = fun opts p ->
-                        let a = option opts "a" 1.0
-                        let xs = Tree.toFloats p
-                        sqrt ((xs[0] - a) ** 2.0 + (xs[1] - a * a) ** 2.0) } ]
-                  "sum-of-squares",
-                  [ { Name = "distance"; Doc = "distance to the minimum 0"; Compute = fun _ p -> norm p } ] ])
+                ([ "rosenbrock",
+                   [ { Name = "distance"; Doc = "distance to the minimum (a, a^2)"
+                       Compute = fun opts p ->
+                         let a = option opts "a" 1.0
+                         let xs = Tree.toFloats p
+                         sqrt ((xs[0] - a) ** 2.0 + (xs[1] - a * a) ** 2.0) } ]
+                   "sum-of-squares",
+                   [ { Name = "distance"; Doc = "distance to the minimum 0"; Compute = fun _ p -> norm p } ] ]
+                 // The data-driven tasks (those with minibatches) have data splits; the image
+                 // classifiers (those reading a data_dir) also have accuracies.
+                 @ [ for e in Registry.tasks do
+                       let has name = e.Options |> List.exists (fun o -> o.Name = name)
+                       if has "batch_size" then yield e.Name, evaluationMetrics e.Name (has "data_dir") ]))
+
+    /// Metrics where higher is better (accuracies): the report picks an optimizer's best learning
+    /// rate for a `final:` measure of one of these by the highest mean, not the lowest.
+    let private maximisedNames = Collections.Concurrent.ConcurrentDictionary<string, bool>(dict [ "test_top1", true; "test_top2", true ])
+
+    /// Whether higher values of a metric are better.
+    let maximised (metric: string) = maximisedNames.ContainsKey metric
+
+    /// Declare a metric one where higher is better (for metrics registered by other tasks).
+    let registerMaximised (metric: string) = maximisedNames[metric] <- true
 
     /// Offer metrics for a task (replaces what it offered before).
     let register (task: string) (metrics: Metric list) = registered[task] <- metrics
@@ -350,6 +390,21 @@ module Config =
             let f = Registry.createSchedule s.Name baseLr (Some steps) s.Options
             Registry.createOptimizerWith o.Name given (Map.ofList [ "lr", Hyper.Scheduled f ])
 
+    /// Why an optimizer cannot be built on this machine although its config is right: a learned
+    /// optimizer given neither `file` nor `init_seed` uses the trained model shipped in
+    /// models/<kind>.bin, and that file is not here (yet). None when it can be built. The host
+    /// skips such runs with this message instead of failing them, so that a config naming the
+    /// shipped models runs (without them) before they are committed, and with them after.
+    let missingModel (optimizer: string) (options: (string * string) list) : string option =
+        match Registry.learnedKinds |> List.tryFind (fun k -> k.Kind = optimizer) with
+        | Some k ->
+            let given name = options |> List.tryFind (fun (n, _) -> n = name) |> Option.map snd
+            let ownFile = match given "file" with Some f -> f.Trim() <> "" | None -> false
+            let seeded = match given "init_seed" with Some v -> (match Int32.TryParse v with | true, i -> i >= 0 | _ -> false) | None -> false
+            if ownFile || seeded || (Optimizers.Learned.LearnedOptimizer.shipped k.Kind).IsSome then None
+            else Some $"no trained {k.Kind} is shipped here (models/{k.Kind}.bin is missing); give the entry options.file = PATH (optimizers meta-train --kind {k.Kind} ... --out PATH)"
+        | None -> None
+
     let private parseQuick (path: string) (e: JsonElement) : QuickOverride =
         fields path e [ "steps"; "seeds"; "lrs"; "record_every" ]
         { Steps = tryField e "steps" |> Option.map (fun v -> whole (at path "steps") v |> positive (at path "steps") "steps")
@@ -362,11 +417,20 @@ module Config =
     let private validateGrid (grid: Grid) (quick: QuickOverride option) =
         for i, t in List.indexed grid.Tasks do
             let path = item "grid.tasks" i
-            checkAt path t.Options None (fun () ->
-                let task = Registry.createTask t.Name t.Options
-                let dtype = Tensors.parseDtype grid.Dtype
-                let p = task.Init { TaskInit.Default with Seed = List.head grid.Seeds; Dtype = dtype }
-                Tree.dispose p)
+            // Missing or corrupt data files are errors of the task's data_dir (or of the task).
+            let dataError (e: exn) =
+                let p = if t.Options |> List.exists (fun (n, _) -> n = "data_dir") then at (at path "options") "data_dir" else path
+                fail p e.Message
+            try
+                checkAt path t.Options None (fun () ->
+                    let task = Registry.createTask t.Name t.Options
+                    let dtype = Tensors.parseDtype grid.Dtype
+                    let p = task.Init { TaskInit.Default with Seed = List.head grid.Seeds; Dtype = dtype }
+                    Tree.dispose p)
+            with
+            | :? FileNotFoundException as e -> dataError e
+            | :? DirectoryNotFoundException as e -> dataError e
+            | :? InvalidDataException as e -> dataError e
         let stepsToCheck = grid.Steps :: (quick |> Option.bind (fun q -> q.Steps) |> Option.toList) |> List.distinct
         for i, o in List.indexed grid.Optimizers do
             let path = item "grid.optimizers" i
@@ -378,8 +442,11 @@ module Config =
                   match quick |> Option.bind (fun q -> q.Lrs) with
                   | Some lrs when o.Lrs.IsNone -> yield! lrs |> List.mapi (fun j v -> Some v, Some(item "quick.lrs" j))
                   | _ -> () ]
+            // A learned optimizer whose shipped model is missing: its options were checked against
+            // its specs while parsing; it cannot be built until the model is there.
+            let buildable = (missingModel o.Name o.Options).IsNone
             for lr, lrPath in lrs do
-                for steps in stepsToCheck do
+                for steps in (if buildable then stepsToCheck else []) do
                     checkAt path o.Options lrPath (fun () -> createOptimizer { o with Schedule = None } lr steps |> ignore)
                     match o.Schedule with
                     | Some s ->

@@ -54,7 +54,7 @@ module Host =
         console.Write table
         out.WriteLine "(* the grid's best learning rate for the measure)"
 
-    let private summaryJson (config: ExperimentConfig) (shard: int * int) (s: SweepSummary) (report: string option) =
+    let private summaryJson (config: ExperimentConfig) (shard: int * int) (s: SweepSummary) (notRun: int) (report: string option) =
         use ms = new MemoryStream()
         (
             use w = new Utf8JsonWriter(ms, JsonWriterOptions(Indented = true))
@@ -72,6 +72,7 @@ module Host =
             w.WriteNumber("done", s.Done)
             w.WriteNumber("diverged", s.Diverged)
             w.WriteNumber("failed", s.Failed)
+            w.WriteNumber("not_run_no_model", notRun)
             w.WriteNumber("wall_seconds", s.WallSeconds)
             w.WriteStartArray "runs"
             for r, o in s.Outcomes do
@@ -103,7 +104,16 @@ module Host =
         checkPositive "jobs" s.Jobs
         s.Threads |> Option.iter (checkPositive "threads")
         let shard = defaultArg s.Shard (0, 1)
-        let runs = Config.expand config s.Quick |> Config.shard shard
+        let planned = Config.expand config s.Quick |> Config.shard shard
+        // Runs of learned optimizers whose shipped model is not here are skipped, one line each.
+        let unbuildable =
+            planned
+            |> List.choose (fun r -> Config.missingModel r.Optimizer r.OptimizerOptions |> Option.map (fun m -> r.OptimizerLabel, m))
+            |> List.countBy id
+        for (label, why), n in unbuildable do
+            err.WriteLine $"optimizers: skipping {label} ({n} runs): {why}"
+        let runs = planned |> List.filter (fun r -> (Config.missingModel r.Optimizer r.OptimizerOptions).IsNone)
+        let notRun = unbuildable |> List.sumBy snd
         let db = match s.Db with Some d -> d | None -> defaultDb config.Name s.Shard
         let summary =
             Runner.sweep
@@ -121,12 +131,13 @@ module Host =
         let data () = using (new ResultsStore(db)) (fun store -> Report.load store config s.Quick)
         if s.Json then
             let report = if s.Table then Some(Report.json (data ()) []) else None
-            out.WriteLine(summaryJson config shard summary report)
+            out.WriteLine(summaryJson config shard summary notRun report)
         elif not s.Quiet then
             let (i, n) = shard
             let part = if n > 1 then $" (shard {i}/{n})" else ""
+            let missing = if notRun > 0 then $", {notRun} not run (no trained model)" else ""
             out.WriteLine
-                $"{config.Name}{part}: {summary.Total} runs: {summary.Done} done, {summary.Diverged} diverged, {summary.Failed} failed, {summary.Skipped} finished before, {summary.Busy} left to another process; {summary.WallSeconds:F1} s; results in {summary.Db}"
+                $"{config.Name}{part}: {summary.Total} runs: {summary.Done} done, {summary.Diverged} diverged, {summary.Failed} failed, {summary.Skipped} finished before, {summary.Busy} left to another process{missing}; {summary.WallSeconds:F1} s; results in {summary.Db}"
             if s.Table then printTable out (data ())
         out.Flush()
         if summary.Failed > 0 then 1 else 0

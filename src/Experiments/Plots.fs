@@ -89,11 +89,16 @@ module Plots =
                 let n = normalised[i, j]
                 let y = float (nr - 1 - i)
                 let cellRect = plt.Add.Rectangle(float j - 0.5, float j + 0.5, y - 0.5, y + 0.5)
-                cellRect.FillColor <- (if Double.IsNaN n then ScottPlot.Colors.IndianRed else colormap.GetColor n)
+                let v = values[i, j]
+                // A cell without a value is "diverged" (red) unless its note says why else (grey).
+                let explained = Double.IsNaN v && notes[i, j] <> ""
+                cellRect.FillColor <-
+                    (if explained then ScottPlot.Colors.LightGray elif Double.IsNaN n then ScottPlot.Colors.IndianRed else colormap.GetColor n)
                 cellRect.LineColor <- ScottPlot.Colors.White
                 cellRect.LineWidth <- 1.0f
-                let v = values[i, j]
-                let text = (if Double.IsNaN v then "diverged" else v.ToString("G3", CultureInfo.InvariantCulture)) + notes[i, j]
+                let text =
+                    if explained then notes[i, j].Trim()
+                    else (if Double.IsNaN v then "diverged" else v.ToString("G3", CultureInfo.InvariantCulture)) + notes[i, j]
                 let t = plt.Add.Text(text, float j, y)
                 t.Alignment <- ScottPlot.Alignment.MiddleCenter
                 t.LabelFontSize <- 13.0f

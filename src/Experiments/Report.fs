@@ -113,12 +113,16 @@ module Report =
         let g = grid d
         Config.lrsOf g (g.Optimizers |> List.find (fun o -> o.Label = optimizer))
 
-    /// The learning rate with the best (lowest) mean of a measure, preferring cells where fewer
-    /// seeds diverged, failed or are missing.
+    /// Whether higher values of a measure are better (a final accuracy).
+    let higherIsBetter (m: Measure) = match m with Measure.Final name -> TaskMetrics.maximised name | _ -> false
+
+    /// The learning rate with the best mean of a measure (the lowest; the highest for accuracies),
+    /// preferring cells where fewer seeds diverged, failed or are missing.
     let bestLr (d: ReportData) (task: string) (optimizer: string) (measure: Measure) : float option =
+        let sign = if higherIsBetter measure then -1.0 else 1.0
         lrsOf d optimizer
         |> List.map (fun lr -> lr, stat d (cell d task optimizer lr) measure)
-        |> List.sortBy (fun (_, s) -> s.Values.IsEmpty, s.Diverged + s.Failed + s.Missing, (if s.Values.IsEmpty then 0.0 else s.Mean))
+        |> List.sortBy (fun (_, s) -> s.Values.IsEmpty, s.Diverged + s.Failed + s.Missing, (if s.Values.IsEmpty then 0.0 else sign * s.Mean))
         |> List.tryHead
         |> Option.map fst
         |> Option.defaultWith (fun () -> lrsOf d optimizer |> List.head)
@@ -145,6 +149,14 @@ module Report =
         let st = d.Runs |> List.map (fun r -> d.Rows.TryFind r.Key |> Option.map (fun x -> x.Status) |> Option.defaultValue "missing")
         let c s = st |> List.filter ((=) s) |> List.length
         c "done", c "diverged", c "failed", st.Length - c "done" - c "diverged" - c "failed"
+
+    /// Optimizers of the grid that could not run here for want of a shipped trained model, and
+    /// whose runs are indeed missing from the database: (label, why).
+    let unbuildable (d: ReportData) : (string * string) list =
+        [ for o in (grid d).Optimizers do
+            match Config.missingModel o.Name o.Options with
+            | Some why when d.Runs |> List.exists (fun r -> r.OptimizerLabel = o.Label && not (d.Rows.ContainsKey r.Key)) -> yield o.Label, why
+            | _ -> () ]
 
     let private safe (s: string) =
         String(s |> Seq.map (fun c -> if Char.IsLetterOrDigit c || c = '-' || c = '_' then c else '_') |> Array.ofSeq)
@@ -179,6 +191,10 @@ module Report =
             "Loss curves, each optimizer at its best learning rate (lowest mean final loss; optimizers that diverged at every learning rate are left out); band: min to max over seeds."
         draw TaskMetrics.lr false $"lr-{safe task}.png" $"{task}: learning rate" "learning rate"
             "Learning-rate traces (schedules, or the rate a hypergradient optimizer learns), each optimizer at its best learning rate."
+        // The config's other metrics (validation loss, test accuracy, distance, ...), where recorded.
+        for m in d.Config.Metrics |> List.filter (fun m -> m <> TaskMetrics.lr) do
+            draw m (m.EndsWith "loss" || m = "distance") $"{safe m}-{safe task}.png" $"{task}: {m}" m
+                $"The metric {m} (recorded every {Config.recordEvery g} steps), each optimizer at its best learning rate (by final loss); band: min to max over seeds."
         let heatMeasures = [ Measure.FinalLoss ] @ (if List.contains Measure.MeanLoss d.Config.Measures then [ Measure.MeanLoss ] else [])
         let optimizers = g.Optimizers |> List.map (fun o -> o.Label)
         let lrs = g.Optimizers |> List.collect (fun o -> Config.lrsOf g o) |> List.distinct |> List.sortBy (fun l -> defaultArg l 0.0)
@@ -189,8 +205,11 @@ module Report =
             let values = stats |> Array2D.map (fun s -> match s with Some s when not s.Values.IsEmpty -> s.Mean | _ -> nan)
             let notes = stats |> Array2D.map (fun s ->
                 match s with
-                | None -> " (not in grid)"
-                | Some s when s.Values.IsEmpty -> ""
+                | None -> "not in grid"
+                | Some s when s.Values.IsEmpty && s.Diverged > 0 -> ""
+                | Some s when s.Values.IsEmpty && s.Failed > 0 -> "failed"
+                | Some s when s.Values.IsEmpty && s.Missing > 0 -> "not run"
+                | Some s when s.Values.IsEmpty -> "no value"
                 | Some s when s.Diverged > 0 -> $"\n{s.Diverged}/{s.Seeds} div"
                 | Some s when s.Missing + s.Failed > 0 -> $"\nn={s.Values.Length}"
                 | _ -> "")
@@ -198,7 +217,7 @@ module Report =
             Plots.heatmap (Path.Combine(dir, file)) $"{task}: {m.Name} (mean over seeds); colour: value / column max" optimizers (lrs |> List.map lrText) values notes
             figures.Add
                 { File = file
-                  Caption = $"Mean {m.Name.Replace('_', ' ')} over seeds, optimizer x learning rate; each column divided by its largest value (infinity norm, as in the thesis, figures 4.5-4.8): the darkest cell of a column is the best there. Red: every seed diverged." }
+                  Caption = $"Mean {m.Name.Replace('_', ' ')} over seeds, optimizer x learning rate; each column divided by its largest value (infinity norm, as in the thesis, figures 4.5-4.8): the darkest cell of a column is the best there. Red: every seed diverged; grey: not in the grid, not run or failed." }
         List.ofSeq figures
 
     let private paperText (p: PaperValue option) =
@@ -224,6 +243,9 @@ module Report =
         let seeds = String.Join(", ", g.Seeds)
         line $"Grid: {g.Tasks.Length} task(s) x {g.Optimizers.Length} optimizer(s), {g.Steps} steps, seeds {seeds}, {g.Dtype}. Runs: {done'} done, {diverged} diverged, {failed} failed, {missing} not run (of {d.Runs.Length})."
         line ""
+        for label, why in unbuildable d do
+            line $"**Not run here: {label}**: {why}."
+            line ""
         let quickFlag = if d.Quick then " --quick" else ""
         line $"Results database: `{d.Db}`. Rerun: `optimizers run CONFIG{quickFlag} --db {d.Db}`; every run's own command line is in the database (`optimizers export --db {d.Db} --format csv`, column `reproduce`)."
         line ""
@@ -281,6 +303,8 @@ module Report =
         let done', diverged, failed, missing = counts d
         let seeds = String.Join(", ", g.Seeds)
         line $"<p>Grid: {g.Tasks.Length} task(s) x {g.Optimizers.Length} optimizer(s), {g.Steps} steps, seeds {seeds}, {e g.Dtype}. Runs: {done'} done, {diverged} diverged, {failed} failed, {missing} not run (of {d.Runs.Length}). Results database: <code>{e d.Db}</code>.</p>"
+        for label, why in unbuildable d do
+            line $"<p><b>Not run here: {e label}</b>: {e why}.</p>"
         line "<h2>Paper vs ours</h2>"
         line "<p>&ldquo;paper&rdquo; (shaded) is the number published in the source; &ldquo;ours&rdquo; is the mean &plusmn; standard deviation over seeds from this database. A learning rate marked * is the grid&rsquo;s best for that measure.</p>"
         line "<table><tr><th>task</th><th>optimizer</th><th>lr</th><th>measure</th><th>paper</th><th>ours (mean ± std over seeds)</th><th>where</th></tr>"
