@@ -121,12 +121,12 @@ let tests =
             Expect.stringContains md "| rosenbrock | adam | 0.01 | final_loss | 0.5 ± 0.1 |" "paper next to ours"
             Expect.stringContains md "Table 0 (made up for the test)" "where the paper prints it"
             Expect.stringContains (File.ReadAllText(Path.Combine(reportDir, "report.html"))) "<td class=\"paper\">0.5 ± 0.1</td>" "html"
-            for f in [ "loss-rosenbrock.png"; "lr-rosenbrock.png"; "heatmap-rosenbrock-final_loss.png"; "heatmap-squares-mean_loss.png"; "loss-squares.png" ] do
+            for f in [ "loss-rosenbrock.png"; "lr-rosenbrock.png"; "distance-rosenbrock.png"; "heatmap-rosenbrock-final_loss.png"; "heatmap-squares-mean_loss.png"; "loss-squares.png" ] do
                 let p = Path.Combine(reportDir, f)
                 Expect.isTrue (File.Exists p) $"{f} written"
                 Expect.isGreaterThan (FileInfo(p).Length) 5000L $"{f} is a picture"
                 Expect.stringContains md $"]({f})" $"{f} linked from the page"
-            Expect.equal (lines out).Length 10 "report prints the files it wrote: 2 pages, 4 plots per task"
+            Expect.equal (lines out).Length 12 "report prints the files it wrote: 2 pages, 5 plots per task (loss, lr, distance, 2 heat maps)"
             // Export: one CSV row per run with the command line that reproduces it.
             let code, csv, _ = cli [ "export"; "--db"; db; "--format"; "csv" ]
             Expect.equal code 0 "export exit code"
