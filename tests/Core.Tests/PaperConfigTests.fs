@@ -87,6 +87,37 @@ let tests =
                 [ "sigmoid", Some 0.03125, 0.35; "relu", Some 0.0220971, 0.32; "elu", Some 0.0220971, 0.31; "tanh", Some 0.0110485, 0.34 ]
                 "Table 1's Adam column, each at the paper's tuned rate"
 
+        testCase "a learned optimizer whose shipped model is missing validates, is skipped with a line, and is reported as not run" <| fun () ->
+            match Registry.learnedKinds |> List.tryFind (fun k -> (Optimizers.Learned.LearnedOptimizer.shipped k.Kind).IsNone) with
+            | None -> skiptest "every learned kind has a shipped model here"
+            | Some k ->
+                let dir = Path.Combine(Path.GetTempPath(), "optimizers-missing-model-" + Guid.NewGuid().ToString("N").Substring(0, 12))
+                Directory.CreateDirectory dir |> ignore
+                try
+                    let json =
+                        $$"""{ "name": "missing-model", "source": "test",
+                               "grid": { "tasks": [ { "name": "rosenbrock" } ],
+                                         "optimizers": [ { "name": "adam", "lrs": [0.01] }, { "name": "{{k.Kind}}" } ],
+                                         "seeds": [0, 1], "steps": 5 } }"""
+                    let file = Path.Combine(dir, "c.json")
+                    File.WriteAllText(file, json)
+                    Expect.isSome (Config.missingModel k.Kind []) "the model is missing"
+                    Expect.isNone (Config.missingModel k.Kind [ "init_seed", "0" ]) "an untrained one needs no file"
+                    let db = Path.Combine(dir, "r.db")
+                    use out = new StringWriter()
+                    use err = new StringWriter()
+                    let code = Cli.run [| "run"; file; "--db"; db |] out err
+                    Expect.equal code 0 $"skipping is not failing; stderr: {err}"
+                    Expect.stringContains (err.ToString()) $"skipping {k.Kind} (2 runs): no trained {k.Kind} is shipped here" "one line says so"
+                    Expect.stringContains (out.ToString()) "2 not run (no trained model)" "the summary counts them"
+                    use out2 = new StringWriter()
+                    let code = Cli.run [| "report"; file; "--db"; db; "--out"; Path.Combine(dir, "report") |] out2 err
+                    Expect.equal code 0 "report"
+                    let md = File.ReadAllText(Path.Combine(dir, "report", "report.md"))
+                    Expect.stringContains md $"**Not run here: {k.Kind}**" "the report says which optimizer did not run, and why"
+                finally
+                    try Directory.Delete(dir, true) with _ -> ()
+
         testCase "the demo config runs Adam, Adam-HD and the shipped HyperAdam on MlpMnist" <| fun () ->
             let c = Config.load (Path.Combine(repoRoot (), "paper-configs", Demo.configName))
             Expect.equal [ for o in c.Grid.Optimizers -> o.Name ] [ "adam"; "adam-hd"; "hyperadam" ] "the demo's optimizers"
