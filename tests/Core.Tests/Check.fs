@@ -37,3 +37,13 @@ let trajectory (opt: Transformation) (grad: Tree -> Tree) (start: Tree) (steps: 
         p <- p'
         s <- s'
         yield floats p ]
+
+/// Run the `optimizers` command line in-process; returns (exit code, stdout, stderr).
+let cli (args: string list) =
+    use out = new System.IO.StringWriter()
+    use err = new System.IO.StringWriter()
+    let code = Optimizers.Experiments.Cli.run (Array.ofList args) out err
+    code, out.ToString(), err.ToString()
+
+/// The non-empty lines of a text.
+let lines (s: string) = s.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun l -> l.TrimEnd '\r')

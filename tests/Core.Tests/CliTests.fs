@@ -5,15 +5,8 @@ open System
 open System.IO
 open System.Text.Json
 open Expecto
+open Optimizers.Tests.Check
 
-/// Run the CLI; returns (exit code, stdout, stderr).
-let cli (args: string list) =
-    use out = new StringWriter()
-    use err = new StringWriter()
-    let code = Optimizers.Experiments.Cli.run (Array.ofList args) out err
-    code, out.ToString(), err.ToString()
-
-let lines (s: string) = s.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun l -> l.TrimEnd '\r')
 
 /// Bad input: exit code 2 and a one-line message containing `part`.
 let expectBadInput (args: string list) (part: string) =

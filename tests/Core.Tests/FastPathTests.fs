@@ -333,7 +333,7 @@ let tests =
         // Sequenced: the bench sets globals (TorchSharp's thread count, Kernel.useSimd, Memory.trimEvery).
         testSequenced (testCase "bench --quick with tiny sizes runs and prints its table" (fun () ->
             let code, out, err =
-                CliTests.cli
+                cli
                     [ "bench"; "--quick"; "--params"; "3000"; "--tensors"; "3"; "--steps"; "2"; "--memory-steps"; "20"
                       "--memory-params"; "6000"; "--threads"; string (torch.get_num_threads ()); "--jemalloc"; "off" ]
             Expect.equal code 0 $"exit code (stderr: {err})"

@@ -8,17 +8,10 @@ open System.IO
 open System.Text.Json
 open System.Threading
 open Expecto
+open Optimizers.Tests.Check
 open Microsoft.Data.Sqlite
 open Optimizers.Experiments
 
-/// Run the CLI in-process; returns (exit code, stdout, stderr).
-let private cli (args: string list) =
-    use out = new StringWriter()
-    use err = new StringWriter()
-    let code = Cli.run (Array.ofList args) out err
-    code, out.ToString(), err.ToString()
-
-let private lines (s: string) = s.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun l -> l.TrimEnd '\r')
 
 /// A fresh temporary directory, deleted (best effort) when disposed.
 type private TempDir() =

@@ -105,11 +105,6 @@ let tests =
         testCase "meta-train and evaluate from the command line" <| fun () ->
             let dir = tempDir ()
             let file = Path.Combine(dir, "h.bin")
-            let cli (args: string list) =
-                use out = new StringWriter()
-                use err = new StringWriter()
-                let code = Optimizers.Experiments.Cli.run (Array.ofList args) out err
-                code, out.ToString(), err.ToString()
             let code, out, err =
                 cli [ "meta-train"; "--kind"; "hyperadam"; "--opt"; "j=2"; "--opt"; "hidden=3"; "--task"; "sum-of-squares"; "--task-opt"; "dim=5"
                       "--horizon"; "8"; "--window"; "4"; "--episodes"; "3"; "--validate-every"; "1"; "--validation-seeds"; "2"; "--out"; file; "--quiet" ]

@@ -63,11 +63,6 @@ let tempDir () =
     Directory.CreateDirectory d |> ignore
     d
 
-let cli (args: string list) =
-    use out = new StringWriter()
-    use err = new StringWriter()
-    let code = Optimizers.Experiments.Cli.run (Array.ofList args) out err
-    code, out.ToString(), err.ToString()
 
 /// Every learned kind of the thesis with small options, for contract tests.
 let kinds : (string * LearnedKind * (string * string) list) list =

@@ -29,13 +29,16 @@ module Adam =
           EpsRoot = 0.0
           WeightDecay = Hyper.Fixed 0.0 }
 
-    let validate (o: AdamOptions) =
-        Hyper.checkNonNegative "adam" "lr" o.Lr
-        Hyper.checkDecay "adam" "beta1" o.Beta1
-        Hyper.checkDecay "adam" "beta2" o.Beta2
-        Hyper.checkFloat "adam" "eps" (fun v -> v > 0.0) "> 0" o.Eps
-        Hyper.checkFloat "adam" "eps_root" (fun v -> v >= 0.0) ">= 0" o.EpsRoot
-        Hyper.checkNonNegative "adam" "weight_decay" o.WeightDecay
+    /// The checks every optimizer with Adam's moments shares (Adam, AdamW, AMSGrad), under its name.
+    let validateMoments (owner: string) lr beta1 beta2 (eps: float) (epsRoot: float) weightDecay =
+        Hyper.checkNonNegative owner "lr" lr
+        Hyper.checkDecay owner "beta1" beta1
+        Hyper.checkDecay owner "beta2" beta2
+        Hyper.checkFloat owner "eps" (fun v -> v > 0.0) "> 0" eps
+        Hyper.checkFloat owner "eps_root" (fun v -> v >= 0.0) ">= 0" epsRoot
+        Hyper.checkNonNegative owner "weight_decay" weightDecay
+
+    let validate (o: AdamOptions) = validateMoments "adam" o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay
 
     /// Adam as a transformation named "adam". Validates its options.
     let create (o: AdamOptions) : Transformation =

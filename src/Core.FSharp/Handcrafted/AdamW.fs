@@ -34,13 +34,7 @@ module AdamW =
           WeightDecay = Hyper.Fixed 1e-2
           Amsgrad = false }
 
-    let validate (o: AdamWOptions) =
-        Hyper.checkNonNegative "adamw" "lr" o.Lr
-        Hyper.checkDecay "adamw" "beta1" o.Beta1
-        Hyper.checkDecay "adamw" "beta2" o.Beta2
-        Hyper.checkFloat "adamw" "eps" (fun v -> v > 0.0) "> 0" o.Eps
-        Hyper.checkFloat "adamw" "eps_root" (fun v -> v >= 0.0) ">= 0" o.EpsRoot
-        Hyper.checkNonNegative "adamw" "weight_decay" o.WeightDecay
+    let validate (o: AdamWOptions) = Adam.validateMoments "adamw" o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay
 
     /// AdamW as a transformation named "adamw". Validates its options.
     let create (o: AdamWOptions) : Transformation =

@@ -36,13 +36,7 @@ module AmsGrad =
           WeightDecay = Hyper.Fixed 0.0
           Debias = true }
 
-    let validate (o: AmsGradOptions) =
-        Hyper.checkNonNegative "amsgrad" "lr" o.Lr
-        Hyper.checkDecay "amsgrad" "beta1" o.Beta1
-        Hyper.checkDecay "amsgrad" "beta2" o.Beta2
-        Hyper.checkFloat "amsgrad" "eps" (fun v -> v > 0.0) "> 0" o.Eps
-        Hyper.checkFloat "amsgrad" "eps_root" (fun v -> v >= 0.0) ">= 0" o.EpsRoot
-        Hyper.checkNonNegative "amsgrad" "weight_decay" o.WeightDecay
+    let validate (o: AmsGradOptions) = Adam.validateMoments "amsgrad" o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay
 
     /// AMSGrad as a transformation named "amsgrad". Validates its options.
     let create (o: AmsGradOptions) : Transformation =
