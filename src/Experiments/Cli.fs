@@ -113,6 +113,7 @@ type MetaTrainArgs =
     | [<Unique>] Meta_Lr_Final of float
     | [<Unique>] Random_Scaling of r: float
     | [<Unique>] Convex_Term of k: int
+    | [<Unique>] Reset_Range of lo: int * hi: int
     | [<Unique>] Validate_Every of int
     | [<Unique>] Validation_Seeds of int
     | [<Unique>] Checkpoint of dir: string
@@ -137,6 +138,7 @@ type MetaTrainArgs =
             | Meta_Lr_Final _ -> "decay the meta learning rate exponentially to this (default: no decay)"
             | Random_Scaling _ -> "random scaling trick with c = exp(U(-r, r)) (Lv et al.; e.g. 3)"
             | Convex_Term _ -> "convex-term trick over a k-dimensional variable (Lv et al.; e.g. 20)"
+            | Reset_Range _ -> "random resets (the thesis's train_reset): each episode runs U(lo, hi) steps, cut to whole windows, instead of the horizon"
             | Validate_Every _ -> "validate every this many episodes (default 10)"
             | Validation_Seeds _ -> "validation optimizees (default 5)"
             | Checkpoint _ -> "checkpoint directory; a rerun with the same settings resumes from it"
@@ -516,6 +518,7 @@ module Cli =
               MetaLrFinal = r.TryGetResult MetaTrainArgs.Meta_Lr_Final
               RandomScaling = r.TryGetResult MetaTrainArgs.Random_Scaling
               ConvexTerm = r.TryGetResult MetaTrainArgs.Convex_Term
+              ResetRange = r.TryGetResult MetaTrainArgs.Reset_Range
               ValidateEvery = r.GetResult(MetaTrainArgs.Validate_Every, 10)
               ValidationSeeds = r.GetResult(MetaTrainArgs.Validation_Seeds, 5)
               Checkpoint = r.TryGetResult MetaTrainArgs.Checkpoint

@@ -25,6 +25,7 @@ module MetaTraining =
           MetaLrFinal: float option
           RandomScaling: float option
           ConvexTerm: int option
+          ResetRange: (int * int) option
           ValidateEvery: int
           ValidationSeeds: int
           Checkpoint: string option
@@ -54,6 +55,7 @@ module MetaTraining =
               MetaLrFinal = defaultArg s.MetaLrFinal s.MetaLr
               RandomScaling = s.RandomScaling
               ConvexTerm = s.ConvexTerm
+              ResetRange = s.ResetRange
               ValidateEvery = s.ValidateEvery
               // Validation optimizees come from seeds the training episodes never use.
               ValidationSeeds = [ for i in 1 .. s.ValidationSeeds -> -1000 - i ]

@@ -36,6 +36,7 @@ let metaSettings (k: LearnedKind) (options: (string * string) list) : MetaSettin
       MetaLrFinal = 1e-2
       RandomScaling = None
       ConvexTerm = None
+      ResetRange = None
       ValidateEvery = 1000
       ValidationSeeds = []
       CheckpointDir = None

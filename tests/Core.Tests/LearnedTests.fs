@@ -48,6 +48,7 @@ let settings (episodes: int) (checkpoint: string option) : MetaSettings =
       MetaLrFinal = 1e-3
       RandomScaling = None
       ConvexTerm = None
+      ResetRange = None
       ValidateEvery = 2
       ValidationSeeds = [ 1001; 1002 ]
       CheckpointDir = checkpoint
@@ -140,6 +141,26 @@ let tests =
                 let resumed = MetaTrain.train killed ignore
                 Expect.equal (floats resumed.Last.Theta) (floats whole.Last.Theta) "last theta"
                 Expect.equal (floats resumed.Best.Theta) (floats whole.Best.Theta) "best theta"
+                Expect.equal resumed.MetaLosses whole.MetaLosses "meta-loss history"
+                Directory.Delete(dir, true)
+
+            testCase "random resets draw episode lengths in the range, the same on every call" <| fun () ->
+                let s = { settings 200 None with ResetRange = Some(6, 17) }
+                let lengths = [ for e in 0 .. 199 -> MetaTrain.episodeWindows s e ]
+                Expect.allEqual (lengths |> List.map (fun w -> w >= 1 && w <= 4)) true $"windows of 4 steps within 6..17 steps: {lengths}"
+                Expect.equal (lengths |> List.distinct |> List.sort) [ 1; 2; 3; 4 ] "every length in the range occurs"
+                Expect.equal [ for e in 0 .. 199 -> MetaTrain.episodeWindows s e ] lengths "deterministic"
+                Expect.equal (MetaTrain.episodeWindows (settings 1 None) 7) 3 "without resets: horizon / window"
+                Expect.throws (fun () -> MetaTrain.train { s with ResetRange = Some(2, 10) } ignore |> ignore) "lo below one window"
+
+            testCase "a killed run with random resets resumes bit-identical" <| fun () ->
+                let s = { settings 5 None with ResetRange = Some(4, 16) }
+                let whole = MetaTrain.train s ignore
+                let dir = tempDir ()
+                let killed = { s with CheckpointDir = Some dir }
+                Expect.throws (fun () -> MetaTrain.train killed (fun p -> if p.Episode = 2 then failwith "killed") |> ignore) "the run dies after episode 2"
+                let resumed = MetaTrain.train killed ignore
+                Expect.equal (floats resumed.Last.Theta) (floats whole.Last.Theta) "last theta"
                 Expect.equal resumed.MetaLosses whole.MetaLosses "meta-loss history"
                 Directory.Delete(dir, true)
         ]

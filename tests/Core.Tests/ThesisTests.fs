@@ -86,6 +86,7 @@ let metaSettings (kind: LearnedKind) (options: (string * string) list) (task: Ta
       MetaLrFinal = metaLr
       RandomScaling = None
       ConvexTerm = None
+      ResetRange = None
       ValidateEvery = 1000
       ValidationSeeds = []
       CheckpointDir = None

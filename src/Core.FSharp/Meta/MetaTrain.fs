@@ -27,6 +27,10 @@ type MetaSettings =
       RandomScaling: float option
       /// An extra convex term over a k-dimensional variable (Lv et al.), or None.
       ConvexTerm: int option
+      /// Random resets (the thesis's train_reset, seed 004 section 2.2): each episode runs a
+      /// number of steps drawn uniformly from [lo, hi] (cut to whole windows) before the
+      /// optimizee is reset to a fresh random start; None: every episode runs Horizon steps.
+      ResetRange: (int * int) option
       /// Every this many episodes, the mean meta-objective over the validation seeds; the best
       /// Theta so far is kept.
       ValidateEvery: int
@@ -79,6 +83,23 @@ module MetaTrain =
         Hyper.checkFloat "meta-train" "meta_lr_final" (fun v -> v > 0.0 && v <= s.MetaLr) "> 0 and <= meta_lr" s.MetaLrFinal
         if s.ValidateEvery < 1 then Tensors.invalidArg "validate_every" "validate_every must be >= 1"
         if s.CheckpointEvery < 1 then Tensors.invalidArg "checkpoint_every" "checkpoint_every must be >= 1"
+        match s.ResetRange with
+        | Some(lo, hi) when lo < s.Window || hi < lo ->
+            Tensors.invalidArg "reset_range" $"reset range {lo}..{hi} is invalid; it needs window ({s.Window}) <= lo <= hi"
+        | _ -> ()
+
+    /// The number of windows episode `episode` runs: Horizon / Window, or with random resets a
+    /// length drawn from the episode's own seed (so a resumed run draws the same lengths).
+    let episodeWindows (s: MetaSettings) (episode: int) : int =
+        match s.ResetRange with
+        | None -> s.Horizon / s.Window
+        | Some(lo, hi) -> Random(episodeSeed s.Seed episode + 53).Next(lo, hi + 1) / s.Window
+
+    /// The expected number of meta-updates of a run (the meta learning rate decays over them).
+    let private expectedUpdates (s: MetaSettings) : float =
+        match s.ResetRange with
+        | None -> float (s.Episodes * (s.Horizon / s.Window))
+        | Some(lo, hi) -> float s.Episodes * (float (lo + hi) / 2.0 / float s.Window)
 
     /// The mean loss over `steps` steps of `opt` from the task's start for `seed` (no graph).
     let objective (task: Task) (opt: Transformation) (dtype: torch.ScalarType) (seed: int) (steps: int) : float =
@@ -121,7 +142,7 @@ module MetaTrain =
           Validations: (int * float) list }
 
     let private metaOptimizer (s: MetaSettings) =
-        let total = float (s.Episodes * (s.Horizon / s.Window))
+        let total = expectedUpdates s
         let decay = (s.MetaLrFinal / s.MetaLr) ** (1.0 / max 1.0 total)
         Adam.create { Adam.defaults with Lr = Hyper.Scheduled(fun k -> s.MetaLr * decay ** float k) }
 
@@ -175,8 +196,8 @@ module MetaTrain =
             match s.CheckpointDir |> Option.bind (fun d -> loadCheckpoint d s) with
             | Some c -> { c with Theta = Tree.map (fun x -> x.``to``(s.Dtype)) c.Theta; BestTheta = Tree.map (fun x -> x.``to``(s.Dtype)) c.BestTheta }
             | None -> fresh ()
-        let windows = s.Horizon / s.Window
         for episode in c.Episode + 1 .. s.Episodes - 1 do
+            let windows = episodeWindows s episode
             let seed = episodeSeed s.Seed episode
             let task = optimizee s seed
             let mutable p = task.Init { TaskInit.Default with Seed = seed; Dtype = s.Dtype } |> keep
