@@ -31,8 +31,8 @@ type MetaSettings =
       /// number of steps drawn uniformly from [lo, hi] (cut to whole windows) before the
       /// optimizee is reset to a fresh random start; None: every episode runs Horizon steps.
       ResetRange: (int * int) option
-      /// Every this many episodes, the mean meta-objective over the validation seeds; the best
-      /// Theta so far is kept.
+      /// Every this many episodes, the mean meta-objective over the validation seeds (on the plain
+      /// task, without the tricks); the best Theta so far is kept.
       ValidateEvery: int
       ValidationSeeds: int list
       /// Where checkpoints go (every CheckpointEvery episodes), and where a rerun resumes from.
@@ -232,7 +232,9 @@ module MetaTrain =
             let validation =
                 if (episode + 1) % s.ValidateEvery = 0 && not s.ValidationSeeds.IsEmpty then
                     let opt = s.Kind.Create values theta
-                    let v = s.ValidationSeeds |> List.averageBy (fun vs -> objective (optimizee s vs) opt s.Dtype vs s.Horizon)
+                    // On the plain task, without the tricks: the problem the optimizer is meant for (the
+                    // authors' code also tests on the untricked MNIST net).
+                    let v = s.ValidationSeeds |> List.averageBy (fun vs -> objective s.Task opt s.Dtype vs s.Horizon)
                     Some v
                 else None
             let best, bestTheta =
