@@ -74,7 +74,7 @@ public sealed partial class Optimizer : IDisposable
 
     /// <summary>
     /// Any registered optimizer by name, with options by their registered names (PyTorch's where
-    /// PyTorch has them), e.g. <c>Create("adam", ps, new() { ["lr"] = 0.01, ["beta1"] = 0.8 })</c>.
+    /// PyTorch has them), e.g. <c>Create("adam", ps, new Dictionary&lt;string, object&gt; { ["lr"] = 0.01, ["beta1"] = 0.8 })</c>.
     /// Options left out take their defaults (<see cref="Describe"/> lists them).
     /// </summary>
     /// <param name="name">A name of <see cref="Names"/>, e.g. "adam", "adam-hd", "lookahead", "hyperadam".</param>
