@@ -43,14 +43,29 @@ public sealed class LRScheduler
         Apply();
     }
 
-    /// <summary>The number of <see cref="step"/> calls so far (PyTorch's <c>last_epoch</c>).</summary>
-    public int LastEpoch { get; private set; }
+    /// <summary>
+    /// The number of <see cref="step"/> calls so far (PyTorch's <c>last_epoch</c>). Setting it
+    /// moves the schedule there and sets the rates: to resume a run after
+    /// <see cref="Optimizer.load_state_dict(OptimizerStateDict)"/>, make the scheduler as before
+    /// and set LastEpoch to the number of steps taken.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A negative value.</exception>
+    public int LastEpoch
+    {
+        get => _lastEpoch;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value, nameof(LastEpoch));
+            _lastEpoch = value;
+            Apply();
+        }
+    }
+    private int _lastEpoch;
 
     /// <summary>Advance by one step and set every group's learning rate to the schedule's value there.</summary>
     public void step()
     {
-        LastEpoch++;
-        Apply();
+        LastEpoch = _lastEpoch + 1;
     }
 
     /// <summary>The learning rate of every group as last set (torch's <c>get_last_lr()</c>).</summary>
@@ -59,7 +74,7 @@ public sealed class LRScheduler
     private void Apply()
     {
         for (int i = 0; i < _schedules.Length; i++)
-            _optimizer.ParamGroups[i].LearningRate = _schedules[i].Invoke(LastEpoch);
+            _optimizer.ParamGroups[i].LearningRate = _schedules[i].Invoke(_lastEpoch);
     }
 
     /// <summary>Step decay (torch StepLR): lr * gamma^floor(t / step_size).</summary>

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
 using Xunit;
@@ -8,22 +7,7 @@ namespace Optimizers.Interop.Tests;
 /// The examples/ programs, built by the solution build, run with tiny step counts.
 public class ExamplesTests
 {
-    private static (int code, string output) Run(string file, string arguments)
-    {
-        var psi = new ProcessStartInfo(file, arguments)
-        {
-            WorkingDirectory = Fixtures.RepoRoot(),
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
-        psi.Environment["DOTNET_NOLOGO"] = "1";
-        using var p = Process.Start(psi)!;
-        var stderr = p.StandardError.ReadToEndAsync();
-        var stdout = p.StandardOutput.ReadToEnd();
-        if (!p.WaitForExit(120_000)) { p.Kill(true); throw new TimeoutException($"{file} {arguments} ran over 120 s"); }
-        return (p.ExitCode, stdout + stderr.Result);
-    }
+    private static (int code, string output) Run(string file, string arguments) => Fixtures.RunProcess(file, arguments);
 
     /// The C# example as built in the same configuration as these tests.
     private static string MnistMlp()

@@ -228,8 +228,12 @@ public class FacadeTests
                 Assert.Equal(a.ParamGroups[g].LearningRate, c.ParamGroups[g].LearningRate);
             }
             Assert.Equal(0.01 * Math.Pow(0.9, 5), c.ParamGroups[0].LearningRate, 12);
-            Fixtures.Train(model, a, x, y, 3);
-            Fixtures.Train(twin, c, x, y, 3);
+            var resumed = LRScheduler.ExponentialLR(c, 0.9);
+            resumed.LastEpoch = 5;                          // the scheduler resumes where it was
+            Assert.Equal(sched.get_last_lr(), resumed.get_last_lr());
+            Fixtures.Train(model, a, x, y, 3, sched);
+            Fixtures.Train(twin, c, x, y, 3, resumed);
+            Assert.Equal(0.03 * Math.Pow(0.9, 8), c.ParamGroups[1].LearningRate, 12);
             Fixtures.AssertEqual(model.parameters(), twin.parameters(), "continuing from the loaded state is bit-identical");
         }
         finally { File.Delete(path); }

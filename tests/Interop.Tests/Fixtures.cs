@@ -46,6 +46,28 @@ internal static class Fixtures
         return d?.FullName ?? throw new DirectoryNotFoundException("Optimizers.sln not found above " + AppContext.BaseDirectory);
     }
 
+    /// Run a program in the repository root; its exit code and output (stdout then stderr).
+    public static (int code, string output) RunProcess(string file, string arguments, int timeoutSeconds = 120)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo(file, arguments)
+        {
+            WorkingDirectory = RepoRoot(),
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        psi.Environment["DOTNET_NOLOGO"] = "1";
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        var stdout = p.StandardOutput.ReadToEnd();
+        if (!p.WaitForExit(timeoutSeconds * 1000))
+        {
+            p.Kill(true);
+            throw new TimeoutException($"{file} {arguments} ran over {timeoutSeconds} s");
+        }
+        return (p.ExitCode, stdout + stderr.Result);
+    }
+
     public static void AssertClose(IEnumerable<Tensor> a, IEnumerable<Tensor> b, string what, double rtol = 1e-5, double atol = 1e-6)
     {
         var xs = a.ToArray();

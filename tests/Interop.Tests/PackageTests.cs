@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.IO.Compression;
 using Xunit;
 
@@ -17,20 +16,8 @@ public class PackageTests
         var output = Directory.CreateTempSubdirectory("optimizers-pack-");
         try
         {
-            var psi = new ProcessStartInfo("dotnet", $"pack {project} -c {config} --no-build -nologo -o \"{output.FullName}\"")
-            {
-                WorkingDirectory = Fixtures.RepoRoot(),
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-            };
-            psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
-            using (var p = Process.Start(psi)!)
-            {
-                var err = p.StandardError.ReadToEndAsync();
-                var log = p.StandardOutput.ReadToEnd();
-                p.WaitForExit();
-                Assert.True(p.ExitCode == 0, $"dotnet pack failed:\n{log}\n{err.Result}");
-            }
+            var (code, log) = Fixtures.RunProcess("dotnet", $"pack {project} -c {config} --no-build -nologo -o \"{output.FullName}\"");
+            Assert.True(code == 0, $"dotnet pack failed:\n{log}");
             var nupkg = Directory.GetFiles(output.FullName, id + ".*.nupkg").Single();
             using var zip = ZipFile.OpenRead(nupkg);
             var entries = zip.Entries.Select(e => e.FullName).ToHashSet();
