@@ -3,7 +3,11 @@
 // parameters and the same fixed gradients, in one process. Blocks of steps alternate between
 // the optimizers so that machine load affects all alike; each block's median is recorded and the
 // median of those is printed (with the range of block medians).
-//   facade-bench [shape: bench | mlp, default bench] [steps per block, default 30] [blocks, default 5] [threads, default all]
+//   facade-bench [shape: bench | mlp, default bench] [steps per block, default 30] [blocks, default 5]
+//                [which: comma-separated torch,fast,pure, default torch,fast] [threads, default all]
+// The pure path allocates new tensors every step; with glibc's allocator (shared/notes) that
+// slows every allocating optimizer of the process, TorchSharp's Adam included, so it is not in
+// the default set: measure it in a run of its own.
 // bench: 10M float32 parameters in 50 tensors (200,000 each), as `optimizers bench`.
 // mlp:   an MLP 784-2048-2048-10 (5,824,522 parameters in 6 tensors).
 using System.Diagnostics;
@@ -15,10 +19,11 @@ using Parameter = TorchSharp.Modules.Parameter;
 string shape = args.Length > 0 ? args[0] : "bench";
 int steps = args.Length > 1 ? int.Parse(args[1]) : 30;
 int blocks = args.Length > 2 ? int.Parse(args[2]) : 5;
-if (args.Length > 3) torch.set_num_threads(int.Parse(args[3]));
-if (shape != "bench" && shape != "mlp" || steps < 1 || blocks < 1)
+var which = (args.Length > 3 ? args[3] : "torch,fast").Split(',');
+if (args.Length > 4) torch.set_num_threads(int.Parse(args[4]));
+if (shape != "bench" && shape != "mlp" || steps < 1 || blocks < 1 || which.Except(new[] { "torch", "fast", "pure" }).Any())
 {
-    Console.Error.WriteLine("usage: facade-bench [bench | mlp] [steps per block >= 1] [blocks >= 1] [threads]");
+    Console.Error.WriteLine("usage: facade-bench [bench | mlp] [steps per block >= 1] [blocks >= 1] [torch,fast,pure] [threads]");
     return 2;
 }
 
@@ -67,20 +72,23 @@ static double Median(IEnumerable<double> xs)
     return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
 }
 
-var runs = new (string name, Action step, List<double> medians)[]
+var runs = new (string key, string name, Action step, List<double> medians)[]
 {
-    ("torch.optim.Adam (TorchSharp)", () => torchAdam.step(), new()),
-    ("Optimizer.Adam, fast path (default)", () => fast.step(), new()),
-    ("Optimizer.Adam, pure path", () => pure.step(), new()),
-};
+    ("torch", "torch.optim.Adam (TorchSharp)", () => torchAdam.step(), new()),
+    ("fast", "Optimizer.Adam, fast path (default)", () => fast.step(), new()),
+    ("pure", "Optimizer.Adam, pure path", () => pure.step(), new()),
+}.Where(r => which.Contains(r.key)).ToArray();
 foreach (var r in runs) Block(r.step); // warm-up
 for (int b = 0; b < blocks; b++)
     foreach (var r in runs) r.medians.Add(Block(r.step));
-foreach (var (name, _, medians) in runs)
+foreach (var (_, name, _, medians) in runs)
     Console.WriteLine($"{name,-38} {Median(medians),7:F2} ms/step  (block medians {medians.Min():F2}-{medians.Max():F2})");
 
-// The three made the same steps from the same start: they must agree.
-double diff = forTorch.Zip(forFast).Max(pq => (pq.First - pq.Second).abs().max().ToDouble());
-double diffPure = forFast.Zip(forPure).Max(pq => (pq.First - pq.Second).abs().max().ToDouble());
-Console.WriteLine($"max |torch - fast| = {diff:G3}, max |fast - pure| = {diffPure:G3} after {(blocks + 1) * steps} steps");
+// Those measured made the same steps from the same start: they must agree.
+var done = runs.Select(r => r.key switch { "torch" => forTorch, "fast" => forFast, _ => forPure }).ToArray();
+for (int i = 1; i < done.Length; i++)
+{
+    double diff = done[0].Zip(done[i]).Max(pq => (pq.First - pq.Second).abs().max().ToDouble());
+    Console.WriteLine($"max |{runs[0].key} - {runs[i].key}| = {diff:G3} after {(blocks + 1) * steps} steps");
+}
 return 0;
