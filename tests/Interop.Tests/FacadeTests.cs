@@ -318,6 +318,19 @@ public class FacadeTests
         }
         Fixtures.AssertClose(model.parameters(), ps, "functional Adam equals the facade's in-place Adam");
         Assert.Equal(4, state.StepCount);
+        // StepInPlace (the fast path) gives Step's numbers, updating the given tensors.
+        IReadOnlyList<Tensor> pure = ps.Select(p => p.clone()).ToArray();
+        var inPlace = ps.Select(p => p.clone()).ToArray();
+        var fixedGrads = ps.Select(p => p * 0.1f).ToArray();
+        var (sPure, sInPlace) = (adam.Init(pure), adam.Init(inPlace));
+        for (int i = 0; i < 3; i++)
+        {
+            var stepped = adam.Step(fixedGrads, sPure, pure);
+            (pure, sPure) = (stepped.Parameters, stepped.State);
+            sInPlace = adam.StepInPlace(fixedGrads, sInPlace, inPlace);
+        }
+        Fixtures.AssertClose(inPlace, pure, "StepInPlace equals Step");
+        Assert.Equal(3, sInPlace.StepCount);
         Assert.Equal("state", Assert.ThrowsAny<ArgumentException>(() => GradientTransformation.Create("sgd").Update(ps, state, ps)).ParamName);
         Assert.Equal("gradients", Assert.ThrowsAny<ArgumentException>(() => adam.Update(ps.Take(2).ToArray(), state, ps)).ParamName);
         Assert.Equal("updates", Assert.ThrowsAny<ArgumentException>(() => GradientTransformation.ApplyUpdates(ps, ps.Take(1).ToArray())).ParamName);
