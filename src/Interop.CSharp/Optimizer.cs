@@ -1,5 +1,3 @@
-using System.Globalization;
-using Microsoft.FSharp.Collections;
 using TorchSharp;
 using static TorchSharp.torch;
 using Parameter = TorchSharp.Modules.Parameter;
@@ -9,74 +7,124 @@ namespace Optimizers.Interop;
 
 /// <summary>
 /// An optimizer of the Optimizers library used the way TorchSharp's <c>torch.optim</c> optimizers
-/// are: construct it over a module's parameters, then <c>ZeroGrad()</c>, <c>backward()</c>,
-/// <c>Step()</c>. Each step updates the parameters in place, under <c>no_grad</c> and a
-/// DisposeScope: by default through the fast path (<see cref="UseFastPath"/>), the optimizer's
-/// fused in-place kernel, with the library's pure update as the fallback.
+/// are: construct it over a module's parameters, then <c>zero_grad()</c>, <c>backward()</c>,
+/// <c>step()</c>. Switching from TorchSharp costs one line: <c>torch.optim.Adam(model.parameters(), lr: 1e-3)</c>
+/// becomes <c>Optimizer.Adam(model.parameters(), lr: 1e-3)</c>.
+/// <para>
+/// Every optimizer of the catalog is here: by a named factory (<see cref="Adam"/>, <see cref="AdamHD"/>,
+/// <see cref="Lookahead"/>, <see cref="HyperAdam"/>, ...) or by its registered name with
+/// <see cref="Create(string, IEnumerable{Parameter}, IReadOnlyDictionary{string, object}?)"/>
+/// (<see cref="Names"/> lists them, <see cref="Describe"/> gives their options and defaults).
+/// Parameter groups (<see cref="ParamGroup"/>) may differ in any option; LR schedulers
+/// (<see cref="LRScheduler"/>) set the groups' learning rates; <see cref="state_dict"/> and
+/// <see cref="save_state_dict"/> save the state with the groups' options.
+/// </para>
+/// <para>
+/// Each step updates the parameters in place, under <c>no_grad</c> and a DisposeScope: by default
+/// through the fast path (<see cref="UseFastPath"/>), the optimizer's fused in-place kernel where
+/// it has one, with the library's pure update as the fallback. For differentiating through
+/// optimizer steps (meta-gradients) use <see cref="GradientTransformation"/> instead.
+/// </para>
 /// </summary>
-public sealed class Optimizer : IDisposable
+public sealed partial class Optimizer : IDisposable
 {
-    private readonly Core.Transformation _transformation;
-    private readonly Parameter[] _parameters;
-    private readonly string[] _names;
-    private Core.State _state;
+    private readonly string _name;
+    private readonly List<KeyValuePair<string, string>> _defaults;
+    private readonly List<ParamGroup> _groups = new();
     private bool _disposed;
 
-    private Optimizer(Core.Transformation transformation, IEnumerable<Parameter> parameters)
+    private Optimizer(string name, IReadOnlyDictionary<string, object>? options, IEnumerable<ParamGroup> groups)
     {
-        _parameters = parameters?.ToArray() ?? throw new ArgumentNullException(nameof(parameters));
-        if (_parameters.Length == 0)
-            throw new ArgumentException("the optimizer was given no parameters; pass module.parameters()", nameof(parameters));
-        _transformation = transformation;
-        _names = _parameters.Select((_, i) => i.ToString(CultureInfo.InvariantCulture)).ToArray();
-        using var _ = torch.no_grad();
-        _state = Core.StateModule.detachFromScopes(transformation.Init.Invoke(Tree(_parameters)));
+        ArgumentNullException.ThrowIfNull(name);
+        ArgumentNullException.ThrowIfNull(groups, "parameters");
+        _name = Core.Registry.findOptimizer(name).Name;
+        _defaults = Fs.Texts(options);
+        try
+        {
+            foreach (var g in groups) add_param_group(g);
+            if (_groups.Count == 0)
+                throw new ArgumentException("the optimizer was given no parameters; pass module.parameters() or parameter groups", "parameters");
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
     }
 
     /// <summary>The optimizer's registered name (e.g. "adam").</summary>
-    public string Name => _transformation.Name;
+    public string Name => _name;
 
-    /// <summary>The number of steps taken so far.</summary>
-    public int StepCount => _state.Count;
+    /// <summary>The number of steps taken so far (by the first group; every group steps together).</summary>
+    public int StepCount => _groups[0].StepCount;
 
-    /// <summary>The names of every registered optimizer.</summary>
-    public static IReadOnlyList<string> Names => Core.Registry.optimizerNames.ToArray();
+    /// <summary>The parameter groups, in the order they were added.</summary>
+    public IReadOnlyList<ParamGroup> ParamGroups => _groups;
+
+    /// <summary>All parameters of all groups.</summary>
+    public IEnumerable<Parameter> parameters() => _groups.SelectMany(g => g.Parameters);
 
     /// <summary>
-    /// Any registered optimizer by name, with options by their PyTorch names
-    /// (e.g. <c>("adam", ps, new() { ["lr"] = 0.01, ["beta1"] = 0.8 })</c>).
+    /// True (the default): <see cref="step"/> takes the fast path, the optimizer's in-place fused
+    /// kernel where it has one (sgd, momentum, nesterov, adam) and otherwise the pure update added
+    /// into the parameters. False: always the pure update (for comparisons). Both give the same
+    /// numbers and the same state, so this can change between steps.
     /// </summary>
+    public bool UseFastPath { get; set; } = true;
+
+    /// <summary>
+    /// Any registered optimizer by name, with options by their registered names (PyTorch's where
+    /// PyTorch has them), e.g. <c>Create("adam", ps, new Dictionary&lt;string, object&gt; { ["lr"] = 0.01, ["beta1"] = 0.8 })</c>.
+    /// Options left out take their defaults (<see cref="Describe"/> lists them).
+    /// </summary>
+    /// <param name="name">A name of <see cref="Names"/>, e.g. "adam", "adam-hd", "lookahead", "hyperadam".</param>
+    /// <param name="parameters">The parameters to optimize, e.g. <c>model.parameters()</c>.</param>
+    /// <param name="options">Options by name: numbers, bools, strings or arrays of numbers.</param>
     /// <exception cref="ArgumentException">An unknown name or option, or an invalid value; the
-    /// message lists what is valid.</exception>
+    /// message lists what is valid and <see cref="ArgumentException.ParamName"/> names the option.</exception>
     public static Optimizer Create(string name, IEnumerable<Parameter> parameters, IReadOnlyDictionary<string, object>? options = null)
     {
-        ArgumentNullException.ThrowIfNull(name);
-        var pairs = (options ?? new Dictionary<string, object>())
-            .Select(kv => Tuple.Create(kv.Key, Convert.ToString(kv.Value, CultureInfo.InvariantCulture) ?? ""));
-        return new Optimizer(Core.Registry.createOptimizer(name, ListModule.OfSeq(pairs)), parameters);
+        ArgumentNullException.ThrowIfNull(parameters);
+        return new Optimizer(name, options, new[] { new ParamGroup(parameters) });
     }
 
-    /// <summary>Stochastic gradient descent as <c>torch.optim.SGD</c>, with the same defaults.</summary>
-    public static Optimizer SGD(IEnumerable<Parameter> parameters, double lr = 1e-3, double momentum = 0.0,
-        double dampening = 0.0, double weightDecay = 0.0, bool nesterov = false) =>
-        Create("sgd", parameters, new Dictionary<string, object>
-        {
-            ["lr"] = lr, ["momentum"] = momentum, ["dampening"] = dampening,
-            ["weight_decay"] = weightDecay, ["nesterov"] = nesterov ? "true" : "false",
-        });
+    /// <summary>
+    /// Any registered optimizer over parameter groups: <paramref name="options"/> are the defaults
+    /// of every group, and each group's own options override them.
+    /// </summary>
+    /// <inheritdoc cref="Create(string, IEnumerable{Parameter}, IReadOnlyDictionary{string, object}?)"/>
+    public static Optimizer Create(string name, IEnumerable<ParamGroup> groups, IReadOnlyDictionary<string, object>? options = null) =>
+        new(name, options, groups ?? throw new ArgumentNullException(nameof(groups)));
 
-    /// <summary>Adam as <c>torch.optim.Adam</c>, with the same defaults.</summary>
-    public static Optimizer Adam(IEnumerable<Parameter> parameters, double lr = 1e-3, double beta1 = 0.9,
-        double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0.0) =>
-        Create("adam", parameters, new Dictionary<string, object>
+    /// <summary>
+    /// Add a parameter group (torch.optim's <c>add_param_group</c>): its parameters are optimized
+    /// with the optimizer's options overridden by the group's own, starting from a fresh state.
+    /// </summary>
+    /// <exception cref="ArgumentException">A parameter that is already in a group, a group of
+    /// another optimizer, or an invalid option of the group.</exception>
+    public void add_param_group(ParamGroup param_group)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(param_group);
+        if (_groups.Contains(param_group))
+            throw new ArgumentException("this parameter group is already in the optimizer", nameof(param_group));
+        var known = new HashSet<Parameter>(_groups.SelectMany(g => g.Parameters), ReferenceEqualityComparer.Instance);
+        var seen = new HashSet<Parameter>(ReferenceEqualityComparer.Instance);
+        foreach (var p in param_group.Parameters)
         {
-            ["lr"] = lr, ["beta1"] = beta1, ["beta2"] = beta2, ["eps"] = eps, ["weight_decay"] = weightDecay,
-        });
+            if (known.Contains(p))
+                throw new ArgumentException("some parameters appear in more than one parameter group; give each parameter to one group", nameof(param_group));
+            if (!seen.Add(p))
+                throw new ArgumentException("a parameter appears twice in the group; give each parameter once", nameof(param_group));
+        }
+        param_group.Attach(this, _name, Fs.Merge(_defaults, param_group.OwnOptions));
+        _groups.Add(param_group);
+    }
 
     /// <summary>Clear the parameters' gradients (sets them to null, as torch.optim does by default).</summary>
-    public void ZeroGrad()
+    public void zero_grad()
     {
-        foreach (var p in _parameters)
+        foreach (var p in parameters())
         {
             var g = p.grad;
             if (g is not null) { p.grad = null; g.Dispose(); }
@@ -84,52 +132,67 @@ public sealed class Optimizer : IDisposable
     }
 
     /// <summary>
-    /// True (the default): <see cref="Step"/> takes the fast path, the optimizer's in-place fused
-    /// kernel where it has one (sgd, momentum, nesterov, adam) and otherwise the pure update added
-    /// into the parameters. False: always the pure update (for comparisons). Both give the same
-    /// numbers and the same state, so this can change between steps.
+    /// One optimizer step from the gradients that <c>backward()</c> left in the parameters.
+    /// With a <paramref name="closure"/> (which should zero the gradients, compute the loss, call
+    /// <c>backward()</c> and return the loss), it is called first and its loss returned, as in torch.optim.
     /// </summary>
-    public bool UseFastPath { get; set; } = true;
-
-    /// <summary>One optimizer step from the gradients that <c>backward()</c> left in the parameters.</summary>
+    /// <returns>The closure's loss, or null without a closure.</returns>
     /// <exception cref="InvalidOperationException">A parameter has no gradient.</exception>
-    public void Step()
+    /// <exception cref="ArithmeticException">The closure's loss is NaN or infinite (the run diverged).</exception>
+    public Tensor? step(Func<Tensor>? closure = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        Tensor? loss = null;
+        if (closure is not null)
+        {
+            using (torch.enable_grad()) loss = closure();
+            double l = loss.ToDouble();
+            if (double.IsNaN(l) || double.IsInfinity(l))
+                throw new ArithmeticException($"the loss is {l} before step {StepCount + 1}: the run diverged; lower the learning rate or check the data");
+        }
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
-        var grads = new Tensor[_parameters.Length];
-        for (int i = 0; i < _parameters.Length; i++)
-            grads[i] = _parameters[i].grad
-                ?? throw new InvalidOperationException($"parameter {i} has no gradient; call backward() before Step()");
-        var parameters = Tree(_parameters);
-        Core.State next;
-        if (UseFastPath)
-            next = Core.Transform.stepInPlace(_transformation, Tree(grads), _state, parameters);
-        else
+        for (int gi = 0; gi < _groups.Count; gi++)
         {
-            var result = _transformation.Update.Invoke(Tree(grads)).Invoke(_state).Invoke(parameters);
-            var updates = result.Item1;
-            for (int i = 0; i < _parameters.Length; i++) _parameters[i].add_(updates.Values[i]);
-            next = result.Item2;
+            var group = _groups[gi];
+            var ps = group.Parameters;
+            var grads = new Tensor[ps.Count];
+            for (int i = 0; i < ps.Count; i++)
+                grads[i] = ps[i].grad ?? throw new InvalidOperationException(
+                    $"parameter {i} of group {gi} has no gradient; call backward() before step(), or leave parameters that get no gradient out of the optimizer");
+            var parameters = Fs.Tree(group.Names, ps.ToArray<Tensor>());
+            Core.State next;
+            if (UseFastPath)
+                next = Core.Transform.stepInPlace(group.Transformation, Fs.Tree(group.Names, grads), group.State, parameters);
+            else
+            {
+                var result = group.Transformation.Update.Invoke(Fs.Tree(group.Names, grads)).Invoke(group.State).Invoke(parameters);
+                for (int i = 0; i < ps.Count; i++) ps[i].add_(result.Item1.Values[i]);
+                next = result.Item2;
+            }
+            // The fast path returns the same (updated) tensors; the pure path new ones: free the old.
+            var newState = Core.StateModule.detachFromScopes(next);
+            Core.Run.disposeReplaced(Core.StateModule.tensors(group.State), Core.StateModule.tensors(newState));
+            group.State = newState;
         }
-        // The fast path returns the same (updated) tensors; the pure path new ones: free the old.
-        var newState = Core.StateModule.detachFromScopes(next);
-        Core.Run.disposeReplaced(Core.StateModule.tensors(_state), Core.StateModule.tensors(newState));
-        _state = newState;
         Core.Memory.afterStep();
+        return loss;
     }
 
-    /// <summary>Save the optimizer's state (moments, step count) to a file.</summary>
-    public void SaveState(string path) => Core.Serialization.saveState(path, _transformation, _state);
-
-    /// <summary>Load a state saved by <see cref="SaveState"/> from an optimizer of the same kind.</summary>
-    /// <exception cref="InvalidDataException">The file is not a state file or holds another optimizer's state.</exception>
-    public void LoadState(string path)
+    /// <summary>
+    /// Values kept in the optimizer's state under <paramref name="name"/>, by group and parameter:
+    /// e.g. "lr" gives the learning rates that hypergradient optimizers learn. Keys are
+    /// "group/name" ("0/lr", or "0/lr[3]" for one value per parameter tensor). Empty when the
+    /// state keeps no such value.
+    /// </summary>
+    public IReadOnlyDictionary<string, double> Watch(string name)
     {
-        var loaded = Core.Serialization.loadState(path, _transformation);
-        Core.StateModule.dispose(_state);
-        _state = loaded;
+        ArgumentNullException.ThrowIfNull(name);
+        var result = new Dictionary<string, double>();
+        for (int gi = 0; gi < _groups.Count; gi++)
+            foreach (var item in Core.StateModule.watch(name, _groups[gi].State))
+                result[$"{gi}/{item.Item1}"] = item.Item2.ToDouble();
+        return result;
     }
 
     /// <summary>Free the state's native memory.</summary>
@@ -137,8 +200,29 @@ public sealed class Optimizer : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        Core.StateModule.dispose(_state);
+        foreach (var g in _groups) Core.StateModule.dispose(g.State);
     }
 
-    private Core.Tree Tree(IReadOnlyList<Tensor> values) => new(_names, values.ToArray());
+    // ---- the catalog --------------------------------------------------------------------------
+
+    /// <summary>The names of every registered optimizer.</summary>
+    public static IReadOnlyList<string> Names => Core.Registry.optimizerNames.ToArray();
+
+    /// <summary>A registered optimizer's summary, source and options with their defaults.</summary>
+    /// <exception cref="ArgumentException">An unknown name; the message lists the valid ones.</exception>
+    public static OptimizerInfo Describe(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        var e = Core.Registry.findOptimizer(name);
+        return new OptimizerInfo(e.Name, e.Summary, e.Source,
+            e.Options.Select(o => new OptionInfo(o.Name, o.Type.ToString(), o.Default, o.Doc)).ToArray());
+    }
 }
+
+/// <summary>A registered optimizer: its name, what it does, where it comes from, and its options.</summary>
+public sealed record OptimizerInfo(string Name, string Summary, string Source, IReadOnlyList<OptionInfo> Options);
+
+/// <summary>One option of a registered optimizer: name, type (Number, Integer, Flag, Numbers,
+/// Word, Text), default as text (empty: none) and a one-line description. The name "*" means the
+/// optimizer hands options it does not declare on to the optimizer it wraps.</summary>
+public sealed record OptionInfo(string Name, string Type, string Default, string Doc);

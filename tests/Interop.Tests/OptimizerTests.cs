@@ -7,30 +7,10 @@ namespace Optimizers.Interop.Tests;
 
 public class OptimizerTests
 {
-    /// A tiny regression model and data, the same every time.
-    private static (nn.Module<Tensor, Tensor> model, Tensor x, Tensor y) Problem()
-    {
-        torch.manual_seed(1);
-        var model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1));
-        var x = torch.randn(16, 3);
-        var y = torch.randn(16, 1);
-        return (model, x, y);
-    }
+    private static (nn.Module<Tensor, Tensor> model, Tensor x, Tensor y) Problem() => Fixtures.Problem();
 
-    private static float Train(nn.Module<Tensor, Tensor> model, Optimizer opt, Tensor x, Tensor y, int steps)
-    {
-        float loss = 0;
-        for (int i = 0; i < steps; i++)
-        {
-            using var scope = torch.NewDisposeScope();
-            opt.ZeroGrad();
-            var l = nn.functional.mse_loss(model.forward(x), y);
-            l.backward();
-            opt.Step();
-            loss = l.item<float>();
-        }
-        return loss;
-    }
+    private static float Train(nn.Module<Tensor, Tensor> model, Optimizer opt, Tensor x, Tensor y, int steps) =>
+        Fixtures.Train(model, opt, x, y, steps);
 
     [Theory]
     [InlineData("sgd")]
@@ -56,9 +36,9 @@ public class OptimizerTests
         var theirs = torch.optim.Adam(twin.parameters(), lr: 0.01);
         for (int i = 0; i < 20; i++)
         {
-            ours.ZeroGrad();
+            ours.zero_grad();
             nn.functional.mse_loss(model.forward(x), y).backward();
-            ours.Step();
+            ours.step();
             theirs.zero_grad();
             nn.functional.mse_loss(twin.forward(x), y).backward();
             theirs.step();
@@ -83,8 +63,7 @@ public class OptimizerTests
         pure.UseFastPath = false;
         Train(model, fast, x, y, 30);
         Train(twin, pure, x, y, 30);
-        foreach (var (a, b) in model.parameters().Zip(twin.parameters()))
-            Assert.True(a.allclose(b, rtol: 1e-5, atol: 1e-6), $"{name}: parameters after 30 steps");
+        Fixtures.AssertClose(model.parameters(), twin.parameters(), $"{name}: parameters after 30 steps");
         Assert.Equal(pure.StepCount, fast.StepCount);
     }
 
@@ -97,6 +76,7 @@ public class OptimizerTests
         Assert.Contains("[0, 1)", e.Message);
         e = Assert.ThrowsAny<ArgumentException>(() => Optimizer.Create("adamz", model.parameters()));
         Assert.Contains("sgd, momentum, nesterov, adam", e.Message);
+        Assert.Equal("optimizer", e.ParamName);
         e = Assert.ThrowsAny<ArgumentException>(() => Optimizer.SGD(Array.Empty<TorchSharp.Modules.Parameter>()));
         Assert.Equal("parameters", e.ParamName);
     }
@@ -106,7 +86,7 @@ public class OptimizerTests
     {
         var (model, _, _) = Problem();
         using var opt = Optimizer.SGD(model.parameters(), lr: 0.1);
-        var e = Assert.Throws<InvalidOperationException>(() => opt.Step());
+        var e = Assert.Throws<InvalidOperationException>(() => opt.step());
         Assert.Contains("backward()", e.Message);
     }
 
@@ -120,9 +100,9 @@ public class OptimizerTests
         Train(model, a, x, y, 5);
         Train(twin, b, x, y, 5);
         var path = Path.GetTempFileName();
-        a.SaveState(path);
+        a.save_state_dict(path);
         using var c = Optimizer.Adam(twin.parameters(), lr: 0.01);
-        c.LoadState(path);
+        c.load_state_dict(path);
         File.Delete(path);
         Assert.Equal(5, c.StepCount);
         Train(model, a, x, y, 3);

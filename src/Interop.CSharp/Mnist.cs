@@ -1,0 +1,53 @@
+using Microsoft.FSharp.Core;
+using TorchSharp;
+using static TorchSharp.torch;
+using Core = Optimizers;
+
+namespace Optimizers.Interop;
+
+/// <summary>Images as an N x C x H x W float32 tensor (pixels / 255, in [0, 1]) and their labels as int64.</summary>
+public sealed record LabelledImages(Tensor Images, Tensor Labels)
+{
+    /// <summary>The number of images.</summary>
+    public long Count => Labels.shape[0];
+}
+
+/// <summary>
+/// MNIST as tensors, through the library's loader: by default the 10,000-digit subset shipped
+/// with the library (8,000 training, 1,000 validation, 1,000 test images; data/mnist-subset,
+/// copied next to every program that references the library), or a folder with the IDX files.
+/// The tensors are the caller's (created outside any DisposeScope).
+/// </summary>
+public sealed class Mnist
+{
+    private Mnist(LabelledImages train, LabelledImages validation, LabelledImages test) =>
+        (Train, Validation, Test) = (train, validation, test);
+
+    /// <summary>The training images.</summary>
+    public LabelledImages Train { get; }
+    /// <summary>The validation images.</summary>
+    public LabelledImages Validation { get; }
+    /// <summary>The test images.</summary>
+    public LabelledImages Test { get; }
+
+    /// <summary>Load MNIST.</summary>
+    /// <param name="directory">A folder with train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz),
+    /// t10k-... and optionally validation-... files; null for the shipped subset.</param>
+    /// <exception cref="DirectoryNotFoundException">No such folder, or the shipped subset is not found.</exception>
+    /// <exception cref="FileNotFoundException">A file is missing.</exception>
+    /// <exception cref="InvalidDataException">A file is not an MNIST IDX file.</exception>
+    public static Mnist Load(string? directory = null)
+    {
+        var splits = Core.Data.Datasets.mnist(directory is null ? FSharpOption<string>.None : FSharpOption<string>.Some(directory));
+        return new Mnist(Tensors(splits.Train), Tensors(splits.Validation), Tensors(splits.Test));
+    }
+
+    private static LabelledImages Tensors(Core.Data.ImageSet set)
+    {
+        using var scope = torch.NewDisposeScope();
+        var pixels = torch.tensor(set.Pixels, dtype: ScalarType.Byte).reshape(set.Count, set.Channels, set.Height, set.Width);
+        var images = pixels.to_type(ScalarType.Float32).div_(255.0f);
+        var labels = torch.tensor(set.Labels, dtype: ScalarType.Byte).to_type(ScalarType.Int64);
+        return new LabelledImages(images.DetachFromDisposeScope(), labels.DetachFromDisposeScope());
+    }
+}
