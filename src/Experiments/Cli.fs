@@ -168,7 +168,7 @@ type EvaluateArgs =
             | Steps _ -> "steps per run (default 100)"
             | Seeds _ -> "number of seeds (default 20); every optimizer sees the same ones"
             | Dtype _ -> "float32 or float64 (default float32)"
-            | Format _ -> "table or csv (default table)"
+            | Format _ -> "table, csv (one line per optimizer) or runs (one line per optimizer and seed, for paired comparisons); default table"
 
 /// `inspect` options.
 type InspectArgs =
@@ -552,7 +552,8 @@ module Cli =
         match r.GetResult(EvaluateArgs.Format, "table") with
         | "table" -> Evaluation.writeTable $"{taskName}, {steps} steps, {seeds.Length} seeds" rows
         | "csv" -> Evaluation.writeCsv out rows
-        | f -> Tensors.invalidArg "format" $"unknown format '{f}'; valid: table, csv"
+        | "runs" -> Evaluation.writeRunsCsv out rows
+        | f -> Tensors.invalidArg "format" $"unknown format '{f}'; valid: table, csv, runs"
     /// The command line of this invocation, as recorded with each run.
     let private commandLine (argv: string[]) =
         let quote (a: string) = if a = "" || a |> Seq.exists (fun c -> Char.IsWhiteSpace c || c = '\'' || c = '"') then "'" + a.Replace("'", "'\\''") + "'" else a

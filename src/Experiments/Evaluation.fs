@@ -13,6 +13,8 @@ module Evaluation =
 
     type Row =
         { Optimizer: string
+          /// The seeds of the runs that did not diverge, in the order of the losses below.
+          Seeds: int list
           FinalLosses: float list
           MeanLosses: float list
           Diverged: int }
@@ -43,11 +45,12 @@ module Evaluation =
                             Some(last, sum / float steps)
                         with DivergedException _ -> None
                     Tree.dispose start
-                    r ]
+                    r |> Option.map (fun (last, mean) -> seed, last, mean) ]
             let ok = results |> List.choose id
             { Optimizer = spec
-              FinalLosses = ok |> List.map fst
-              MeanLosses = ok |> List.map snd
+              Seeds = ok |> List.map (fun (seed, _, _) -> seed)
+              FinalLosses = ok |> List.map (fun (_, last, _) -> last)
+              MeanLosses = ok |> List.map (fun (_, _, mean) -> mean)
               Diverged = results.Length - ok.Length } ]
 
     let private meanStd (xs: float list) =
@@ -70,3 +73,11 @@ module Evaluation =
             let fm, fs = meanStd r.FinalLosses
             let mm, ms = meanStd r.MeanLosses
             out.WriteLine $"\"{r.Optimizer}\",{Output.num fm},{Output.num fs},{Output.num mm},{Output.num ms},{r.FinalLosses.Length},{r.Diverged}"
+
+    /// One line per run (optimizer, seed): for paired comparisons, since every optimizer sees
+    /// the same seeds.
+    let writeRunsCsv (out: TextWriter) (rows: Row list) =
+        out.WriteLine "optimizer,seed,final_loss,mean_loss"
+        for r in rows do
+            for seed, last, mean in List.zip3 r.Seeds r.FinalLosses r.MeanLosses do
+                out.WriteLine $"\"{r.Optimizer}\",{seed},{Output.num last},{Output.num mean}"

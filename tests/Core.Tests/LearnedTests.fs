@@ -117,6 +117,15 @@ let tests =
             let code, out, err = cli [ "evaluate"; "--task"; "sum-of-squares"; "--task-opt"; "dim=5"; "--optimizer"; $"hyperadam:file={file}"; "--optimizer"; "adam"; "--steps"; "5"; "--seeds"; "3"; "--format"; "csv" ]
             Expect.equal code 0 $"evaluate exit code ({err})"
             Expect.equal (out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length) 3 "header and two optimizers"
+            let code, runs, err = cli [ "evaluate"; "--task"; "sum-of-squares"; "--task-opt"; "dim=5"; "--optimizer"; $"hyperadam:file={file}"; "--optimizer"; "adam"; "--steps"; "5"; "--seeds"; "3"; "--format"; "runs" ]
+            Expect.equal code 0 $"evaluate --format runs exit code ({err})"
+            let runLines = runs.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun l -> l.Trim())
+            Expect.equal runLines.Length 7 "header and one line per optimizer and seed"
+            Expect.equal (runLines |> Array.skip 1 |> Array.map (fun l -> l.Split(',')[1])) [| "0"; "1"; "2"; "0"; "1"; "2" |] "the same seeds for both"
+            // The per-run lines average to the summary's mean final loss.
+            let adamMean = out.Split('\n') |> Array.find (fun l -> l.StartsWith "\"adam\"") |> fun l -> float (l.Split(',')[1])
+            let adamRuns = runLines |> Array.filter (fun l -> l.StartsWith "\"adam\"") |> Array.averageBy (fun l -> float (l.Split(',')[2]))
+            Expect.floatClose Accuracy.medium adamRuns adamMean "per-run and summary agree"
             let code, _, err = cli [ "meta-train"; "--kind"; "hyperadamz"; "--task"; "rosenbrock"; "--out"; file ]
             Expect.equal code 2 "unknown kind"
             Expect.stringContains err "valid: hyperadam" "lists the kinds"
