@@ -421,13 +421,16 @@ let tests =
             Expect.stringContains e.Message "expects a state with parts" "sgd without momentum's state given to sgd with momentum"
     
         // Sequenced: the bench sets globals (TorchSharp's thread count, Kernel.useSimd, Memory.trimEvery).
-        testSequenced (testCase "bench --quick with tiny sizes runs and prints its table" (fun () ->
+        testSequenced (testCase "bench --quick with tiny sizes runs and prints its table and the targets" (fun () ->
             let code, out, err =
                 cli
                     [ "bench"; "--quick"; "--params"; "3000"; "--tensors"; "3"; "--steps"; "2"; "--memory-steps"; "20"
-                      "--memory-params"; "6000"; "--threads"; string (torch.get_num_threads ()); "--jemalloc"; "off" ]
+                      "--memory-params"; "6000"; "--threads"; string (torch.get_num_threads ()); "--jemalloc"; "off"
+                      "--hd-steps"; "3"; "--meta-episodes"; "0"; "--meta-iterations"; "2" ]
             Expect.equal code 0 $"exit code (stderr: {err})"
             for part in [ "memory-bandwidth bound"; "fast path: fused SIMD kernel"; "TorchSharp in-place fallback"; "torch.optim.Adam"
-                          "torch.optim.SGD"; "pure path, trim every 16 (default)"; "RSS before MB"; "native memory"; "Reproduce: optimizers bench --quick" ] do
+                          "torch.optim.SGD"; "pure path, trim every 16 (default)"; "RSS before MB"; "native memory"; "Reproduce: optimizers bench --quick"
+                          "torch.optim.AdamW"; "torch.optim.RMSProp"; "torch.optim.Adagrad"; "adam-hd: whole training step"; "adam-hd / adam ="
+                          "meta-training on mlp-mnist, T = 20"; "issue 10 target"; "5. adam-hd <= 1.2x adam" ] do
                 Expect.stringContains out part "the table"))
     ]
