@@ -596,8 +596,7 @@ module Bench =
                     TableTitle(
                         "x bound = ms / (bytes per parameter x parameters / copy bandwidth); vs torch.optim = torch.optim's ms / this ms; x fast = this ms / the fused kernel's ms. "
                         + "RSS = VmRSS after the warm-up and after the last timed step of round 1 (bench housekeeping trims between variants); "
-                        + "native memory: VmRSS after the first step (episode) and the last; flat = grew at most max(32 MB, 5%) after the first tenth (meta-training: the peak of the second half over that of the first). "
-                        + $"Reproduce: {s.Command}")
+                        + "native memory: VmRSS after the first step (episode) and the last; flat = grew at most max(32 MB, 5%) after the first tenth (meta-training: the peak of the second half over that of the first).")
                 console.Write table
                 // The issue's targets, read off the rows above.
                 let targets = Table().AddColumns("issue 10 target", "measured (same run)", "met")
@@ -630,6 +629,8 @@ module Bench =
                     let hdMs, adamMs = hdMs "adam-hd", hdMs "adam"
                     trow "5. adam-hd <= 1.2x adam per step on MlpMnist" $"{ratio hdRatio} ({ms hdMs} / {ms adamMs} ms)" (hdRatio <= 1.2)
                 console.Write targets
+                // On a line of its own: a table caption would wrap it.
+                out.WriteLine $"Reproduce: {s.Command}"
                 out.Flush()
         finally
             torch.set_num_threads threads0
