@@ -130,7 +130,7 @@ module Registry =
                 num "initial_accumulator_value" Adagrad.defaults.InitialAccumulatorValue "start of the sum of squares"
                 num "eps" Adagrad.defaults.Eps "added to the root of the sum" ]
             Create = fun o ->
-              Adagrad.create
+              AdagradKernel.create
                   { Adagrad.defaults with
                       Lr = o.Hyper "lr"; LrDecay = o.Hyper "lr_decay"; WeightDecay = o.Hyper "weight_decay"
                       InitialAccumulatorValue = o.Float "initial_accumulator_value"; Eps = o.Float "eps" } }
@@ -145,7 +145,7 @@ module Registry =
                 num "momentum" (fixedValue RmsProp.defaults.Momentum) "momentum on the scaled gradient"
                 flag "centered" RmsProp.defaults.Centered "divide by the estimated standard deviation" ]
             Create = fun o ->
-              RmsProp.create
+              RmsPropKernel.create
                   { RmsProp.defaults with
                       Lr = o.Hyper "lr"; Alpha = o.Hyper "alpha"; Eps = o.Float "eps"; WeightDecay = o.Hyper "weight_decay"
                       Momentum = o.Hyper "momentum"; Centered = o.Bool "centered" } }
@@ -173,7 +173,7 @@ module Registry =
                 num "weight_decay" (fixedValue AmsGrad.defaults.WeightDecay) "L2 penalty added to the gradient"
                 flag "debias" AmsGrad.defaults.Debias "bias correction (PyTorch); false: the paper's and the lecture's form" ]
             Create = fun o ->
-              AmsGrad.create
+              AdamKernel.createAms
                   { AmsGrad.defaults with
                       Lr = o.Hyper "lr"; Beta1 = o.Hyper "beta1"; Beta2 = o.Hyper "beta2"; Eps = o.Float "eps"
                       EpsRoot = o.Float "eps_root"; WeightDecay = o.Hyper "weight_decay"; Debias = o.Bool "debias" } }
@@ -218,7 +218,7 @@ module Registry =
                 num "weight_decay" (fixedValue AdamW.defaults.WeightDecay) "decoupled weight decay (scaled by lr)"
                 flag "amsgrad" AdamW.defaults.Amsgrad "use the running maximum of v" ]
             Create = fun o ->
-              AdamW.create
+              AdamKernel.createW
                   { AdamW.defaults with
                       Lr = o.Hyper "lr"; Beta1 = o.Hyper "beta1"; Beta2 = o.Hyper "beta2"; Eps = o.Float "eps"
                       EpsRoot = o.Float "eps_root"; WeightDecay = o.Hyper "weight_decay"; Amsgrad = o.Bool "amsgrad" } }

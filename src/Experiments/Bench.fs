@@ -10,6 +10,8 @@ open Spectre.Console
 open TorchSharp
 open Optimizers
 open Optimizers.Fused
+open Optimizers.Meta
+open Optimizers.Tasks
 
 /// `bench` options. Sizes default to the reference setting of shared/notes/TORCHSHARP.md.
 type BenchArgs =
@@ -24,6 +26,10 @@ type BenchArgs =
     | [<Unique>] Budget of seconds: float
     | [<Unique>] Memory_Budget of seconds: float
     | [<Unique>] Jemalloc of setting: string
+    | [<Unique>] Hd_Steps of count: int
+    | [<Unique>] Meta_Episodes of count: int
+    | [<Unique>] Meta_Iterations of count: int
+    | [<Unique>] Meta_Threads of count: int
     | [<Hidden; Unique>] Child
 
     interface IArgParserTemplate with
@@ -38,18 +44,26 @@ type BenchArgs =
             | Memory_Steps _ -> "steps of each native-memory run (default 10000; --quick 500)"
             | Memory_Params _ -> "float32 parameters of the native-memory runs, in tensors as large as the timed runs' (default 400000)"
             | Budget _ -> "seconds per variant and round after which its timing stops (at least 3 steps; default 2, --quick 1)"
-            | Memory_Budget _ -> "seconds after which a native-memory run stops early (default 25, --quick 5)"
+            | Memory_Budget _ -> "seconds after which a native-memory run of an optimizer step stops early (default 60, --quick 5)"
+            | Hd_Steps _ -> "training steps on MlpMnist per run of adam and of adam-hd, a run per round (default 300; --quick 100; 0: skip)"
+            | Meta_Episodes _ -> "timed HyperAdam meta-training episodes on MlpMnist at T = 100 (5 windows of 20), after one untimed (default 5; --quick 2; 0: skip)"
+            | Meta_Iterations _ -> "meta-iterations (Theta updates; episodes of T = 20, one window) of the HyperAdam run at T = 20 that also checks native memory (default 1000; --quick 30; 0: skip)"
+            | Meta_Threads _ -> "LibTorch threads of the meta-training runs (default 1, as meta-train's default)"
             | Jemalloc _ -> "auto (default: also time the allocator-sensitive variants under jemalloc, in a child process, when libjemalloc.so.2 is installed), off, or the library's path"
             | Child -> "internal: the jemalloc child; prints its rows as tab-separated values"
 
-/// `bench`: the speed and native memory of an optimizer step, in one run and one table.
-/// For P float32 parameters in T tensors on a given number of threads: the fast path (fused SIMD
-/// kernel), the same kernels' TorchSharp in-place fallback, TorchSharp's own torch.optim, and the
-/// pure path (new tensors every step, with the allocator guard trimming every 16, 4 or 1 steps),
-/// against the memory-bandwidth bound measured by a large copy in the same process; optionally
-/// the allocator-sensitive variants again under jemalloc (a child process with LD_PRELOAD); and
-/// native memory (VmRSS) over long runs of the fast and pure paths. The machine is shared and
-/// noisy: times are medians over every timed step of every round, with the interquartile range.
+/// `bench`: issue 10's measurements in one run and one table, then the targets read off it.
+/// For P float32 parameters in T tensors on a given number of threads, for Adam, SGD with
+/// momentum, AdamW, RMSProp and Adagrad: the fast path (fused SIMD kernel), TorchSharp's own
+/// torch.optim, and the pure path (new tensors every step, allocator guard at its default); for
+/// Adam and SGDM also the kernels' TorchSharp in-place fallback and the guard trimming every 4 or
+/// 1 steps; all against the memory-bandwidth bound measured by a large copy in the same process;
+/// optionally the allocator-sensitive variants again under jemalloc (a child process with
+/// LD_PRELOAD); native memory (VmRSS) over long runs; adam against adam-hd per training step on
+/// MlpMnist; HyperAdam meta-training on MlpMnist (seconds per meta-iteration at T = 100 and 20,
+/// native memory over many meta-iterations). The machine is shared and noisy: times are medians
+/// over every timed step of every round, with the interquartile range, and the load average is
+/// printed with them.
 module Bench =
 
     type Settings =
@@ -67,6 +81,13 @@ module Bench =
           MemoryBudget: float
           /// None: no jemalloc child; Some path: run one with this library preloaded
           Jemalloc: string option
+          /// Steps of each MlpMnist run of adam and adam-hd (0: none)
+          HdSteps: int
+          /// Timed T = 100 meta-training episodes (0: none)
+          MetaEpisodes: int
+          /// Meta-iterations of the T = 20 meta-training run (0: none)
+          MetaIterations: int
+          MetaThreads: int
           Child: bool
           /// The command line that reproduces the run
           Command: string }
@@ -79,6 +100,7 @@ module Bench =
     let settings (r: ParseResults<BenchArgs>) : Settings =
         let quick = r.Contains Quick
         let positive name (v: int) = if v < 1 then Tensors.invalidArg name $"--{name} = {v} is invalid; it must be >= 1" else v
+        let count name (v: int) = if v < 0 then Tensors.invalidArg name $"--{name} = {v} is invalid; it must be >= 0 (0 skips it)" else v
         let ps = positive "params" (r.GetResult(Params, 10_000_000))
         let ts = positive "tensors" (r.GetResult(Tensors, 50))
         if ts > ps then Tensors.invalidArg "tensors" $"--tensors = {ts} is more than --params = {ps}"
@@ -97,8 +119,12 @@ module Bench =
           MemorySteps = positive "memory-steps" (r.GetResult(Memory_Steps, (if quick then 500 else 10_000)))
           MemoryParams = positive "memory-params" (r.GetResult(Memory_Params, 400_000))
           Budget = r.GetResult(Budget, (if quick then 1.0 else 2.0))
-          MemoryBudget = r.GetResult(Memory_Budget, (if quick then 5.0 else 25.0))
+          MemoryBudget = r.GetResult(Memory_Budget, (if quick then 5.0 else 60.0))
           Jemalloc = (if r.Contains Child then None else jemalloc)
+          HdSteps = count "hd-steps" (r.GetResult(Hd_Steps, (if quick then 100 else 300)))
+          MetaEpisodes = count "meta-episodes" (r.GetResult(Meta_Episodes, (if quick then 2 else 5)))
+          MetaIterations = count "meta-iterations" (r.GetResult(Meta_Iterations, (if quick then 30 else 1000)))
+          MetaThreads = positive "meta-threads" (r.GetResult(Meta_Threads, 1))
           Child = r.Contains Child
           Command = "optimizers bench " + r.Parser.PrintCommandLineArgumentsFlat(r.GetAllResults()) }
 
@@ -119,19 +145,43 @@ module Bench =
     /// One optimizer set up on its own copy of the parameters: a step, and freeing everything.
     type Runner = { Step: unit -> unit; Dispose: unit -> unit }
 
-    /// The two optimizers compared: Adam and SGD with momentum 0.9 (lr 1e-3, PyTorch defaults otherwise).
+    /// The optimizers compared (lr 1e-3, PyTorch's defaults otherwise; SGD with momentum 0.9).
+    /// Adam and SGD with momentum also get the fallback and the pure path trimmed every 4 and 1.
     type Family =
         | AdamFamily
         | SgdMomentum
+        | AdamWFamily
+        | RmsPropFamily
+        | AdagradFamily
 
-        member f.Label = match f with AdamFamily -> "adam" | SgdMomentum -> "sgd-momentum"
-        member f.Ours = match f with AdamFamily -> Registry.createOptimizer "adam" [ "lr", "0.001" ] | SgdMomentum -> Registry.createOptimizer "momentum" [ "lr", "0.001" ]
+        static member All = [ AdamFamily; SgdMomentum; AdamWFamily; RmsPropFamily; AdagradFamily ]
+        member f.Label =
+            match f with
+            | AdamFamily -> "adam"
+            | SgdMomentum -> "sgd-momentum"
+            | AdamWFamily -> "adamw"
+            | RmsPropFamily -> "rmsprop"
+            | AdagradFamily -> "adagrad"
+        member f.Ours =
+            let name = match f with SgdMomentum -> "momentum" | _ -> f.Label
+            Registry.createOptimizer name [ "lr", "0.001" ]
+        /// Every variant (fallback, pure path trimmed every 4 and 1), not only fast, torch.optim and pure.
+        member f.Detailed = match f with AdamFamily | SgdMomentum -> true | _ -> false
         /// Bytes of memory traffic per parameter of one step (read and written once each).
-        member f.BytesPerParam = match f with AdamFamily -> 28.0 | SgdMomentum -> 20.0
+        member f.BytesPerParam = match f with AdamFamily | AdamWFamily -> 28.0 | SgdMomentum | RmsPropFamily | AdagradFamily -> 20.0
         member f.Formula =
             match f with
-            | AdamFamily -> "28 B/param: read p, g, m, v; write p, m, v"
+            | AdamFamily | AdamWFamily -> "28 B/param: read p, g, m, v; write p, m, v"
             | SgdMomentum -> "20 B/param: read p, g, b; write p, b"
+            | RmsPropFamily -> "20 B/param: read p, g, v; write p, v"
+            | AdagradFamily -> "20 B/param: read p, g, s; write p, s"
+        member f.TorchName =
+            match f with
+            | AdamFamily -> "torch.optim.Adam"
+            | SgdMomentum -> "torch.optim.SGD"
+            | AdamWFamily -> "torch.optim.AdamW"
+            | RmsPropFamily -> "torch.optim.RMSProp"
+            | AdagradFamily -> "torch.optim.Adagrad"
 
     let private detachTree (t: Tree) : Tree =
         for x in t.Values do x.DetachFromDisposeScope() |> ignore
@@ -174,7 +224,7 @@ module Bench =
             Memory.trimEvery <- saved
           Dispose = fun () -> Tree.dispose p.Value; State.dispose s.Value }
 
-    /// TorchSharp's own optimizer (torch.optim.Adam / SGD) on Parameters holding the gradients,
+    /// TorchSharp's own optimizer (torch.optim.Adam, SGD, ...) on Parameters holding the gradients,
     /// with nothing of ours around it: the default allocator as a TorchSharp user has it.
     let torchRunner (family: Family) (start: Tree) (grads: Tree) : Runner =
         let ps = start.Values |> Array.map (fun t -> new Modules.Parameter(t.clone().DetachFromDisposeScope(), true))
@@ -183,6 +233,9 @@ module Bench =
             match family with
             | AdamFamily -> torch.optim.Adam(ps, lr = 1e-3)
             | SgdMomentum -> torch.optim.SGD(ps, 1e-3, momentum = 0.9)
+            | AdamWFamily -> torch.optim.AdamW(ps, lr = 1e-3)
+            | RmsPropFamily -> torch.optim.RMSProp(ps, lr = 1e-3)
+            | AdagradFamily -> torch.optim.Adagrad(ps, lr = 1e-3)
         { Step = fun () -> opt.step () |> ignore
           Dispose = fun () ->
             opt.Dispose()
@@ -194,15 +247,16 @@ module Bench =
     type Variant = { Key: string; Family: Family; Label: string; Make: Tree -> Tree -> Runner; InChild: bool }
 
     let variants : Variant list =
-        [ for f in [ AdamFamily; SgdMomentum ] do
+        [ for f in Family.All do
             let ours = f.Ours
             yield { Key = $"{f.Label}/fast"; Family = f; Label = "fast path: fused SIMD kernel"; Make = fastRunner ours true; InChild = false }
-            yield { Key = $"{f.Label}/fallback"; Family = f; Label = "fast path: TorchSharp in-place fallback"; Make = fastRunner ours false; InChild = false }
-            let torchName = match f with AdamFamily -> "torch.optim.Adam" | SgdMomentum -> "torch.optim.SGD"
-            yield { Key = $"{f.Label}/torch"; Family = f; Label = torchName; Make = torchRunner f; InChild = true }
-            yield { Key = $"{f.Label}/pure16"; Family = f; Label = "pure path, trim every 16 (default)"; Make = pureRunner ours 16; InChild = true }
-            yield { Key = $"{f.Label}/pure4"; Family = f; Label = "pure path, trim every 4"; Make = pureRunner ours 4; InChild = false }
-            yield { Key = $"{f.Label}/pure1"; Family = f; Label = "pure path, trim every step"; Make = pureRunner ours 1; InChild = false } ]
+            if f.Detailed then
+                yield { Key = $"{f.Label}/fallback"; Family = f; Label = "fast path: TorchSharp in-place fallback"; Make = fastRunner ours false; InChild = false }
+            yield { Key = $"{f.Label}/torch"; Family = f; Label = f.TorchName; Make = torchRunner f; InChild = f.Detailed }
+            yield { Key = $"{f.Label}/pure"; Family = f; Label = $"pure path, trim every {Memory.trimEvery} (default)"; Make = pureRunner ours Memory.trimEvery; InChild = f.Detailed }
+            if f.Detailed then
+                yield { Key = $"{f.Label}/pure4"; Family = f; Label = "pure path, trim every 4"; Make = pureRunner ours 4; InChild = false }
+                yield { Key = $"{f.Label}/pure1"; Family = f; Label = "pure path, trim every step"; Make = pureRunner ours 1; InChild = false } ]
 
     /// Split `total` elements into `count` near-equal sizes.
     let sizes (total: int) (count: int) : int[] =
@@ -299,8 +353,9 @@ module Bench =
         let count = max 1 (s.MemoryParams / perTensor)
         let start, grads = problem 2 (sizes s.MemoryParams count)
         try
-            [ for f in [ AdamFamily; SgdMomentum ] do
-                for path, make in [ "fast", fastRunner f.Ours true; "pure", pureRunner f.Ours Memory.trimEvery ] do
+            [ for f in Family.All do
+                for path, make in [ yield "fast", fastRunner f.Ours true
+                                    if f.Detailed then yield "pure", pureRunner f.Ours Memory.trimEvery ] do
                     progress $"{f.Label}: {path} path, {s.MemorySteps} steps for native memory"
                     let r = make start grads
                     let times = List<float>()
@@ -328,6 +383,71 @@ module Bench =
         finally
             Tree.dispose start
             Tree.dispose grads
+            cleanUp ()
+
+    /// adam and adam-hd on MlpMnist (784-20-10 sigmoid, batch 128; 15,910 parameters): the whole
+    /// training step as Run.optimize runs it (loss, gradient, pure-path update, allocator guard),
+    /// in ms per step; one run of each per round, alternating, after a short warm-up run of each.
+    let hdRuns (s: Settings) (progress: string -> unit) : (string * float[]) list =
+        let task = Registry.createTask "mlp-mnist" []
+        let start = task.Init { TaskInit.Default with Seed = 1 } |> Tree.map (fun x -> x.DetachFromDisposeScope())
+        let opts = [ "adam", Registry.createOptimizer "adam" []; "adam-hd", Registry.createOptimizer "adam-hd" [] ]
+        let msPerStep (opt: Transformation) (steps: int) =
+            let t0 = Stopwatch.GetTimestamp()
+            let p, st = Run.optimize task opt start steps (fun _ _ _ -> ())
+            let ms = Stopwatch.GetElapsedTime(t0).TotalMilliseconds / float steps
+            Tree.dispose p
+            State.dispose st
+            ms
+        try
+            for _, o in opts do msPerStep o 20 |> ignore
+            let times = [ for name, _ in opts -> name, List<float>() ]
+            for round in 1 .. s.Rounds do
+                for (name, o), (_, acc) in List.zip opts times do
+                    progress $"mlp-mnist: {name}, {s.HdSteps} training steps (round {round}/{s.Rounds})"
+                    acc.Add(msPerStep o s.HdSteps)
+            times |> List.map (fun (n, l) -> n, l.ToArray())
+        finally
+            Tree.dispose start
+            cleanUp ()
+
+    /// A meta-training run's wall time per episode (the first, untimed, excluded) and VmRSS after
+    /// the first episode, at its end, and the largest seen in the first and in the second half of
+    /// the run (the allocator guard trims every few meta-iterations, so VmRSS is a sawtooth: flat
+    /// means its peaks do not rise, not that two samples at different phases agree).
+    type MetaRun = { Horizon: int; Seconds: float[]; First: int64; Last: int64; Max: int64; FirstHalfMax: int64; SecondHalfMax: int64 }
+
+    /// HyperAdam (J = 20, hidden 20) meta-trained on MlpMnist as `meta-train` does it (windows of
+    /// 20 steps, Adam as meta-optimizer at 1e-3, no validation, no checkpoints) for 1 + `episodes`
+    /// episodes of T = `horizon` steps, on `s.MetaThreads` LibTorch threads.
+    let metaRun (s: Settings) (horizon: int) (episodes: int) (progress: string -> unit) : MetaRun =
+        let settings : MetaSettings =
+            { Kind = Registry.findLearnedKind "hyperadam"; KindOptions = []; Task = Registry.createTask "mlp-mnist" []
+              Horizon = horizon; Window = 20; Episodes = episodes + 1; MetaLr = 1e-3; MetaLrFinal = 1e-3
+              RandomScaling = None; ConvexTerm = None; ValidateEvery = episodes + 1; ValidationSeeds = []
+              CheckpointDir = None; CheckpointEvery = episodes + 1; Seed = 1; Dtype = torch.ScalarType.Float32 }
+        let times = List<float>()
+        let mutable first, peak1, peak2 = 0L, 0L, 0L
+        let mutable last = Stopwatch.GetTimestamp()
+        let every = max 1 (episodes / 10)
+        let onEpisode (p: MetaProgress) =
+            let now = Stopwatch.GetTimestamp()
+            if p.Episode > 0 then times.Add(Stopwatch.GetElapsedTime(last, now).TotalSeconds)
+            last <- now
+            let rss = rssBytes ()
+            if p.Episode = 0 then first <- rss
+            if p.Episode <= episodes / 2 then peak1 <- max peak1 rss else peak2 <- max peak2 rss
+            if p.Episode % every = 0 then progress $"hyperadam meta-training, T = {horizon}: episode {p.Episode}/{episodes}"
+        torch.set_num_threads s.MetaThreads
+        try
+            let r = MetaTrain.train settings onEpisode
+            let after = rssBytes ()
+            Tree.dispose r.Best.Theta
+            Tree.dispose r.Last.Theta
+            { Horizon = horizon; Seconds = times.ToArray(); First = first; Last = after; Max = max (max peak1 peak2) after
+              FirstHalfMax = peak1; SecondHalfMax = max peak2 after }
+        finally
+            torch.set_num_threads s.Threads
             cleanUp ()
 
     /// The jemalloc child: its own rows, one per line: key, steps, median ms, p25, p75, RSS before, after.
@@ -373,6 +493,10 @@ module Bench =
     let private ms (x: float) = if Double.IsNaN x then "-" else x.ToString((if x < 10.0 then "F2" else "F1"), CultureInfo.InvariantCulture)
     let private ratio (x: float) = if Double.IsNaN x || Double.IsInfinity x then "-" else x.ToString("F2", CultureInfo.InvariantCulture) + "x"
 
+    /// Within the native-memory criterion of the table: grew at most max(32 MB, 5%) after the first tenth.
+    let private isFlat (atTenth: int64) (after: int64) (first: int64) =
+        float (after - atTenth) <= max (32.0 * 1048576.0) (0.05 * float first)
+
     /// Run the benchmark and print its table to `out` (progress to `err`).
     let run (s: Settings) (out: TextWriter) (err: TextWriter) =
         let threads0 = torch.get_num_threads ()
@@ -398,23 +522,29 @@ module Bench =
                         progress $"allocator-sensitive variants again under jemalloc ({lib}), in a child process"
                         runChild s lib)
                 let memory = memoryRuns s progress
+                let hd = if s.HdSteps > 0 then hdRuns s progress else []
+                let meta100 = if s.MetaEpisodes > 0 then Some(metaRun s 100 s.MetaEpisodes progress) else None
+                let meta20 = if s.MetaIterations > 0 then Some(metaRun s 20 s.MetaIterations progress) else None
                 let console = AnsiConsole.Create(AnsiConsoleSettings(Out = AnsiConsoleOutput(out), Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors))
-                console.Profile.Width <- 240
+                console.Profile.Width <- 250
                 let mparams = float s.Params / 1e6
                 let table =
                     Table()
-                        .AddColumns("optimizer", "variant", "steps", "ms/step", "p25-p75", "x bound", "vs torch.optim", "RSS before MB", "RSS after MB", "notes")
+                        .AddColumns("optimizer", "variant", "steps", "ms/step", "p25-p75", "x bound", "vs torch.optim", "x fast", "RSS before MB", "RSS after MB", "notes")
                 let load1 = loadAverage ()
                 table.Title <- TableTitle($"optimizer step, {mparams:G4}M float32 parameters in {s.Tensors} tensors, {s.Threads} threads; medians over {s.Rounds} rounds of up to {s.Steps} steps ({s.Budget:G3} s each); load average {load0} at the start, {load1} at the end")
                 let add (cells: string list) = table.AddRow(cells |> List.map Markup.Escape |> Array.ofList) |> ignore
-                for f in [ AdamFamily; SgdMomentum ] do
-                    let bound = f.BytesPerParam * float s.Params / bw * 1000.0
-                    let torchMs = timings |> Map.tryFind $"{f.Label}/torch" |> Option.map (fun t -> median t.Times) |> Option.defaultValue nan
-                    add [ f.Label; "memory-bandwidth bound"; ""; ms bound; ""; "1.00x"; ratio (torchMs / bound); ""; ""
+                let msOf key = timings |> Map.tryFind key |> Option.map (fun t -> median t.Times) |> Option.defaultValue nan
+                let boundOf (f: Family) = f.BytesPerParam * float s.Params / bw * 1000.0
+                for f in Family.All do
+                    let bound = boundOf f
+                    let torchMs = msOf $"{f.Label}/torch"
+                    let fastMs = msOf $"{f.Label}/fast"
+                    add [ f.Label; "memory-bandwidth bound"; ""; ms bound; ""; "1.00x"; ratio (torchMs / bound); ratio (bound / fastMs); ""; ""
                           $"{f.Formula} at {bw / 1e9:F1} GB/s (copy of {mparams:G4}M float32: torch {copyTorch:F2} ms, span {copySpan:F2} ms)" ]
                     let show (label: string) (r: Row) (note: string) =
                         add [ f.Label; label; string r.Steps; ms r.Median; $"{ms r.P25}-{ms r.P75}"; ratio (r.Median / bound); ratio (torchMs / r.Median)
-                              mb r.RssBefore; mb r.RssAfter; note ]
+                              ratio (r.Median / fastMs); mb r.RssBefore; mb r.RssAfter; note ]
                     for v in variants |> List.filter (fun v -> v.Family = f) do
                         match timings.TryFind v.Key with
                         | Some t ->
@@ -425,30 +555,82 @@ module Bench =
                     | Some(Ok rows) ->
                         for r in rows |> List.filter (fun r -> r.Key.StartsWith(f.Label + "/")) do
                             let v = variants |> List.find (fun v -> v.Key = r.Key)
-                            let label = if r.Key.EndsWith "/pure16" then "pure path (no trim: not needed)" else v.Label
+                            let label = if r.Key.EndsWith "/pure" then "pure path (no trim: not needed)" else v.Label
                             show $"jemalloc: {label}" r "LD_PRELOAD, child process"
-                    | Some(Error e) -> add [ f.Label; "jemalloc"; ""; ""; ""; ""; ""; ""; ""; e ]
-                    | None -> ()
+                    | Some(Error e) when f.Detailed -> add [ f.Label; "jemalloc"; ""; ""; ""; ""; ""; ""; ""; ""; e ]
+                    | _ -> ()
                     table.AddEmptyRow() |> ignore
-                add [ "-"; "allocator guard: one malloc_trim(0)"; "20"; ms trimMs; ""; ""; ""; ""; ""
+                add [ "-"; "allocator guard: one malloc_trim(0)"; "20"; ms trimMs; ""; ""; ""; ""; ""; ""
                       (if Memory.needsTrim then "median of 20 calls on the heap the timed runs left" else "not called here: jemalloc preloaded or glibc >= 2.38") ]
                 table.AddEmptyRow() |> ignore
                 let mp = float s.MemoryParams / 1e6
                 for m in memory do
                     let growth = m.After - m.AtTenth
-                    let flat = float growth <= max (32.0 * 1048576.0) (0.05 * float m.Before)
-                    let verdict = if flat then "flat" else $"GREW {mb growth} MB"
+                    let verdict = if isFlat m.AtTenth m.After m.Before then "flat" else $"GREW {mb growth} MB"
                     let family = m.Key.Substring(0, m.Key.IndexOf '/')
                     let planned = if m.Steps < s.MemorySteps then $" (of {s.MemorySteps}: time budget)" else ""
-                    add [ family; $"{m.Label}, {mp:G4}M params, native memory"; $"{m.Steps}{planned}"; ms m.Ms; ""; ""; ""; mb m.Before; mb m.After
+                    add [ family; $"{m.Label}, {mp:G4}M params, native memory"; $"{m.Steps}{planned}"; ms m.Ms; ""; ""; ""; ""; mb m.Before; mb m.After
                           $"{verdict}: {mb m.AtTenth} MB at step {s.MemorySteps / 10}, max {mb m.Max} MB" ]
+                let hdMs name = hd |> List.tryFind (fun (n, _) -> n = name) |> Option.map (snd >> median) |> Option.defaultValue nan
+                let hdRatio = hdMs "adam-hd" / hdMs "adam"
+                if not hd.IsEmpty then
+                    table.AddEmptyRow() |> ignore
+                    for name, xs in hd do
+                        add [ "mlp-mnist"; $"{name}: whole training step (loss, gradient, pure-path update)"; $"{s.Rounds} x {s.HdSteps}"; ms (median xs)
+                              $"{ms (Array.min xs)}-{ms (Array.max xs)}"; ""; ""; ""; ""; ""
+                              (if name = "adam-hd" then $"adam-hd / adam = {ratio hdRatio}; {s.Threads} threads, median over rounds (range min-max)" else "") ]
+                let metaRows =
+                    [ for m in [ meta100; meta20 ] |> List.choose id do
+                        let windows = m.Horizon / 20
+                        let perEpisode = median m.Seconds
+                        yield m, windows, perEpisode ]
+                if not metaRows.IsEmpty then table.AddEmptyRow() |> ignore
+                for m, windows, perEpisode in metaRows do
+                    let flat = isFlat m.FirstHalfMax m.SecondHalfMax m.FirstHalfMax
+                    let verdict = if flat then "flat" else $"GREW {mb (m.SecondHalfMax - m.FirstHalfMax)} MB"
+                    add [ "hyperadam"; $"meta-training on mlp-mnist, T = {m.Horizon}: ms per meta-iteration (a 20-step window, one Theta update)"
+                          $"{m.Seconds.Length} x {windows}"; ms (1000.0 * perEpisode / float windows); $"{ms (1000.0 * percentile 0.25 m.Seconds / float windows)}-{ms (1000.0 * percentile 0.75 m.Seconds / float windows)}"
+                          ""; ""; ""; mb m.First; mb m.Last
+                          $"{perEpisode:F2} s per episode of T = {m.Horizon}; {s.MetaThreads} thread(s); native memory {verdict} over {m.Seconds.Length + 1} episodes (peak VmRSS {mb m.FirstHalfMax} MB in the first half, {mb m.SecondHalfMax} MB in the second)" ]
                 table.Caption <-
                     TableTitle(
-                        "x bound = ms / (bytes per parameter x parameters / copy bandwidth); vs torch.optim = torch.optim's ms / this ms. "
+                        "x bound = ms / (bytes per parameter x parameters / copy bandwidth); vs torch.optim = torch.optim's ms / this ms; x fast = this ms / the fused kernel's ms. "
                         + "RSS = VmRSS after the warm-up and after the last timed step of round 1 (bench housekeeping trims between variants); "
-                        + "native memory: VmRSS after the first step and the last, flat = grew at most max(32 MB, 5%) after the first tenth. "
-                        + $"Reproduce: {s.Command}")
+                        + "native memory: VmRSS after the first step (episode) and the last; flat = grew at most max(32 MB, 5%) after the first tenth (meta-training: the peak of the second half over that of the first).")
                 console.Write table
+                // The issue's targets, read off the rows above.
+                let targets = Table().AddColumns("issue 10 target", "measured (same run)", "met")
+                let yes (ok: bool) = if ok then "yes" else "NO"
+                let trow (t: string) (m: string) (ok: bool) = targets.AddRow([| t; m; yes ok |] |> Array.map Markup.Escape) |> ignore
+                for f in Family.All do
+                    let fastMs, torchMs = msOf $"{f.Label}/fast", msOf $"{f.Label}/torch"
+                    trow $"1. {f.Label} fast path <= 1.3x bound, <= 0.5x {f.TorchName}"
+                        $"{ratio (fastMs / boundOf f)} bound, {ratio (fastMs / torchMs)} torch.optim ({ms fastMs} / {ms (boundOf f)} / {ms torchMs} ms)"
+                        (fastMs <= 1.3 * boundOf f && fastMs <= 0.5 * torchMs)
+                let flatAll = memory |> List.forall (fun m -> isFlat m.AtTenth m.After m.Before)
+                let fullSteps = memory |> List.forall (fun m -> m.Steps >= s.MemorySteps)
+                trow $"2. native memory flat over {s.MemorySteps} steps of every optimizer (default glibc allocator)"
+                    $"""{memory.Length} runs, {(if flatAll then "all flat" else "some grew")}{(if fullSteps then "" else "; some stopped early at the time budget")}"""
+                    (flatAll && fullSteps)
+                match meta20 with
+                | Some m ->
+                    trow $"2. native memory flat over {s.MetaIterations} meta-iterations (HyperAdam, T = 20)"
+                        $"peak VmRSS {mb m.FirstHalfMax} MB in the first half, {mb m.SecondHalfMax} MB in the second ({mb m.First} MB after the first, {mb m.Last} MB after the last)"
+                        (isFlat m.FirstHalfMax m.SecondHalfMax m.FirstHalfMax)
+                | None -> ()
+                for f in Family.All do
+                    let pureMs, fastMs = msOf (f.Label + "/pure"), msOf (f.Label + "/fast")
+                    trow $"3. {f.Label} pure path <= 2x fast path" $"{ratio (pureMs / fastMs)} ({ms pureMs} / {ms fastMs} ms)" (pureMs <= 2.0 * fastMs)
+                for m, windows, perEpisode in metaRows do
+                    trow $"4. HyperAdam on MlpMnist, T = {m.Horizon}: <= 0.5 s per meta-iteration"
+                        $"{perEpisode / float windows:F3} s per 20-step window (Theta update), {perEpisode:F2} s per episode of {windows} windows"
+                        (perEpisode / float windows <= 0.5)
+                if not hd.IsEmpty then
+                    let hdMs, adamMs = hdMs "adam-hd", hdMs "adam"
+                    trow "5. adam-hd <= 1.2x adam per step on MlpMnist" $"{ratio hdRatio} ({ms hdMs} / {ms adamMs} ms)" (hdRatio <= 1.2)
+                console.Write targets
+                // On a line of its own: a table caption would wrap it.
+                out.WriteLine $"Reproduce: {s.Command}"
                 out.Flush()
         finally
             torch.set_num_threads threads0

@@ -44,6 +44,13 @@ type SgdCase = { Case: Case; Lr: float; Momentum: float; Dampening: float; Weigh
 
 type AdamCase = { Case: Case; Lr: float; Beta1: float; Beta2: float; Eps: float; EpsRoot: float; WeightDecay: float }
 
+/// AMSGrad's options on top of Adam's (AdamW's amsgrad uses the bias-corrected form).
+type AmsCase = { Adam: AdamCase; Debias: bool }
+
+type RmsPropCase = { Case: Case; Lr: float; Alpha: float; Eps: float; WeightDecay: float; Momentum: float; Centered: bool }
+
+type AdagradCase = { Case: Case; Lr: float; LrDecay: float; WeightDecay: float; InitialAccumulator: float; Eps: float }
+
 let private tensorSpec =
     gen {
         let! kind = Gen.frequency [ 12, Gen.constant 0; 6, Gen.constant 1; 1, Gen.constant 2 ]
@@ -99,6 +106,41 @@ type Arbs =
             let! epsRoot = Gen.elements [ 0.0; 0.0; 1e-8 ]
             let! wd = Gen.elements [ 0.0; 0.01 ]
             return { Case = c; Lr = lr; Beta1 = b1; Beta2 = b2; Eps = eps; EpsRoot = epsRoot; WeightDecay = wd }
+        }
+        |> Arb.fromGen
+
+    static member Ams() : Arbitrary<AmsCase> =
+        gen {
+            let! a = Arbs.Adam().Generator
+            let! debias = Gen.elements [ true; false ]
+            return { Adam = a; Debias = debias }
+        }
+        |> Arb.fromGen
+
+    static member RmsProp() : Arbitrary<RmsPropCase> =
+        gen {
+            let! c = case
+            let! lr = Gen.elements [ 1e-3; 0.01 ]
+            let! centered = Gen.elements [ false; true ]
+            // centered with alpha = 0 divides by sqrt(g^2 - g^2) + eps: the rounding of a zero
+            // decides the step (NaN when it is negative), in the pure path as in any other
+            let! alpha = if centered then Gen.elements [ 0.9; 0.99 ] else Gen.elements [ 0.0; 0.9; 0.99 ]
+            let! eps = Gen.elements [ 1e-8; 1e-3 ]
+            let! wd = Gen.elements [ 0.0; 0.01 ]
+            let! momentum = Gen.elements [ 0.0; 0.9 ]
+            return { Case = c; Lr = lr; Alpha = alpha; Eps = eps; WeightDecay = wd; Momentum = momentum; Centered = centered }
+        }
+        |> Arb.fromGen
+
+    static member Adagrad() : Arbitrary<AdagradCase> =
+        gen {
+            let! c = case
+            let! lr = Gen.elements [ 1e-3; 0.01; 0.1 ]
+            let! lrDecay = Gen.elements [ 0.0; 0.1 ]
+            let! wd = Gen.elements [ 0.0; 0.01 ]
+            let! init = Gen.elements [ 0.0; 0.1 ]
+            let! eps = Gen.elements [ 1e-10; 1e-3 ]
+            return { Case = c; Lr = lr; LrDecay = lrDecay; WeightDecay = wd; InitialAccumulator = init; Eps = eps }
         }
         |> Arb.fromGen
 
@@ -206,18 +248,35 @@ let adamOf (c: AdamCase) : Transformation =
         { Lr = h c.Lr; Beta1 = h c.Beta1; Beta2 = h c.Beta2; Eps = c.Eps; EpsRoot = c.EpsRoot
           WeightDecay = (if c.WeightDecay = 0.0 then Hyper.Fixed 0.0 else h c.WeightDecay) }
 
-/// AdamW's chain as the catalog builds it (moments, decoupled decay, learning rate) with the
-/// Adam family's kernel in its decoupled form: what an AdamW fast path is made of.
-let adamwOf (c: AdamCase) : Transformation =
+/// A hyperparameter that is left out exactly when 0 (a plain 0), else of the case's kind.
+let private hyperOr0 (kind: HyperKind) (v: float) = if v = 0.0 then Hyper.Fixed 0.0 else hyper kind v
+
+/// AdamW as the registry builds it (moments, decoupled decay, learning rate; amsgrad optional)
+/// with the Adam family's kernel in its decoupled form.
+let adamwOf (amsgrad: bool) (c: AdamCase) : Transformation =
     let h = hyper c.Case.Hypers
-    let wd = h (max c.WeightDecay 0.01)
-    Combine.named "adamw" 1
-        [ ScaleBy.adamMoments (h c.Beta1) (h c.Beta2) c.Eps c.EpsRoot
-          ScaleBy.l2WeightDecay wd
-          ScaleBy.learningRate (h c.Lr) ]
-    |> Transform.withFast (
-        AdamKernel.kernelWith "adamw" AdamDecay.Decoupled
-            { Lr = h c.Lr; Beta1 = h c.Beta1; Beta2 = h c.Beta2; Eps = c.Eps; EpsRoot = c.EpsRoot; WeightDecay = wd })
+    AdamKernel.createW
+        { Lr = h c.Lr; Beta1 = h c.Beta1; Beta2 = h c.Beta2; Eps = c.Eps; EpsRoot = c.EpsRoot
+          WeightDecay = hyperOr0 c.Case.Hypers c.WeightDecay; Amsgrad = amsgrad }
+
+let amsgradOf (a: AmsCase) : Transformation =
+    let c = a.Adam
+    let h = hyper c.Case.Hypers
+    AdamKernel.createAms
+        { Lr = h c.Lr; Beta1 = h c.Beta1; Beta2 = h c.Beta2; Eps = c.Eps; EpsRoot = c.EpsRoot
+          WeightDecay = hyperOr0 c.Case.Hypers c.WeightDecay; Debias = a.Debias }
+
+let rmspropOf (c: RmsPropCase) : Transformation =
+    let h = hyper c.Case.Hypers
+    RmsPropKernel.create
+        { Lr = h c.Lr; Alpha = h c.Alpha; Eps = c.Eps; WeightDecay = hyperOr0 c.Case.Hypers c.WeightDecay
+          Momentum = hyperOr0 c.Case.Hypers c.Momentum; Centered = c.Centered }
+
+let adagradOf (c: AdagradCase) : Transformation =
+    let h = hyper c.Case.Hypers
+    AdagradKernel.create
+        { Lr = h c.Lr; LrDecay = hyperOr0 c.Case.Hypers c.LrDecay; WeightDecay = hyperOr0 c.Case.Hypers c.WeightDecay
+          InitialAccumulatorValue = c.InitialAccumulator; Eps = c.Eps }
 
 /// k pure steps, then fast steps, then pure steps again, against pure steps all along; and a
 /// state saved from the fast path loads and continues on either path.
@@ -258,14 +317,31 @@ let tests =
         testPropertyWithConfig config "adam: N fast steps = N pure steps (params and state)" <| fun (c: AdamCase) ->
             scoped <| fun () -> fastEqualsPure (adamOf c) c.Case
 
-        testPropertyWithConfig config "adamw's chain with the decoupled Adam kernel: fast = pure" <| fun (c: AdamCase) ->
-            scoped <| fun () -> fastEqualsPure (adamwOf c) c.Case
+        testPropertyWithConfig config "adamw: N fast steps = N pure steps (params and state)" <| fun (c: AdamCase) ->
+            scoped <| fun () -> fastEqualsPure (adamwOf false c) c.Case
+
+        testPropertyWithConfig config "adamw with amsgrad: N fast steps = N pure steps" <| fun (c: AdamCase) ->
+            scoped <| fun () -> fastEqualsPure (adamwOf true c) c.Case
+
+        testPropertyWithConfig config "amsgrad (debiased or not): N fast steps = N pure steps" <| fun (c: AmsCase) ->
+            scoped <| fun () -> fastEqualsPure (amsgradOf c) c.Adam.Case
+
+        testPropertyWithConfig config "rmsprop: N fast steps = N pure steps (params and state)" <| fun (c: RmsPropCase) ->
+            scoped <| fun () -> fastEqualsPure (rmspropOf c) c.Case
+
+        testPropertyWithConfig config "adagrad: N fast steps = N pure steps (params and state)" <| fun (c: AdagradCase) ->
+            scoped <| fun () -> fastEqualsPure (adagradOf c) c.Case
 
         testPropertyWithConfig config "sgd: pure and fast steps interchange, states save and load" <| fun (c: SgdCase) ->
             scoped <| fun () -> interchange (sgdOf c) c.Case
 
         testPropertyWithConfig config "adam: pure and fast steps interchange, states save and load" <| fun (c: AdamCase) ->
             scoped <| fun () -> interchange (adamOf c) c.Case
+
+        testPropertyWithConfig config "rmsprop and adagrad: pure and fast steps interchange" <| fun (r: RmsPropCase) (a: AdagradCase) ->
+            scoped <| fun () ->
+            interchange (rmspropOf r) r.Case
+            interchange (adagradOf a) a.Case
 
         testPropertyWithConfig config "the pure path of an optimizer with a kernel is still pure" <| fun (c: AdamCase) (s: SgdCase) ->
             scoped <| fun () ->
@@ -282,6 +358,20 @@ let tests =
                     same $"{opt.Name}: gradients, params and state after a pure step" (inputs ()) before
                     st <- st'
 
+        testCase "every kernel falls back cleanly for float64 and non-contiguous tensors (fixed cases)" <| fun () ->
+            scoped <| fun () ->
+            let spec shape layout = { Shape = shape; Layout = layout }
+            let mixed = [ spec [ 7; 5 ] Transposed; spec [ 37 ] Strided; spec [ 41 ] Contiguous; spec [ 4; 9 ] Contiguous ]
+            for float64 in [ true; false ] do
+                let c = { Tensors = mixed; Float64 = float64; Steps = 4; Seed = 7; Hypers = Number }
+                let adam = { Case = c; Lr = 0.01; Beta1 = 0.9; Beta2 = 0.999; Eps = 1e-8; EpsRoot = 0.0; WeightDecay = 0.01 }
+                for opt in
+                    [ sgdOf { Case = c; Lr = 0.01; Momentum = 0.9; Dampening = 0.0; WeightDecay = 0.01; Nesterov = true }
+                      adamOf adam; adamwOf false adam; adamwOf true adam; amsgradOf { Adam = adam; Debias = false }
+                      rmspropOf { Case = c; Lr = 0.01; Alpha = 0.9; Eps = 1e-8; WeightDecay = 0.01; Momentum = 0.9; Centered = true }
+                      adagradOf { Case = c; Lr = 0.1; LrDecay = 0.1; WeightDecay = 0.01; InitialAccumulator = 0.1; Eps = 1e-10 } ] do
+                    fastEqualsPure opt c
+
         testCase "the fused loop takes contiguous float32 CPU tensors only" <| fun () ->
             let f32 = torch.ScalarType.Float32
             Expect.isTrue (Kernel.isDirect (torch.zeros([| 3L; 5L |], dtype = f32))) "contiguous float32"
@@ -290,8 +380,8 @@ let tests =
             Expect.isFalse (Kernel.isDirect (torch.zeros([| 3L; 5L |], dtype = f32).t())) "a transposed view goes to the fallback"
             Expect.isFalse (Kernel.isDirect (torch.zeros([| 10L |], dtype = f32).slice(0L, 0L, 10L, 2L))) "a strided view goes to the fallback"
 
-        testCase "the registry's sgd family and adam have a fast path; chains and wrappers have none" <| fun () ->
-            for name in [ "sgd"; "momentum"; "nesterov"; "adam" ] do
+        testCase "the registry's sgd family, adam, adamw, amsgrad, rmsprop and adagrad have a fast path; chains and wrappers have none" <| fun () ->
+            for name in [ "sgd"; "momentum"; "nesterov"; "adam"; "adamw"; "amsgrad"; "rmsprop"; "adagrad" ] do
                 Expect.isSome (Registry.createOptimizer name []).Fast $"{name} has a kernel"
             let adam = Registry.createOptimizer "adam" []
             Expect.isNone (Combine.chain [ adam; Transform.identity ]).Fast "a chain of them has none"
@@ -331,13 +421,16 @@ let tests =
             Expect.stringContains e.Message "expects a state with parts" "sgd without momentum's state given to sgd with momentum"
     
         // Sequenced: the bench sets globals (TorchSharp's thread count, Kernel.useSimd, Memory.trimEvery).
-        testSequenced (testCase "bench --quick with tiny sizes runs and prints its table" (fun () ->
+        testSequenced (testCase "bench --quick with tiny sizes runs and prints its table and the targets" (fun () ->
             let code, out, err =
                 cli
                     [ "bench"; "--quick"; "--params"; "3000"; "--tensors"; "3"; "--steps"; "2"; "--memory-steps"; "20"
-                      "--memory-params"; "6000"; "--threads"; string (torch.get_num_threads ()); "--jemalloc"; "off" ]
+                      "--memory-params"; "6000"; "--threads"; string (torch.get_num_threads ()); "--jemalloc"; "off"
+                      "--hd-steps"; "3"; "--meta-episodes"; "0"; "--meta-iterations"; "2" ]
             Expect.equal code 0 $"exit code (stderr: {err})"
             for part in [ "memory-bandwidth bound"; "fast path: fused SIMD kernel"; "TorchSharp in-place fallback"; "torch.optim.Adam"
-                          "torch.optim.SGD"; "pure path, trim every 16 (default)"; "RSS before MB"; "native memory"; "Reproduce: optimizers bench --quick" ] do
+                          "torch.optim.SGD"; "pure path, trim every 16 (default)"; "RSS before MB"; "native memory"; "Reproduce: optimizers bench --quick"
+                          "torch.optim.AdamW"; "torch.optim.RMSProp"; "torch.optim.Adagrad"; "adam-hd: whole training step"; "adam-hd / adam ="
+                          "meta-training on mlp-mnist, T = 20"; "issue 10 target"; "5. adam-hd <= 1.2x adam" ] do
                 Expect.stringContains out part "the table"))
     ]

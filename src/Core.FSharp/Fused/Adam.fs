@@ -4,6 +4,7 @@ open System
 open System.Numerics
 open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
+open TorchSharp
 open Optimizers
 open Optimizers.Handcrafted
 
@@ -34,7 +35,9 @@ type AdamCoeffs =
       InvBc2: float32
       Eps: float32
       EpsRoot: float32
-      HasEpsRoot: bool }
+      HasEpsRoot: bool
+      /// AMSGrad: divide by the running maximum of v (a fifth stream, vmax)
+      HasMax: bool }
 
 /// Where the weight decay of an Adam-family optimizer goes, and so the layout of its state.
 [<RequireQualifiedAccess>]
@@ -51,31 +54,38 @@ type AdamHypers =
       Beta2: Hyper
       Eps: float
       EpsRoot: float
-      WeightDecay: Hyper }
+      WeightDecay: Hyper
+      /// AMSGrad's running maximum of v (state part scale_by_amsgrad, slot max_exp_avg_sq)
+      Amsgrad: bool
+      /// Bias corrections (false only for AMSGrad in Reddi et al.'s form: bc1 = bc2 = 1)
+      Debias: bool }
 
-/// The fast path of Adam (Adam.fs), and of AdamW's chain (moments, then decoupled decay): one
-/// pass over p, g, m, v computing what ScaleBy.adamMoments computes, with one division per
-/// element (the bias corrections folded into constants, as torch.optim.Adam does), so float32
-/// results match the pure path to a few units in the last place:
-///   g' = g + wd p (L2);  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2
-///   d  = sqrt(v) / sqrt(1 - b2^t) + eps                    [eps_root: sqrt(v / (1 - b2^t) + eps_root) + eps]
+/// The fast path of Adam (Adam.fs), AdamW (AdamW.fs: moments, then decoupled decay) and AMSGrad
+/// (AmsGrad.fs, and AdamW's amsgrad): one pass over p, g, m, v (and vmax) computing what
+/// ScaleBy.adamMoments / Adaptive.amsgrad compute, with one division per element (the bias
+/// corrections folded into constants, as torch.optim.Adam does), so float32 results match the
+/// pure path to a few units in the last place:
+///   g' = g + wd p (L2);  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  [AMSGrad: v* = vmax = max(vmax, v)]
+///   d  = sqrt(v*) / sqrt(1 - b2^t) + eps                   [eps_root: sqrt(v* / (1 - b2^t) + eps_root) + eps]
 ///   p  = p + (-lr / (1 - b1^t)) m / d                       [decoupled: p + (-lr) (m / (1 - b1^t) / d + wd p)]
+/// AMSGrad without bias correction (Reddi et al.) is the same with 1 - b1^t = 1 - b2^t = 1.
 module AdamKernel =
 
     /// The loop over one chunk (compiled optimized at once: tier-0 code of a Vector<T> loop is
     /// several times slower, and the first steps of a run would pay for it).
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private loop (c: AdamCoeffs) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>) =
+    let private loop (c: AdamCoeffs) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>) (vmax: Span<float32>) =
         let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
         let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
         let mv = MemoryMarshal.Cast<float32, Vector<float32>> m
         let vv = MemoryMarshal.Cast<float32, Vector<float32>> v
+        let xv = MemoryMarshal.Cast<float32, Vector<float32>> vmax
         let negLr, l2, dwd = Vector<float32>(c.NegLr), Vector<float32>(c.L2), Vector<float32>(c.Decoupled)
         let b1, c1, b2, c2 = Vector<float32>(c.B1), Vector<float32>(c.C1), Vector<float32>(c.B2), Vector<float32>(c.C2)
         let invBc1, step = Vector<float32>(c.InvBc1), Vector<float32>(c.Step)
         let invSqrtBc2, invBc2 = Vector<float32>(c.InvSqrtBc2), Vector<float32>(c.InvBc2)
         let eps, epsRoot = Vector<float32>(c.Eps), Vector<float32>(c.EpsRoot)
-        if not (c.HasL2 || c.HasDecoupled || c.HasEpsRoot) then
+        if not (c.HasL2 || c.HasDecoupled || c.HasEpsRoot || c.HasMax) then
             // torch.optim.Adam's defaults: no branch in the loop
             for k in 0 .. pv.Length - 1 do
                 let gk = gv[k]
@@ -92,6 +102,7 @@ module AdamKernel =
                 let vk = vv[k] * b2 + (gk * gk) * c2
                 mv[k] <- mk
                 vv[k] <- vk
+                let vk = if c.HasMax then (let x = Vector.Max(xv[k], vk) in xv[k] <- x; x) else vk
                 let denom = if c.HasEpsRoot then Vector.SquareRoot(vk * invBc2 + epsRoot) + eps else Vector.SquareRoot vk * invSqrtBc2 + eps
                 pv[k] <-
                     if c.HasDecoupled then pk + ((mk * invBc1) / denom + pk * dwd) * negLr
@@ -103,29 +114,36 @@ module AdamKernel =
             let vi = v[i] * c.B2 + (gi * gi) * c.C2
             m[i] <- mi
             v[i] <- vi
+            let vi = if c.HasMax then (let x = MathF.Max(vmax[i], vi) in vmax[i] <- x; x) else vi
             let denom = if c.HasEpsRoot then MathF.Sqrt(vi * c.InvBc2 + c.EpsRoot) + c.Eps else MathF.Sqrt vi * c.InvSqrtBc2 + c.Eps
             p[i] <-
                 if c.HasDecoupled then pi + ((mi * c.InvBc1) / denom + pi * c.Decoupled) * c.NegLr
                 else pi + (mi * c.Step) / denom
 
     /// The in-place kernel of an Adam-family chain named `name` whose weight decay goes where
-    /// `decay` says (which fixes the state layout).
+    /// `decay` says (which, with `h.Amsgrad`, fixes the state layout).
     let kernelWith (name: string) (decay: AdamDecay) (h: AdamHypers) : Tree -> State -> Tree -> State =
         let hasWd = not (Hyper.isZero h.WeightDecay)
+        let moments = if h.Amsgrad then "scale_by_amsgrad" else "scale_by_adam"
         let kinds, iWd, iAdam =
             match decay with
-            | AdamDecay.L2 -> [ "add_decayed_weights"; "scale_by_adam"; "scale_by_learning_rate" ], 0, 1
-            | AdamDecay.Decoupled -> [ "scale_by_adam"; "add_decayed_weights"; "scale_by_learning_rate" ], 1, 0
+            | AdamDecay.L2 -> [ "add_decayed_weights"; moments; "scale_by_learning_rate" ], 0, 1
+            | AdamDecay.Decoupled -> [ moments; "add_decayed_weights"; "scale_by_learning_rate" ], 1, 0
         fun grads state parameters ->
             let s = Kernel.parts name kinds state
             let wdS, aS, lrS = s[iWd], s[iAdam], s[2]
             let ms, vs = aS.Slot "exp_avg", aS.Slot "exp_avg_sq"
-            Kernel.checkNames name parameters [ "gradients", grads; "first moments", ms; "second moments", vs ]
+            let xs = if h.Amsgrad then Some(aS.Slot "max_exp_avg_sq") else None
+            Kernel.checkNames name parameters
+                [ yield "gradients", grads
+                  yield "first moments", ms
+                  yield "second moments", vs
+                  match xs with Some x -> yield "maxima of the second moments", x | None -> () ]
             let t = aS.Count + 1
             let b1 = Kernel.value aS.Count h.Beta1
             let b2 = Kernel.value aS.Count h.Beta2
-            let bc1 = 1.0 - Math.Pow(b1, float t)
-            let bc2 = 1.0 - Math.Pow(b2, float t)
+            let bc1 = if h.Debias then 1.0 - Math.Pow(b1, float t) else 1.0
+            let bc2 = if h.Debias then 1.0 - Math.Pow(b2, float t) else 1.0
             let lr = Kernel.value lrS.Count h.Lr
             let wd = if hasWd then Kernel.value wdS.Count h.WeightDecay else 0.0
             let l2, decoupled = (decay = AdamDecay.L2 && hasWd), (decay = AdamDecay.Decoupled && hasWd)
@@ -134,33 +152,53 @@ module AdamKernel =
                   B1 = float32 b1; C1 = float32 (1.0 - b1); B2 = float32 b2; C2 = float32 (1.0 - b2)
                   InvBc1 = float32 (1.0 / bc1); Step = float32 (-lr / bc1)
                   InvSqrtBc2 = float32 (1.0 / Math.Sqrt bc2); InvBc2 = float32 (1.0 / bc2)
-                  Eps = float32 h.Eps; EpsRoot = float32 h.EpsRoot; HasEpsRoot = h.EpsRoot <> 0.0 }
+                  Eps = float32 h.Eps; EpsRoot = float32 h.EpsRoot; HasEpsRoot = h.EpsRoot <> 0.0; HasMax = h.Amsgrad }
             let ps, gs = parameters.Values, grads.Values
+            let tensorsOf i =
+                match xs with
+                | Some x -> [| ps[i]; gs[i]; ms.Values[i]; vs.Values[i]; x.Values[i] |]
+                | None -> [| ps[i]; gs[i]; ms.Values[i]; vs.Values[i] |]
             use sc = new Kernel.Scalars()
             let sB1, sC1, sB2, sC2 = sc.Of b1, sc.Of(1.0 - b1), sc.Of b2, sc.Of(1.0 - b2)
             let sWd, sEps, sEpsRoot = sc.Of wd, sc.Of h.Eps, sc.Of h.EpsRoot
             let sSqrtBc2, sBc2, sBc1, sNegLr, sStep = sc.Of(Math.Sqrt bc2), sc.Of bc2, sc.Of bc1, sc.Of(-lr), sc.Of(-lr / bc1)
-            Kernel.run parameters.Count (fun i -> [| ps[i]; gs[i]; ms.Values[i]; vs.Values[i] |])
+            Kernel.run parameters.Count tensorsOf
                 (fun i start len ->
+                    let x = Kernel.spanOpt (xs |> Option.map (fun x -> x.Values[i])) start len
                     loop c (Kernel.span ps[i] start len) (Kernel.span gs[i] start len)
-                        (Kernel.span ms.Values[i] start len) (Kernel.span vs.Values[i] start len))
+                        (Kernel.span ms.Values[i] start len) (Kernel.span vs.Values[i] start len) x)
                 (fun i ->
                     let p, m, v = ps[i], ms.Values[i], vs.Values[i]
                     let g = if l2 then gs[i].add(p, sWd) else gs[i]
                     m.mul_(sB1).add_(g, sC1) |> ignore
                     v.mul_(sB2).addcmul_(g, g, sC2) |> ignore
+                    let v =
+                        match xs with
+                        | Some x -> x.Values[i].copy_(torch.maximum(x.Values[i], v))
+                        | None -> v
                     let denom =
                         if h.EpsRoot = 0.0 then v.sqrt().div_(sSqrtBc2).add_(sEps)
                         else v.div(sBc2).add_(sEpsRoot).sqrt_().add_(sEps)
                     if decoupled then p.add_(m.div(denom).div_(sBc1).add_(p, sWd), sNegLr) |> ignore
                     else p.addcdiv_(m, denom, sStep) |> ignore)
-            let next = Array.map Kernel.counted s
-            { Kernel.counted state with Children = List.ofArray next }
+            Kernel.stepped state
+
+    let private hypers lr beta1 beta2 eps epsRoot weightDecay amsgrad debias : AdamHypers =
+        { Lr = lr; Beta1 = beta1; Beta2 = beta2; Eps = eps; EpsRoot = epsRoot; WeightDecay = weightDecay; Amsgrad = amsgrad; Debias = debias }
 
     /// The in-place kernel of `Adam.create o`.
     let kernel (o: AdamOptions) : Tree -> State -> Tree -> State =
-        kernelWith "adam" AdamDecay.L2
-            { Lr = o.Lr; Beta1 = o.Beta1; Beta2 = o.Beta2; Eps = o.Eps; EpsRoot = o.EpsRoot; WeightDecay = o.WeightDecay }
+        kernelWith "adam" AdamDecay.L2 (hypers o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay false true)
 
     /// Adam (Adam.create) with its fast path.
     let create (o: AdamOptions) : Transformation = Adam.create o |> Transform.withFast (kernel o)
+
+    /// AdamW (AdamW.create, with or without amsgrad) with its fast path: the decoupled form.
+    let createW (o: AdamWOptions) : Transformation =
+        AdamW.create o
+        |> Transform.withFast (kernelWith "adamw" AdamDecay.Decoupled (hypers o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay o.Amsgrad true))
+
+    /// AMSGrad (AmsGrad.create, either form) with its fast path.
+    let createAms (o: AmsGradOptions) : Transformation =
+        AmsGrad.create o
+        |> Transform.withFast (kernelWith "amsgrad" AdamDecay.L2 (hypers o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay true o.Debias))

@@ -52,6 +52,13 @@ module Kernel =
     let span (t: Tensor) (start: int) (length: int) : Span<float32> =
         MemoryMarshal.Cast<byte, float32>(t.bytes).Slice(start, length)
 
+    /// `span` of a tensor that only some configurations keep (AMSGrad's maximum, a momentum
+    /// buffer): empty when there is none.
+    let spanOpt (t: Tensor option) (start: int) (length: int) : Span<float32> =
+        match t with
+        | Some t -> span t start length
+        | None -> Span<float32>.Empty
+
     /// Call `body index start length` over chunks of at most `chunkElements` of every (index,
     /// numel) item, in parallel on `torch.get_num_threads()` workers when there is more than one
     /// chunk's worth of work. Each element is visited exactly once, so the result does not depend
@@ -115,6 +122,11 @@ module Kernel =
 
     /// The same state one step later: the count advanced, its tensors (updated in place) kept.
     let counted (s: State) : State = { s with Count = s.Count + 1 }
+
+    /// A named optimizer's state one step later, as its chain's pure update leaves it: the chain
+    /// and every part counted, except `identity` parts (stateless, they keep their count).
+    let stepped (s: State) : State =
+        { counted s with Children = s.Children |> List.map (fun c -> if c.Kind = "identity" then c else counted c) }
 
     /// Check that trees have the names of the parameters (as the pure path's Tree.map2 does).
     let checkNames (name: string) (parameters: Tree) (others: (string * Tree) list) =

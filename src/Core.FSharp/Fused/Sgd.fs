@@ -100,7 +100,7 @@ module SgdKernel =
             let sNegLr, sWd, sMu, sKeep = sc.Of(-lr), sc.Of wd, sc.Of mu, sc.Of keep
             Kernel.run parameters.Count tensorsOf
                 (fun i start len ->
-                    let b = match bufs with Some b -> Kernel.span b.Values[i] start len | None -> Span<float32>.Empty
+                    let b = Kernel.spanOpt (bufs |> Option.map (fun b -> b.Values[i])) start len
                     loop c (Kernel.span ps[i] start len) (Kernel.span gs[i] start len) b)
                 (fun i ->
                     let p = ps[i]

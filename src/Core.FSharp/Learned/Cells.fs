@@ -40,7 +40,8 @@ module Cells =
         let z = linear kernel bias (torch.cat([| x; h |], 1L))
         let gates = z.chunk(4L, 1L)
         let i, j, f, o = gates[0], gates[1], gates[2], gates[3]
-        let c' = torch.sigmoid(f + forgetBias) * c + torch.sigmoid i * torch.tanh j
+        // a + b * c with addcmul: one [n, H] tensor fewer in the graph than the sum
+        let c' = Tensors.withScalar (fun a one -> torch.addcmul(a, torch.sigmoid i, torch.tanh j, one)) (torch.sigmoid(f + forgetBias) * c) 1.0
         let h' = torch.sigmoid o * torch.tanh c'
         h', c'
 

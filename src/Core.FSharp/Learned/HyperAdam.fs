@@ -78,10 +78,13 @@ module HyperAdam =
             let rates = torch.sigmoid(Cells.linear (th "adam.kernel") (th "adam.bias") adamIn)
             let halves = rates.chunk(2L, 1L)
             let beta, gamma = halves[0], halves[1]
-            let m = beta * cells["m"] + (1.0 - beta) * gFlat
-            let v = gamma * cells["v"] + (1.0 - gamma) * gFlat.square()
-            let betaHat = beta * cells["beta_hat"] + (1.0 - beta)
-            let gammaHat = gamma * cells["gamma_hat"] + (1.0 - gamma)
+            // b x + (1 - b) y as lerp(y, x, b) = y + b (x - y): the same value, one tensor instead of
+            // four (each a [p, J] tensor kept by the meta-gradient's graph: memory is this loop's cost)
+            let one = torch.ones([| 1L; 1L |], dtype = dtype)
+            let m = torch.lerp(gFlat, cells["m"], beta)
+            let v = torch.lerp(gFlat.square(), cells["v"], gamma)
+            let betaHat = torch.lerp(one, cells["beta_hat"], beta)
+            let gammaHat = torch.lerp(one, cells["gamma_hat"], gamma)
             let field = (m / (betaHat + eps)) / (v / (gammaHat + eps) + eps).sqrt()
             let rho = torch.nn.functional.elu(Cells.linear (th "weight.w") (th "weight.b") hNew, 1.0)
             let d = (field * rho).sum(1L)

@@ -1,0 +1,72 @@
+namespace Optimizers.Fused
+
+open System
+open System.Numerics
+open System.Runtime.CompilerServices
+open System.Runtime.InteropServices
+open Optimizers
+open Optimizers.Handcrafted
+
+/// The per-step constants of Adagrad's fused loop.
+[<Struct>]
+type AdagradCoeffs =
+    { /// -lr / (1 + k lr_decay), the learning rate of this step with its decay
+      NegLr: float32
+      /// L2 weight decay added to the gradient; used when HasWd
+      Wd: float32
+      HasWd: bool
+      Eps: float32 }
+
+/// The fast path of Adagrad (Adagrad.fs): one pass over p, g and the sum of squares s, in the pure
+/// path's operation order, so float32 results match it to rounding:
+///   g' = g + wd p;  s = s + g'^2;  p = p + (-lr / (1 + k lr_decay)) g' / (sqrt(s) + eps)
+module AdagradKernel =
+
+    /// The loop over one chunk (compiled optimized at once, as the other kernels' loops).
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    let private loop (c: AdagradCoeffs) (p: Span<float32>) (g: Span<float32>) (s: Span<float32>) =
+        let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
+        let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
+        let sv = MemoryMarshal.Cast<float32, Vector<float32>> s
+        let negLr, wd, eps = Vector<float32>(c.NegLr), Vector<float32>(c.Wd), Vector<float32>(c.Eps)
+        for k in 0 .. pv.Length - 1 do
+            let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
+            let sk = sv[k] + gk * gk
+            sv[k] <- sk
+            pv[k] <- pv[k] + (gk / (Vector.SquareRoot sk + eps)) * negLr
+        for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
+            let gi = if c.HasWd then g[i] + p[i] * c.Wd else g[i]
+            let si = s[i] + gi * gi
+            s[i] <- si
+            p[i] <- p[i] + (gi / (MathF.Sqrt si + c.Eps)) * c.NegLr
+
+    /// The in-place kernel of `Adagrad.create o` (state: add_decayed_weights, scale_by_adagrad,
+    /// identity or scale_by_inverse_time_decay, scale_by_learning_rate).
+    let kernel (o: AdagradOptions) : Tree -> State -> Tree -> State =
+        let hasWd = not (Hyper.isZero o.WeightDecay)
+        let decays = not (Hyper.isZero o.LrDecay)
+        let kinds = [ "add_decayed_weights"; "scale_by_adagrad"; (if decays then "scale_by_inverse_time_decay" else "identity"); "scale_by_learning_rate" ]
+        fun grads state parameters ->
+            let s = Kernel.parts "adagrad" kinds state
+            let wdS, aS, dS, lrS = s[0], s[1], s[2], s[3]
+            let sums = aS.Slot "sum"
+            Kernel.checkNames "adagrad" parameters [ "gradients", grads; "sums of squares", sums ]
+            let lr = Kernel.value lrS.Count o.Lr
+            let wd = if hasWd then Kernel.value wdS.Count o.WeightDecay else 0.0
+            let f = if decays then 1.0 + float dS.Count * Kernel.value dS.Count o.LrDecay else 1.0
+            let c = { NegLr = float32 (-lr / f); Wd = float32 wd; HasWd = hasWd; Eps = float32 o.Eps }
+            let ps, gs = parameters.Values, grads.Values
+            use sc = new Kernel.Scalars()
+            let sNegLr, sWd, sEps, sOne = sc.Of(-lr / f), sc.Of wd, sc.Of o.Eps, sc.Of 1.0
+            Kernel.run parameters.Count (fun i -> [| ps[i]; gs[i]; sums.Values[i] |])
+                (fun i start len ->
+                    loop c (Kernel.span ps[i] start len) (Kernel.span gs[i] start len) (Kernel.span sums.Values[i] start len))
+                (fun i ->
+                    let p, sum = ps[i], sums.Values[i]
+                    let g = if hasWd then gs[i].add(p, sWd) else gs[i]
+                    sum.addcmul_(g, g, sOne) |> ignore
+                    p.addcdiv_(g, sum.sqrt().add_(sEps), sNegLr) |> ignore)
+            Kernel.stepped state
+
+    /// Adagrad (Adagrad.create) with its fast path.
+    let create (o: AdagradOptions) : Transformation = Adagrad.create o |> Transform.withFast (kernel o)
