@@ -424,7 +424,7 @@ module Bench =
         let settings : MetaSettings =
             { Kind = Registry.findLearnedKind "hyperadam"; KindOptions = []; Task = Registry.createTask "mlp-mnist" []
               Horizon = horizon; Window = 20; Episodes = episodes + 1; MetaLr = 1e-3; MetaLrFinal = 1e-3
-              RandomScaling = None; ConvexTerm = None; ValidateEvery = episodes + 1; ValidationSeeds = []
+              RandomScaling = None; ConvexTerm = None; ResetRange = None; ValidateEvery = episodes + 1; ValidationSeeds = []
               CheckpointDir = None; CheckpointEvery = episodes + 1; Seed = 1; Dtype = torch.ScalarType.Float32 }
         let times = List<float>()
         let mutable first, peak1, peak2 = 0L, 0L, 0L
