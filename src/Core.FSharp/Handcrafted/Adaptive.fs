@@ -45,8 +45,8 @@ module Adaptive =
     /// The first and second moment updates of the Adam family, in torch.optim's order:
     ///   m_t = b1 m_{t-1} + (1 - b1) g_t,   v_t = b2 v_{t-1} + ((1 - b2) g_t) g_t
     let private moments (b1: HValue) (b2: HValue) (s: State) (u: Tree) : Tree * Tree =
-        let m' = Tree.map2 (fun m g -> b1 * m + (1.0 - b1) * g) (s.Slot "exp_avg") u
-        let v' = Tree.map2 (fun v g -> b2 * v + (1.0 - b2) * g * g) (s.Slot "exp_avg_sq") u
+        let m' = Tree.map2 (fun m g -> Tensors.add (b1 * m) ((1.0 - b1) * g)) (s.Slot "exp_avg") u
+        let v' = Tree.map2 (fun v g -> Tensors.add (b2 * v) ((1.0 - b2) * g * g)) (s.Slot "exp_avg_sq") u
         m', v'
 
     /// Adagrad's accumulator (Duchi et al. 2011; torch.optim.Adagrad):
@@ -55,8 +55,8 @@ module Adaptive =
         let name = "scale_by_adagrad"
         let init (p: Tree) = State.withSlots name [ "sum", Tree.map (fun x -> torch.full_like(x, Scalar.op_Implicit initialAccumulator)) p ]
         let update (u: Tree) (s: State) (_: Tree) =
-            let sum' = Tree.map2 (fun a g -> a + g * g) (s.Slot "sum") u
-            let out = Tree.map2 (fun g a -> g / (a.sqrt() + eps)) u sum'
+            let sum' = Tree.map2 (fun a g -> Tensors.add a (g * g)) (s.Slot "sum") u
+            let out = Tree.map2 (fun g a -> g / Tensors.addNum (a.sqrt()) eps) u sum'
             out, { s with Count = s.Count + 1; Slots = Map.ofList [ "sum", sum' ] }
         Transform.create name init update
 
@@ -79,12 +79,12 @@ module Adaptive =
                   if centered then yield "grad_avg", Tree.zerosLike p ]
         let update (u: Tree) (s: State) (_: Tree) =
             let a = Hyper.at s.Count alpha
-            let sq' = Tree.map2 (fun v g -> a * v + (1.0 - a) * g * g) (s.Slot "square_avg") u
+            let sq' = Tree.map2 (fun v g -> Tensors.add (a * v) ((1.0 - a) * g * g)) (s.Slot "square_avg") u
             let slots, avg =
                 if centered then
-                    let ga' = Tree.map2 (fun m g -> a * m + (1.0 - a) * g) (s.Slot "grad_avg") u
-                    [ "square_avg", sq'; "grad_avg", ga' ], Tree.map2 (fun v m -> (v - m * m).sqrt() + eps) sq' ga'
-                else [ "square_avg", sq' ], Tree.map (fun v -> v.sqrt() + eps) sq'
+                    let ga' = Tree.map2 (fun m g -> Tensors.add (a * m) ((1.0 - a) * g)) (s.Slot "grad_avg") u
+                    [ "square_avg", sq'; "grad_avg", ga' ], Tree.map2 (fun v m -> Tensors.addNum ((Tensors.sub v (m * m)).sqrt()) eps) sq' ga'
+                else [ "square_avg", sq' ], Tree.map (fun v -> Tensors.addNum (v.sqrt()) eps) sq'
             Tree.map2 (fun g d -> g / d) u avg, { s with Count = s.Count + 1; Slots = Map.ofList slots }
         Transform.create name init update
 
@@ -99,8 +99,8 @@ module Adaptive =
             let b1 = Hyper.at s.Count beta1
             let b2 = Hyper.at s.Count beta2
             let bc1 = 1.0 - HValue.pow t b1
-            let m' = Tree.map2 (fun m g -> b1 * m + (1.0 - b1) * g) (s.Slot "exp_avg") u
-            let inf' = Tree.map2 (fun n g -> torch.maximum(b2 * n, g.abs() + eps)) (s.Slot "exp_inf") u
+            let m' = Tree.map2 (fun m g -> Tensors.add (b1 * m) ((1.0 - b1) * g)) (s.Slot "exp_avg") u
+            let inf' = Tree.map2 (fun n g -> torch.maximum(b2 * n, Tensors.addNum (g.abs()) eps)) (s.Slot "exp_inf") u
             let out = Tree.map2 (fun m n -> (m / n) / bc1) m' inf'
             out, { s with Count = t; Slots = Map.ofList [ "exp_avg", m'; "exp_inf", inf' ] }
         Transform.create name init update
@@ -128,11 +128,11 @@ module Adaptive =
                     let bc2 = 1.0 - HValue.pow t b2
                     Tree.map2 (fun m v ->
                         let denom =
-                            if epsRoot = 0.0 then v.sqrt() / HValue.sqrt bc2 + eps
-                            else Tensors.safeSqrt epsRoot (v / bc2) + eps
+                            if epsRoot = 0.0 then Tensors.addNum (v.sqrt() / HValue.sqrt bc2) eps
+                            else Tensors.addNum (Tensors.safeSqrt epsRoot (v / bc2)) eps
                         (m / denom) / bc1) m' vmax'
                 else
-                    Tree.map2 (fun m v -> m / (Tensors.safeSqrt epsRoot v + eps)) m' vmax'
+                    Tree.map2 (fun m v -> m / Tensors.addNum (Tensors.safeSqrt epsRoot v) eps) m' vmax'
             out, { s with Count = t; Slots = Map.ofList [ "exp_avg", m'; "exp_avg_sq", v'; "max_exp_avg_sq", vmax' ] }
         Transform.create name init update
 
@@ -170,7 +170,7 @@ module Adaptive =
             let stepSize = a * HValue.sqrt bc2 / bc1
             let lo, hi = adaboundBounds (Hyper.at k finalLr * a / Hyper.at 0 lr) (Hyper.at k gamma) t
             let out =
-                Tree.map2 (fun m v -> (divInto stepSize (v.sqrt() + eps) |> clampH lo hi) * m) m' (defaultArg vmax' v')
+                Tree.map2 (fun m v -> (divInto stepSize (Tensors.addNum (v.sqrt()) eps) |> clampH lo hi) * m) m' (defaultArg vmax' v')
             let slots =
                 [ yield "exp_avg", m'
                   yield "exp_avg_sq", v'
