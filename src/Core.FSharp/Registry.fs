@@ -588,15 +588,25 @@ module Registry =
     /// Build an optimizer from its name, options given as text, and hyperparameters that are not
     /// text (e.g. "lr" as Hyper.Scheduled); these take the place of the text value of the same
     /// name. Fails when the optimizer reads such a hyperparameter as a plain number.
-    let createOptimizerWith (name: string) (options: (string * string) list) (hypers: Map<string, Hyper>) : Transformation =
+    let private buildWith (name: string) (options: (string * string) list) (hypers: Map<string, Hyper>) =
         let e = findOptimizer name
         let o = OptionValues(e.Name, e.Options, options, hypers)
         let t = e.Create o
-        match o.UnreadHypers with
-        | [] -> t
-        | unread ->
+        e.Name, t, o.UnreadHypers
+
+    let createOptimizerWith (name: string) (options: (string * string) list) (hypers: Map<string, Hyper>) : Transformation =
+        match buildWith name options hypers with
+        | _, t, [] -> t
+        | name, _, unread ->
             Tensors.invalidArg (List.head unread)
-                $"{e.Name} takes {Tensors.commas unread} as a plain number only, so it cannot be a schedule or tensor here"
+                $"{name} takes {Tensors.commas unread} as a plain number only, so it cannot be a schedule or tensor here"
+
+    /// As createOptimizerWith, but None where the optimizer reads one of `hypers` as a plain number
+    /// (e.g. a hypergradient optimizer's initial "lr"), for callers that then build it from text.
+    let tryCreateOptimizerWith (name: string) (options: (string * string) list) (hypers: Map<string, Hyper>) : Transformation option =
+        match buildWith name options hypers with
+        | _, t, [] -> Some t
+        | _ -> None
 
     do createInner <- createOptimizerWith
 

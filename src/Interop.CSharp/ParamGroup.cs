@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Microsoft.FSharp.Core;
 using TorchSharp;
 using static TorchSharp.torch;
 using Parameter = TorchSharp.Modules.Parameter;
@@ -126,15 +127,10 @@ public sealed class ParamGroup
         if (!double.IsNaN(lr))
         {
             box.Value = lr;
-            try
-            {
-                var t = Core.Registry.createOptimizerWith(name, Fs.Pairs(options), Fs.Hypers(new[] { KeyValuePair.Create("lr", Fs.Boxed(box)) }));
-                return (t, true, lr);
-            }
-            catch (ArgumentException e) when (e.ParamName == "lr" && e.Message.Contains("plain number only"))
-            {
-                // The optimizer reads lr once, as its initial value: build it the plain way.
-            }
+            var t = Core.Registry.tryCreateOptimizerWith(name, Fs.Pairs(options), Fs.Hypers(new[] { KeyValuePair.Create("lr", Fs.Boxed(box)) }));
+            if (FSharpOption<Core.Transformation>.get_IsSome(t))
+                return (t.Value, true, lr);
+            // None: the optimizer reads lr once, as its initial value; build it the plain way.
         }
         return (Core.Registry.createOptimizer(name, Fs.Pairs(options)), false, double.NaN);
     }
