@@ -11,13 +11,13 @@ open TorchSharp
 /// A named optimizer is a chain of small transformations ending in the learning-rate step;
 /// `applyUpdates` adds the final updates to the parameters.
 ///
-/// `Fast` is the optional fast path for ordinary training (no meta-gradient): an in-place kernel
-///   grads -> state -> params -> new state
-/// that updates the parameters and the state's tensors in place under no_grad and returns a state
-/// with the same layout and values as `Update`'s (counts included), so the two paths interchange
-/// and saved states load into either. It gives up purity, never the numbers. `Transform.create`
-/// and the combinators leave it None; the named optimizers with a kernel in Fused/ set it.
-/// Use it through `Transform.stepInPlace`, which falls back to `Update` when it is None.
+/// `Fast` is the optional fused kernel of a named optimizer (Fused/): one pass over each
+/// parameter's tensors that gives the same parameters and state as `Update` + `applyUpdates`
+/// (layout, counts and values), so the paths interchange and saved states load into either.
+/// `Transform.stepInPlace` runs it over the parameters' and state's own tensors (the fast path of
+/// ordinary training); `Transform.step` runs it into new tensors whenever no gradient has to flow
+/// through the step, and runs `Update` op by op (a differentiable expression) otherwise.
+/// `Transform.create` and the combinators leave it None; the kernels in Fused/ set it.
 type Transformation =
     { /// The name, stored in the state's Kind and in saved files.
       Name: string
@@ -25,8 +25,22 @@ type Transformation =
       Version: int
       Init: Tree -> State
       Update: Tree -> State -> Tree -> Tree * State
-      /// The in-place kernel of the fast path, if the transformation has one.
-      Fast: (Tree -> State -> Tree -> State) option }
+      /// The fused kernel, if the transformation has one.
+      Fast: FusedKernel option }
+
+/// Where a fused kernel writes the new parameters and state.
+and [<RequireQualifiedAccess>] Target =
+    /// Over the parameters' and the state's own tensors (the fast path).
+    | InPlace
+    /// Into new tensors, the inputs left untouched (the pure path when nothing needs a gradient).
+    | Fresh
+
+/// A fused kernel: grads -> state -> params -> (params, state) written where the Target says,
+/// and the hyperparameters it reads as plain numbers (a tensor one that requires grad makes
+/// `Transform.step` differentiate op by op instead).
+and FusedKernel =
+    { Apply: Target -> Tree -> State -> Tree -> Tree * State
+      Hypers: Hyper list }
 
 module Transform =
 
@@ -55,15 +69,32 @@ module Transform =
     /// params + updates (no_grad is the caller's choice: keep the graph when differentiating).
     let applyUpdates (parameters: Tree) (updates: Tree) : Tree = Tree.map2 Tensors.add parameters updates
 
-    /// One optimizer step: transform the gradients, then apply them. Returns new params and state.
-    let step (t: Transformation) (grads: Tree) (state: State) (parameters: Tree) : Tree * State =
+    /// One optimizer step op by op: transform the gradients, then apply them. A differentiable
+    /// expression in the parameters, gradients, state and tensor hyperparameters.
+    let stepOps (t: Transformation) (grads: Tree) (state: State) (parameters: Tree) : Tree * State =
         let updates, state' = t.Update grads state parameters
         applyUpdates parameters updates, state'
 
-    /// The same transformation with an in-place kernel for the fast path (see `Transformation`).
-    /// The kernel must give the numbers and the state of `Update`; FastPathTests check it.
-    let withFast (kernel: Tree -> State -> Tree -> State) (t: Transformation) : Transformation =
-        { t with Fast = Some(fun g s p -> checkKind t.Name s; kernel g s p) }
+    /// True when autograd would record a step over these tensors and hyperparameters.
+    let private needsGraph (k: FusedKernel) (grads: Tree) (state: State) (parameters: Tree) =
+        let requires (x: Tensor) = x.requires_grad
+        torch.is_grad_enabled ()
+        && (Array.exists requires parameters.Values
+            || Array.exists requires grads.Values
+            || List.exists requires (State.tensors state)
+            || k.Hypers |> List.exists (function Hyper.Learnable x -> x.requires_grad | _ -> false))
+
+    /// One optimizer step: new params and state, the inputs untouched. With a fused kernel and
+    /// nothing to differentiate, one pass into new tensors; otherwise `stepOps`.
+    let step (t: Transformation) (grads: Tree) (state: State) (parameters: Tree) : Tree * State =
+        match t.Fast with
+        | Some k when not (needsGraph k grads state parameters) -> k.Apply Target.Fresh grads state parameters
+        | _ -> stepOps t grads state parameters
+
+    /// The same transformation with a fused kernel (see `Transformation`) reading `hypers`. The
+    /// kernel must give the numbers and the state of `stepOps`; FastPathTests check it.
+    let withFast (hypers: Hyper list) (kernel: Target -> Tree -> State -> Tree -> Tree * State) (t: Transformation) : Transformation =
+        { t with Fast = Some { Apply = (fun target g s p -> checkKind t.Name s; kernel target g s p); Hypers = hypers } }
 
     /// One optimizer step in place, for ordinary training: the parameters' tensors are updated
     /// in place under no_grad, and the new state is returned. With a kernel (`Fast`) the state's
@@ -76,7 +107,7 @@ module Transform =
     let stepInPlace (t: Transformation) (grads: Tree) (state: State) (parameters: Tree) : State =
         use _ = torch.no_grad()
         match t.Fast with
-        | Some kernel -> kernel grads state parameters
+        | Some k -> k.Apply Target.InPlace grads state parameters |> snd
         | None ->
             // Temporaries (the updates, intermediate results) are freed here; the new state's own
             // tensors move to the caller's scope.

@@ -205,14 +205,16 @@ module Bench =
 
     /// The pure path as Run.optimizeWhile runs it: new params and state each step in a
     /// DisposeScope, the replaced ones freed, then the allocator guard trimming every `trimEvery`.
-    let pureRunner (opt: Transformation) (trimEvery: int) (start: Tree) (grads: Tree) : Runner =
+    /// `step` is Transform.step (the fused kernel into new tensors: nothing needs a gradient) or
+    /// Transform.stepOps (op by op, the form a meta-gradient differentiates).
+    let pureRunner (step: Transformation -> Tree -> State -> Tree -> Tree * State) (opt: Transformation) (trimEvery: int) (start: Tree) (grads: Tree) : Runner =
         let p = ref (Tree.clone start |> detachTree)
         let s = ref (opt.Init p.Value |> State.detachFromScopes)
         { Step = fun () ->
             do
                 use _ = torch.NewDisposeScope()
                 use _ = torch.no_grad ()
-                let p', s' = Transform.step opt grads s.Value p.Value
+                let p', s' = step opt grads s.Value p.Value
                 let p' = detachTree p'
                 let s' = State.detachFromScopes s'
                 Run.disposeReplaced (Seq.append p.Value.Values (State.tensors s.Value)) (Seq.append p'.Values (State.tensors s'))
@@ -253,10 +255,13 @@ module Bench =
             if f.Detailed then
                 yield { Key = $"{f.Label}/fallback"; Family = f; Label = "fast path: TorchSharp in-place fallback"; Make = fastRunner ours false; InChild = false }
             yield { Key = $"{f.Label}/torch"; Family = f; Label = f.TorchName; Make = torchRunner f; InChild = f.Detailed }
-            yield { Key = $"{f.Label}/pure"; Family = f; Label = $"pure path, trim every {Memory.trimEvery} (default)"; Make = pureRunner ours Memory.trimEvery; InChild = f.Detailed }
+            yield { Key = $"{f.Label}/pure"; Family = f; Label = $"pure path: fused kernel into new tensors, trim every {Memory.trimEvery} (default)"
+                    Make = pureRunner Transform.step ours Memory.trimEvery; InChild = f.Detailed }
+            yield { Key = $"{f.Label}/ops"; Family = f; Label = $"pure path op by op (what meta-gradients use), trim every {Memory.trimEvery}"
+                    Make = pureRunner Transform.stepOps ours Memory.trimEvery; InChild = f.Detailed }
             if f.Detailed then
-                yield { Key = $"{f.Label}/pure4"; Family = f; Label = "pure path, trim every 4"; Make = pureRunner ours 4; InChild = false }
-                yield { Key = $"{f.Label}/pure1"; Family = f; Label = "pure path, trim every step"; Make = pureRunner ours 1; InChild = false } ]
+                yield { Key = $"{f.Label}/pure4"; Family = f; Label = "pure path: fused, trim every 4"; Make = pureRunner Transform.step ours 4; InChild = false }
+                yield { Key = $"{f.Label}/pure1"; Family = f; Label = "pure path: fused, trim every step"; Make = pureRunner Transform.step ours 1; InChild = false } ]
 
     /// Split `total` elements into `count` near-equal sizes.
     let sizes (total: int) (count: int) : int[] =
@@ -355,7 +360,9 @@ module Bench =
         try
             [ for f in Family.All do
                 for path, make in [ yield "fast", fastRunner f.Ours true
-                                    if f.Detailed then yield "pure", pureRunner f.Ours Memory.trimEvery ] do
+                                    if f.Detailed then
+                                        yield "pure", pureRunner Transform.step f.Ours Memory.trimEvery
+                                        yield "op-by-op pure", pureRunner Transform.stepOps f.Ours Memory.trimEvery ] do
                     progress $"{f.Label}: {path} path, {s.MemorySteps} steps for native memory"
                     let r = make start grads
                     let times = List<float>()
@@ -555,7 +562,10 @@ module Bench =
                     | Some(Ok rows) ->
                         for r in rows |> List.filter (fun r -> r.Key.StartsWith(f.Label + "/")) do
                             let v = variants |> List.find (fun v -> v.Key = r.Key)
-                            let label = if r.Key.EndsWith "/pure" then "pure path (no trim: not needed)" else v.Label
+                            let label =
+                                if r.Key.EndsWith "/pure" then "pure path: fused (no trim: not needed)"
+                                elif r.Key.EndsWith "/ops" then "pure path op by op (no trim: not needed)"
+                                else v.Label
                             show $"jemalloc: {label}" r "LD_PRELOAD, child process"
                     | Some(Error e) when f.Detailed -> add [ f.Label; "jemalloc"; ""; ""; ""; ""; ""; ""; ""; ""; e ]
                     | _ -> ()
@@ -620,7 +630,10 @@ module Bench =
                 | None -> ()
                 for f in Family.All do
                     let pureMs, fastMs = msOf (f.Label + "/pure"), msOf (f.Label + "/fast")
-                    trow $"3. {f.Label} pure path <= 2x fast path" $"{ratio (pureMs / fastMs)} ({ms pureMs} / {ms fastMs} ms)" (pureMs <= 2.0 * fastMs)
+                    let opsMs = msOf (f.Label + "/ops")
+                    trow $"3. {f.Label} pure path <= 2x fast path"
+                        $"{ratio (pureMs / fastMs)} ({ms pureMs} / {ms fastMs} ms); op by op, as meta-gradients need it: {ratio (opsMs / fastMs)}"
+                        (pureMs <= 2.0 * fastMs)
                 for m, windows, perEpisode in metaRows do
                     trow $"4. HyperAdam on MlpMnist, T = {m.Horizon}: <= 0.5 s per meta-iteration"
                         $"{perEpisode / float windows:F3} s per 20-step window (Theta update), {perEpisode:F2} s per episode of {windows} windows"

@@ -218,22 +218,28 @@ let scoped (f: unit -> unit) =
     use _ = torch.NewDisposeScope()
     f ()
 
-/// N pure steps and N fast steps from the same start; compared after every step.
+/// N steps op by op (the reference), N fused steps into new tensors and N fused steps in place
+/// from the same start; compared after every step.
 let fastEqualsPure (opt: Transformation) (c: Case) =
     Expect.isSome opt.Fast $"{opt.Name} has a fast path"
+    let kernel = opt.Fast.Value
     let start, grads = problem c
-    let mutable pPure = Tree.clone start
-    let mutable sPure = opt.Init pPure
+    let mutable pRef, sRef = Tree.clone start, opt.Init start
+    let mutable pFresh, sFresh = Tree.clone start, opt.Init start
     let pFast = start
     let mutable sFast = opt.Init pFast
     for k, g in List.indexed grads do
         let before = Tree.clone g
-        let p', s' = Transform.step opt g sPure pPure
-        pPure <- p'
-        sPure <- s'
+        let p', s' = Transform.stepOps opt g sRef pRef
+        pRef <- p'
+        sRef <- s'
+        let p', s' = kernel.Apply Target.Fresh g sFresh pFresh
+        pFresh <- p'
+        sFresh <- s'
         sFast <- Transform.stepInPlace opt g sFast pFast
-        Array.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isTrue (a.eq(b).all().ToBoolean()) "the fast path never changes the gradients") g.Values before.Values
-        expectSame (tolerance c) $"step {k + 1}" (pPure, sPure) (pFast, sFast)
+        Array.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isTrue (a.eq(b).all().ToBoolean()) "the fused kernel never changes the gradients") g.Values before.Values
+        expectSame (tolerance c) $"step {k + 1}, fused into new tensors" (pRef, sRef) (pFresh, sFresh)
+        expectSame (tolerance c) $"step {k + 1}, fused in place" (pRef, sRef) (pFast, sFast)
 
 let sgdOf (c: SgdCase) : Transformation =
     let h = hyper c.Case.Hypers
@@ -278,25 +284,25 @@ let adagradOf (c: AdagradCase) : Transformation =
         { Lr = h c.Lr; LrDecay = hyperOr0 c.Case.Hypers c.LrDecay; WeightDecay = hyperOr0 c.Case.Hypers c.WeightDecay
           InitialAccumulatorValue = c.InitialAccumulator; Eps = c.Eps }
 
-/// k pure steps, then fast steps, then pure steps again, against pure steps all along; and a
-/// state saved from the fast path loads and continues on either path.
+/// k fused pure steps (`step`), then in-place steps, then op-by-op steps, against op-by-op steps
+/// all along; and a state saved from the fast path loads and continues on the other paths.
 let interchange (opt: Transformation) (c: Case) =
     let start, grads = problem c
-    let pureRun () =
+    let reference () =
         let mutable p = Tree.clone start
         let mutable s = opt.Init p
         for g in grads do
-            let p', s' = Transform.step opt g s p
+            let p', s' = Transform.stepOps opt g s p
             p <- p'
             s <- s'
         p, s
-    let expected = pureRun ()
+    let expected = reference ()
     let third = max 1 (grads.Length / 3)
     let mutable p = Tree.clone start
     let mutable s = opt.Init p
     for k, g in List.indexed grads do
         if k < third || k >= 2 * third then
-            let p', s' = Transform.step opt g s p
+            let p', s' = (if k < third then Transform.step else Transform.stepOps) opt g s p
             p <- p'
             s <- s'
         else
@@ -306,7 +312,7 @@ let interchange (opt: Transformation) (c: Case) =
             Serialization.saveState file opt s
             s <- Serialization.loadState file opt
             File.Delete file
-    expectSame (tolerance c) "mixed pure and fast steps with a save and load" expected (p, s)
+    expectSame (tolerance c) "mixed fused, in-place and op-by-op steps with a save and load" expected (p, s)
 
 [<Tests>]
 let tests =
@@ -386,6 +392,31 @@ let tests =
             let adam = Registry.createOptimizer "adam" []
             Expect.isNone (Combine.chain [ adam; Transform.identity ]).Fast "a chain of them has none"
             Expect.isNone (Registry.createOptimizer "sgd-hd" []).Fast "the hypergradient optimizers have none (yet)"
+
+        testCase "step runs the fused kernel into new tensors unless a gradient must flow through the step" <| fun () ->
+            scoped <| fun () ->
+            let targets = Collections.Generic.List<Target>()
+            let lr = torch.tensor(0.1, dtype = f64)
+            let sgd = Sgd.create { Lr = Hyper.Learnable lr; Momentum = Hyper.Fixed 0.9; Dampening = Hyper.Fixed 0.0; WeightDecay = Hyper.Fixed 0.0; Nesterov = false }
+            let kernel = SgdKernel.kernel { Lr = Hyper.Learnable lr; Momentum = Hyper.Fixed 0.9; Dampening = Hyper.Fixed 0.0; WeightDecay = Hyper.Fixed 0.0; Nesterov = false }
+            let spy = sgd |> Transform.withFast [ Hyper.Learnable lr ] (fun target g s p -> targets.Add target; kernel target g s p)
+            let p = Tree.single "w" (vec [ 1.0; 2.0 ])
+            let g = grad2x p
+            let stepped (p: Tree) = Transform.step spy g (spy.Init p) p |> fst
+            stepped p |> ignore
+            Expect.sequenceEqual targets [ Target.Fresh ] "nothing requires grad: fused"
+            Transform.stepInPlace spy g (spy.Init p) (Tree.clone p) |> ignore
+            Expect.sequenceEqual targets [ Target.Fresh; Target.InPlace ] "stepInPlace: fused in place"
+            let w = Tree.map (fun x -> x.detach().requires_grad_(true)) p
+            let viaOps = stepped w
+            Expect.equal targets.Count 2 "a parameter requires grad: op by op"
+            Expect.isTrue viaOps.Values[0].requires_grad "and the result carries the graph"
+            lr.requires_grad_(true) |> ignore
+            let viaOps = stepped p
+            Expect.equal targets.Count 2 "the learning rate requires grad: op by op"
+            Expect.isTrue viaOps.Values[0].requires_grad "and the result carries the graph to it"
+            using (torch.no_grad ()) (fun _ -> stepped w) |> ignore
+            Expect.sequenceEqual targets [ Target.Fresh; Target.InPlace; Target.Fresh ] "under no_grad nothing is recorded: fused"
 
         testCase "stepInPlace without a kernel runs the pure update and adds it into the params" <| fun () ->
             let opt = Combine.chain [ ScaleBy.adamMoments (Hyper.Fixed 0.9) (Hyper.Fixed 0.999) 1e-8 0.0; ScaleBy.learningRate (Hyper.Fixed 0.1) ]

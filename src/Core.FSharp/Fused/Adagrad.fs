@@ -40,13 +40,13 @@ module AdagradKernel =
             s[i] <- si
             p[i] <- p[i] + (gi / (MathF.Sqrt si + c.Eps)) * c.NegLr
 
-    /// The in-place kernel of `Adagrad.create o` (state: add_decayed_weights, scale_by_adagrad,
+    /// The kernel of `Adagrad.create o` (state: add_decayed_weights, scale_by_adagrad,
     /// identity or scale_by_inverse_time_decay, scale_by_learning_rate).
-    let kernel (o: AdagradOptions) : Tree -> State -> Tree -> State =
+    let kernel (o: AdagradOptions) : Target -> Tree -> State -> Tree -> Tree * State =
         let hasWd = not (Hyper.isZero o.WeightDecay)
         let decays = not (Hyper.isZero o.LrDecay)
         let kinds = [ "add_decayed_weights"; "scale_by_adagrad"; (if decays then "scale_by_inverse_time_decay" else "identity"); "scale_by_learning_rate" ]
-        fun grads state parameters ->
+        fun target grads state parameters ->
             let s = Kernel.parts "adagrad" kinds state
             let wdS, aS, dS, lrS = s[0], s[1], s[2], s[3]
             let sums = aS.Slot "sum"
@@ -55,10 +55,13 @@ module AdagradKernel =
             let wd = if hasWd then Kernel.value wdS.Count o.WeightDecay else 0.0
             let f = if decays then 1.0 + float dS.Count * Kernel.value dS.Count o.LrDecay else 1.0
             let c = { NegLr = float32 (-lr / f); Wd = float32 wd; HasWd = hasWd; Eps = float32 o.Eps }
-            let ps, gs = parameters.Values, grads.Values
+            let out = Kernel.Outputs target
+            let pOut = out.Of parameters
+            let sums = out.Of sums
+            let ps, gs = pOut.Values, grads.Values
             use sc = new Kernel.Scalars()
             let sNegLr, sWd, sEps, sOne = sc.Of(-lr / f), sc.Of wd, sc.Of o.Eps, sc.Of 1.0
-            Kernel.run parameters.Count (fun i -> [| ps[i]; gs[i]; sums.Values[i] |])
+            Kernel.run out parameters.Count (fun i -> [| ps[i]; gs[i]; sums.Values[i] |])
                 (fun i start len ->
                     loop c (Kernel.span ps[i] start len) (Kernel.span gs[i] start len) (Kernel.span sums.Values[i] start len))
                 (fun i ->
@@ -66,7 +69,8 @@ module AdagradKernel =
                     let g = if hasWd then gs[i].add(p, sWd) else gs[i]
                     sum.addcmul_(g, g, sOne) |> ignore
                     p.addcdiv_(g, sum.sqrt().add_(sEps), sNegLr) |> ignore)
-            Kernel.stepped state
+            pOut, out.State(Kernel.stepped state)
 
     /// Adagrad (Adagrad.create) with its fast path.
-    let create (o: AdagradOptions) : Transformation = Adagrad.create o |> Transform.withFast (kernel o)
+    let create (o: AdagradOptions) : Transformation =
+        Adagrad.create o |> Transform.withFast [ o.Lr; o.LrDecay; o.WeightDecay ] (kernel o)

@@ -120,16 +120,16 @@ module AdamKernel =
                 if c.HasDecoupled then pi + ((mi * c.InvBc1) / denom + pi * c.Decoupled) * c.NegLr
                 else pi + (mi * c.Step) / denom
 
-    /// The in-place kernel of an Adam-family chain named `name` whose weight decay goes where
+    /// The kernel of an Adam-family chain named `name` whose weight decay goes where
     /// `decay` says (which, with `h.Amsgrad`, fixes the state layout).
-    let kernelWith (name: string) (decay: AdamDecay) (h: AdamHypers) : Tree -> State -> Tree -> State =
+    let kernelWith (name: string) (decay: AdamDecay) (h: AdamHypers) : Target -> Tree -> State -> Tree -> Tree * State =
         let hasWd = not (Hyper.isZero h.WeightDecay)
         let moments = if h.Amsgrad then "scale_by_amsgrad" else "scale_by_adam"
         let kinds, iWd, iAdam =
             match decay with
             | AdamDecay.L2 -> [ "add_decayed_weights"; moments; "scale_by_learning_rate" ], 0, 1
             | AdamDecay.Decoupled -> [ moments; "add_decayed_weights"; "scale_by_learning_rate" ], 1, 0
-        fun grads state parameters ->
+        fun target grads state parameters ->
             let s = Kernel.parts name kinds state
             let wdS, aS, lrS = s[iWd], s[iAdam], s[2]
             let ms, vs = aS.Slot "exp_avg", aS.Slot "exp_avg_sq"
@@ -153,7 +153,10 @@ module AdamKernel =
                   InvBc1 = float32 (1.0 / bc1); Step = float32 (-lr / bc1)
                   InvSqrtBc2 = float32 (1.0 / Math.Sqrt bc2); InvBc2 = float32 (1.0 / bc2)
                   Eps = float32 h.Eps; EpsRoot = float32 h.EpsRoot; HasEpsRoot = h.EpsRoot <> 0.0; HasMax = h.Amsgrad }
-            let ps, gs = parameters.Values, grads.Values
+            let out = Kernel.Outputs target
+            let pOut = out.Of parameters
+            let ms, vs, xs = out.Of ms, out.Of vs, Option.map out.Of xs
+            let ps, gs = pOut.Values, grads.Values
             let tensorsOf i =
                 match xs with
                 | Some x -> [| ps[i]; gs[i]; ms.Values[i]; vs.Values[i]; x.Values[i] |]
@@ -162,7 +165,7 @@ module AdamKernel =
             let sB1, sC1, sB2, sC2 = sc.Of b1, sc.Of(1.0 - b1), sc.Of b2, sc.Of(1.0 - b2)
             let sWd, sEps, sEpsRoot = sc.Of wd, sc.Of h.Eps, sc.Of h.EpsRoot
             let sSqrtBc2, sBc2, sBc1, sNegLr, sStep = sc.Of(Math.Sqrt bc2), sc.Of bc2, sc.Of bc1, sc.Of(-lr), sc.Of(-lr / bc1)
-            Kernel.run parameters.Count tensorsOf
+            Kernel.run out parameters.Count tensorsOf
                 (fun i start len ->
                     let x = Kernel.spanOpt (xs |> Option.map (fun x -> x.Values[i])) start len
                     loop c (Kernel.span ps[i] start len) (Kernel.span gs[i] start len)
@@ -181,24 +184,27 @@ module AdamKernel =
                         else v.div(sBc2).add_(sEpsRoot).sqrt_().add_(sEps)
                     if decoupled then p.add_(m.div(denom).div_(sBc1).add_(p, sWd), sNegLr) |> ignore
                     else p.addcdiv_(m, denom, sStep) |> ignore)
-            Kernel.stepped state
+            pOut, out.State(Kernel.stepped state)
 
     let private hypers lr beta1 beta2 eps epsRoot weightDecay amsgrad debias : AdamHypers =
         { Lr = lr; Beta1 = beta1; Beta2 = beta2; Eps = eps; EpsRoot = epsRoot; WeightDecay = weightDecay; Amsgrad = amsgrad; Debias = debias }
 
-    /// The in-place kernel of `Adam.create o`.
-    let kernel (o: AdamOptions) : Tree -> State -> Tree -> State =
+    /// The hyperparameters the kernel reads.
+    let private readsOf lr beta1 beta2 weightDecay : Hyper list = [ lr; beta1; beta2; weightDecay ]
+
+    /// The kernel of `Adam.create o`.
+    let kernel (o: AdamOptions) : Target -> Tree -> State -> Tree -> Tree * State =
         kernelWith "adam" AdamDecay.L2 (hypers o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay false true)
 
     /// Adam (Adam.create) with its fast path.
-    let create (o: AdamOptions) : Transformation = Adam.create o |> Transform.withFast (kernel o)
+    let create (o: AdamOptions) : Transformation = Adam.create o |> Transform.withFast (readsOf o.Lr o.Beta1 o.Beta2 o.WeightDecay) (kernel o)
 
     /// AdamW (AdamW.create, with or without amsgrad) with its fast path: the decoupled form.
     let createW (o: AdamWOptions) : Transformation =
         AdamW.create o
-        |> Transform.withFast (kernelWith "adamw" AdamDecay.Decoupled (hypers o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay o.Amsgrad true))
+        |> Transform.withFast (readsOf o.Lr o.Beta1 o.Beta2 o.WeightDecay) (kernelWith "adamw" AdamDecay.Decoupled (hypers o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay o.Amsgrad true))
 
     /// AMSGrad (AmsGrad.create, either form) with its fast path.
     let createAms (o: AmsGradOptions) : Transformation =
         AmsGrad.create o
-        |> Transform.withFast (kernelWith "amsgrad" AdamDecay.L2 (hypers o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay true o.Debias))
+        |> Transform.withFast (readsOf o.Lr o.Beta1 o.Beta2 o.WeightDecay) (kernelWith "amsgrad" AdamDecay.L2 (hypers o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay true o.Debias))

@@ -21,6 +21,10 @@ open Optimizers
 /// `run` does the dispatch: the parameters whose tensors are all direct go to the loop, in
 /// cache-sized chunks spread over `torch.get_num_threads()` workers (one knob for TorchSharp and
 /// us); the others go to the fallback, one DisposeScope each for its temporaries.
+/// The same kernel serves both targets (Transform's `Target`): an `Outputs` hands it the tensors
+/// to update, the old ones in place or new ones for the pure path; for a new tensor, `run` first
+/// copies the old values into it, chunk by chunk while the chunk is in cache, so the loop and the
+/// fallback are written once, in place, and the pure path still reads each old value from memory once.
 /// A Span cannot cross threads or live in a closure, so workers get (tensor, start, length) and
 /// take their own spans with `span`.
 module Kernel =
@@ -82,17 +86,49 @@ module Kernel =
                 body i s l)
             |> ignore
 
+    /// Where a kernel writes (see Transform's `Target`): `Of tree` gives the tree to update, the
+    /// tree itself in place or new tensors of its shapes (filled by `run` with its values before
+    /// the update); `State` puts the new trees in place of the old in the state the kernel returns.
+    type Outputs(target: Target) =
+        let pairs = List<Tree * Tree>()
+
+        /// The tree whose tensors the kernel updates in place to hold the new values of `t`.
+        member _.Of(t: Tree) : Tree =
+            match target with
+            | Target.InPlace -> t
+            | Target.Fresh ->
+                let t' = Tree.map (fun x -> torch.empty_like x) t
+                pairs.Add((t, t'))
+                t'
+
+        /// (old, new) tensors of parameter i, for `run` to copy before updating.
+        member _.Copies(i: int) : (Tensor * Tensor)[] = pairs |> Seq.map (fun (a, b) -> a.Values[i], b.Values[i]) |> Array.ofSeq
+
+        /// The state with each slot tree given to `Of` replaced by its new tree.
+        member _.State(s: State) : State =
+            let swap (t: Tree) =
+                match pairs |> Seq.tryFind (fun (a, _) -> obj.ReferenceEquals(a, t)) with
+                | Some(_, t') -> t'
+                | None -> t
+            let rec go (s: State) = { s with Slots = s.Slots |> Map.map (fun _ t -> swap t); Children = List.map go s.Children }
+            go s
+
     /// The dispatch of one step: parameter i goes to `fused i start length` (in chunks, in
     /// parallel) when `allDirect (tensorsOf i)`, else to `fallback i` under no_grad in its own
     /// DisposeScope (its temporaries are freed at once; the tensors it updates in place are
-    /// not in that scope and live on).
-    let run (count: int) (tensorsOf: int -> Tensor[]) (fused: int -> int -> int -> unit) (fallback: int -> unit) =
-        let direct = Array.init count (fun i -> allDirect (tensorsOf i))
-        forChunks [| for i in 0 .. count - 1 do if direct[i] then yield i, int ((tensorsOf i).[0].numel ()) |] fused
+    /// not in that scope and live on). `tensorsOf i` lists the tensors the kernel reads and
+    /// updates (from `out`); the new ones of a Fresh `out` get their old values first.
+    let run (out: Outputs) (count: int) (tensorsOf: int -> Tensor[]) (fused: int -> int -> int -> unit) (fallback: int -> unit) =
+        let copies = Array.init count out.Copies
+        let direct = Array.init count (fun i -> allDirect (Array.append (tensorsOf i) (Array.map fst copies[i])))
+        forChunks [| for i in 0 .. count - 1 do if direct[i] then yield i, int ((tensorsOf i).[0].numel ()) |] (fun i start len ->
+            for src, dst in copies[i] do (span src start len).CopyTo(span dst start len)
+            fused i start len)
         if direct |> Array.exists not then
             use _ = torch.no_grad ()
             for i in 0 .. count - 1 do
                 if not direct[i] then
+                    for src, dst in copies[i] do dst.copy_(src) |> ignore
                     use _ = torch.NewDisposeScope()
                     fallback i
 

@@ -73,13 +73,13 @@ module RmsPropKernel =
             let u = if c.Momentum then (let bi = (if c.First then u else b[i] * c.Mu + u) in b[i] <- bi; bi) else u
             p[i] <- p[i] + u * c.NegLr
 
-    /// The in-place kernel of `RmsProp.create o` (state: add_decayed_weights, scale_by_rms,
+    /// The kernel of `RmsProp.create o` (state: add_decayed_weights, scale_by_rms,
     /// identity or trace_momentum, scale_by_learning_rate).
-    let kernel (o: RmsPropOptions) : Tree -> State -> Tree -> State =
+    let kernel (o: RmsPropOptions) : Target -> Tree -> State -> Tree -> Tree * State =
         let momentum = not (Hyper.isZero o.Momentum)
         let hasWd = not (Hyper.isZero o.WeightDecay)
         let kinds = [ "add_decayed_weights"; "scale_by_rms"; (if momentum then "trace_momentum" else "identity"); "scale_by_learning_rate" ]
-        fun grads state parameters ->
+        fun target grads state parameters ->
             let s = Kernel.parts "rmsprop" kinds state
             let wdS, rS, mS, lrS = s[0], s[1], s[2], s[3]
             let vs = rS.Slot "square_avg"
@@ -98,12 +98,15 @@ module RmsPropKernel =
             let c =
                 { NegLr = float32 (-lr); Wd = float32 wd; HasWd = hasWd; A = float32 alpha; C = float32 (1.0 - alpha)
                   Eps = float32 o.Eps; Centered = o.Centered; Momentum = momentum; Mu = float32 mu; First = first }
-            let ps, gs = parameters.Values, grads.Values
+            let out = Kernel.Outputs target
+            let pOut = out.Of parameters
+            let vs, avgs, bufs = out.Of vs, Option.map out.Of avgs, Option.map out.Of bufs
+            let ps, gs = pOut.Values, grads.Values
             let opt (t: Tree option) i = t |> Option.map (fun t -> t.Values[i])
             let tensorsOf i = Array.concat [ [| ps[i]; gs[i]; vs.Values[i] |]; Option.toArray (opt avgs i); Option.toArray (opt bufs i) ]
             use sc = new Kernel.Scalars()
             let sNegLr, sWd, sA, sC, sEps, sMu, sOne = sc.Of(-lr), sc.Of wd, sc.Of alpha, sc.Of(1.0 - alpha), sc.Of o.Eps, sc.Of mu, sc.Of 1.0
-            Kernel.run parameters.Count tensorsOf
+            Kernel.run out parameters.Count tensorsOf
                 (fun i start len ->
                     loop c (Kernel.span ps[i] start len) (Kernel.span gs[i] start len) (Kernel.span vs.Values[i] start len)
                         (Kernel.spanOpt (opt avgs i) start len) (Kernel.spanOpt (opt bufs i) start len))
@@ -124,7 +127,8 @@ module RmsPropKernel =
                         if first then b.copy_(g.div(denom)) |> ignore else b.mul_(sMu).addcdiv_(g, denom, sOne) |> ignore
                         p.add_(b, sNegLr) |> ignore
                     | None -> p.addcdiv_(g, denom, sNegLr) |> ignore)
-            Kernel.stepped state
+            pOut, out.State(Kernel.stepped state)
 
     /// RMSProp (RmsProp.create) with its fast path.
-    let create (o: RmsPropOptions) : Transformation = RmsProp.create o |> Transform.withFast (kernel o)
+    let create (o: RmsPropOptions) : Transformation =
+        RmsProp.create o |> Transform.withFast [ o.Lr; o.Alpha; o.Momentum; o.WeightDecay ] (kernel o)

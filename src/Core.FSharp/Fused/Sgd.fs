@@ -70,13 +70,13 @@ module SgdKernel =
                 let d = if c.Nesterov then gi + bi * c.Mu else bi
                 p[i] <- p[i] + d * c.NegLr
 
-    /// The in-place kernel of `Sgd.create o` (state: add_decayed_weights, identity or
+    /// The kernel of `Sgd.create o` (state: add_decayed_weights, identity or
     /// trace_momentum, scale_by_learning_rate).
-    let kernel (o: SgdOptions) : Tree -> State -> Tree -> State =
+    let kernel (o: SgdOptions) : Target -> Tree -> State -> Tree -> Tree * State =
         let momentum = not (Hyper.isZero o.Momentum)
         let hasWd = not (Hyper.isZero o.WeightDecay)
         let kinds = [ "add_decayed_weights"; (if momentum then "trace_momentum" else "identity"); "scale_by_learning_rate" ]
-        fun grads state parameters ->
+        fun target grads state parameters ->
             let s = Kernel.parts "sgd" kinds state
             let wdS, mS, lrS = s[0], s[1], s[2]
             let bufs = if momentum then Some(mS.Slot "momentum_buffer") else None
@@ -91,14 +91,17 @@ module SgdKernel =
             let c =
                 { NegLr = float32 (-lr); Wd = float32 wd; HasWd = hasWd; Momentum = momentum
                   Mu = float32 mu; Keep = float32 keep; First = first; Nesterov = o.Nesterov }
-            let ps, gs = parameters.Values, grads.Values
+            let out = Kernel.Outputs target
+            let pOut = out.Of parameters
+            let bufs = Option.map out.Of bufs
+            let ps, gs = pOut.Values, grads.Values
             let tensorsOf i =
                 match bufs with
                 | Some b -> [| ps[i]; gs[i]; b.Values[i] |]
                 | None -> [| ps[i]; gs[i] |]
             use sc = new Kernel.Scalars()
             let sNegLr, sWd, sMu, sKeep = sc.Of(-lr), sc.Of wd, sc.Of mu, sc.Of keep
-            Kernel.run parameters.Count tensorsOf
+            Kernel.run out parameters.Count tensorsOf
                 (fun i start len ->
                     let b = Kernel.spanOpt (bufs |> Option.map (fun b -> b.Values[i])) start len
                     loop c (Kernel.span ps[i] start len) (Kernel.span gs[i] start len) b)
@@ -112,7 +115,8 @@ module SgdKernel =
                         if first then b.copy_(g) |> ignore else b.mul_(sMu).add_(g, sKeep) |> ignore
                         let d = if o.Nesterov then g.add(b, sMu) else b
                         p.add_(d, sNegLr) |> ignore)
-            { Kernel.counted state with Children = [ Kernel.counted wdS; (if momentum then Kernel.counted mS else mS); Kernel.counted lrS ] }
+            pOut, out.State { Kernel.counted state with Children = [ Kernel.counted wdS; (if momentum then Kernel.counted mS else mS); Kernel.counted lrS ] }
 
     /// SGD (Sgd.create) with its fast path.
-    let create (o: SgdOptions) : Transformation = Sgd.create o |> Transform.withFast (kernel o)
+    let create (o: SgdOptions) : Transformation =
+        Sgd.create o |> Transform.withFast [ o.Lr; o.Momentum; o.Dampening; o.WeightDecay ] (kernel o)
