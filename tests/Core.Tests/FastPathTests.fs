@@ -460,7 +460,7 @@ let tests =
                       "--hd-steps"; "3"; "--meta-episodes"; "0"; "--meta-iterations"; "2" ]
             Expect.equal code 0 $"exit code (stderr: {err})"
             for part in [ "memory-bandwidth bound"; "fast path: fused SIMD kernel"; "TorchSharp in-place fallback"; "torch.optim.Adam"
-                          "torch.optim.SGD"; "pure path, trim every 16 (default)"; "RSS before MB"; "native memory"; "Reproduce: optimizers bench --quick"
+                          "torch.optim.SGD"; "pure path: fused kernel into new tensors"; "pure path op by op"; "RSS before MB"; "native memory"; "Reproduce: optimizers bench --quick"
                           "torch.optim.AdamW"; "torch.optim.RMSProp"; "torch.optim.Adagrad"; "adam-hd: whole training step"; "adam-hd / adam ="
                           "meta-training on mlp-mnist, T = 20"; "issue 10 target"; "5. adam-hd <= 1.2x adam" ] do
                 Expect.stringContains out part "the table"))

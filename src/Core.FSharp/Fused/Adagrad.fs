@@ -24,21 +24,23 @@ module AdagradKernel =
 
     /// The loop over one chunk (compiled optimized at once, as the other kernels' loops).
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private loop (c: AdagradCoeffs) (p: Span<float32>) (g: Span<float32>) (s: Span<float32>) =
+    let private loop (c: AdagradCoeffs) (p: Span<float32>) (g: Span<float32>) (s: Span<float32>) (pOut: Span<float32>) (sOut: Span<float32>) =
         let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
         let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
         let sv = MemoryMarshal.Cast<float32, Vector<float32>> s
+        let po = MemoryMarshal.Cast<float32, Vector<float32>> pOut
+        let so = MemoryMarshal.Cast<float32, Vector<float32>> sOut
         let negLr, wd, eps = Vector<float32>(c.NegLr), Vector<float32>(c.Wd), Vector<float32>(c.Eps)
         for k in 0 .. pv.Length - 1 do
             let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
             let sk = sv[k] + gk * gk
-            sv[k] <- sk
-            pv[k] <- pv[k] + (gk / (Vector.SquareRoot sk + eps)) * negLr
+            so[k] <- sk
+            po[k] <- pv[k] + (gk / (Vector.SquareRoot sk + eps)) * negLr
         for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
             let gi = if c.HasWd then g[i] + p[i] * c.Wd else g[i]
             let si = s[i] + gi * gi
-            s[i] <- si
-            p[i] <- p[i] + (gi / (MathF.Sqrt si + c.Eps)) * c.NegLr
+            sOut[i] <- si
+            pOut[i] <- p[i] + (gi / (MathF.Sqrt si + c.Eps)) * c.NegLr
 
     /// The kernel of `Adagrad.create o` (state: add_decayed_weights, scale_by_adagrad,
     /// identity or scale_by_inverse_time_decay, scale_by_learning_rate).
@@ -57,13 +59,14 @@ module AdagradKernel =
             let c = { NegLr = float32 (-lr / f); Wd = float32 wd; HasWd = hasWd; Eps = float32 o.Eps }
             let out = Kernel.Outputs target
             let pOut = out.Of parameters
-            let sums = out.Of sums
-            let ps, gs = pOut.Values, grads.Values
+            let sums0, sums = sums, out.Of sums
+            let ps0, ps, gs = parameters.Values, pOut.Values, grads.Values
             use sc = new Kernel.Scalars()
             let sNegLr, sWd, sEps, sOne = sc.Of(-lr / f), sc.Of wd, sc.Of o.Eps, sc.Of 1.0
             Kernel.run out parameters.Count (fun i -> [| ps[i]; gs[i]; sums.Values[i] |])
                 (fun i start len ->
-                    loop c (Kernel.span ps[i] start len) (Kernel.span gs[i] start len) (Kernel.span sums.Values[i] start len))
+                    loop c (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len) (Kernel.span sums0.Values[i] start len)
+                        (Kernel.span ps[i] start len) (Kernel.span sums.Values[i] start len))
                 (fun i ->
                     let p, sum = ps[i], sums.Values[i]
                     let g = if hasWd then gs[i].add(p, sWd) else gs[i]

@@ -74,12 +74,17 @@ module AdamKernel =
     /// The loop over one chunk (compiled optimized at once: tier-0 code of a Vector<T> loop is
     /// several times slower, and the first steps of a run would pay for it).
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private loop (c: AdamCoeffs) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>) (vmax: Span<float32>) =
+    let private loop (c: AdamCoeffs) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>) (vmax: Span<float32>)
+                     (pOut: Span<float32>) (mOut: Span<float32>) (vOut: Span<float32>) (vmaxOut: Span<float32>) =
         let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
         let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
         let mv = MemoryMarshal.Cast<float32, Vector<float32>> m
         let vv = MemoryMarshal.Cast<float32, Vector<float32>> v
         let xv = MemoryMarshal.Cast<float32, Vector<float32>> vmax
+        let po = MemoryMarshal.Cast<float32, Vector<float32>> pOut
+        let mo = MemoryMarshal.Cast<float32, Vector<float32>> mOut
+        let vo = MemoryMarshal.Cast<float32, Vector<float32>> vOut
+        let xo = MemoryMarshal.Cast<float32, Vector<float32>> vmaxOut
         let negLr, l2, dwd = Vector<float32>(c.NegLr), Vector<float32>(c.L2), Vector<float32>(c.Decoupled)
         let b1, c1, b2, c2 = Vector<float32>(c.B1), Vector<float32>(c.C1), Vector<float32>(c.B2), Vector<float32>(c.C2)
         let invBc1, step = Vector<float32>(c.InvBc1), Vector<float32>(c.Step)
@@ -91,20 +96,20 @@ module AdamKernel =
                 let gk = gv[k]
                 let mk = mv[k] * b1 + gk * c1
                 let vk = vv[k] * b2 + (gk * gk) * c2
-                mv[k] <- mk
-                vv[k] <- vk
-                pv[k] <- pv[k] + (mk * step) / (Vector.SquareRoot vk * invSqrtBc2 + eps)
+                mo[k] <- mk
+                vo[k] <- vk
+                po[k] <- pv[k] + (mk * step) / (Vector.SquareRoot vk * invSqrtBc2 + eps)
         else
             for k in 0 .. pv.Length - 1 do
                 let pk = pv[k]
                 let gk = if c.HasL2 then gv[k] + pk * l2 else gv[k]
                 let mk = mv[k] * b1 + gk * c1
                 let vk = vv[k] * b2 + (gk * gk) * c2
-                mv[k] <- mk
-                vv[k] <- vk
-                let vk = if c.HasMax then (let x = Vector.Max(xv[k], vk) in xv[k] <- x; x) else vk
+                mo[k] <- mk
+                vo[k] <- vk
+                let vk = if c.HasMax then (let x = Vector.Max(xv[k], vk) in xo[k] <- x; x) else vk
                 let denom = if c.HasEpsRoot then Vector.SquareRoot(vk * invBc2 + epsRoot) + eps else Vector.SquareRoot vk * invSqrtBc2 + eps
-                pv[k] <-
+                po[k] <-
                     if c.HasDecoupled then pk + ((mk * invBc1) / denom + pk * dwd) * negLr
                     else pk + (mk * step) / denom
         for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
@@ -112,11 +117,11 @@ module AdamKernel =
             let gi = if c.HasL2 then g[i] + pi * c.L2 else g[i]
             let mi = m[i] * c.B1 + gi * c.C1
             let vi = v[i] * c.B2 + (gi * gi) * c.C2
-            m[i] <- mi
-            v[i] <- vi
-            let vi = if c.HasMax then (let x = MathF.Max(vmax[i], vi) in vmax[i] <- x; x) else vi
+            mOut[i] <- mi
+            vOut[i] <- vi
+            let vi = if c.HasMax then (let x = MathF.Max(vmax[i], vi) in vmaxOut[i] <- x; x) else vi
             let denom = if c.HasEpsRoot then MathF.Sqrt(vi * c.InvBc2 + c.EpsRoot) + c.Eps else MathF.Sqrt vi * c.InvSqrtBc2 + c.Eps
-            p[i] <-
+            pOut[i] <-
                 if c.HasDecoupled then pi + ((mi * c.InvBc1) / denom + pi * c.Decoupled) * c.NegLr
                 else pi + (mi * c.Step) / denom
 
@@ -155,8 +160,9 @@ module AdamKernel =
                   Eps = float32 h.Eps; EpsRoot = float32 h.EpsRoot; HasEpsRoot = h.EpsRoot <> 0.0; HasMax = h.Amsgrad }
             let out = Kernel.Outputs target
             let pOut = out.Of parameters
+            let ms0, vs0, xs0 = ms, vs, xs
             let ms, vs, xs = out.Of ms, out.Of vs, Option.map out.Of xs
-            let ps, gs = pOut.Values, grads.Values
+            let ps0, ps, gs = parameters.Values, pOut.Values, grads.Values
             let tensorsOf i =
                 match xs with
                 | Some x -> [| ps[i]; gs[i]; ms.Values[i]; vs.Values[i]; x.Values[i] |]
@@ -167,9 +173,9 @@ module AdamKernel =
             let sSqrtBc2, sBc2, sBc1, sNegLr, sStep = sc.Of(Math.Sqrt bc2), sc.Of bc2, sc.Of bc1, sc.Of(-lr), sc.Of(-lr / bc1)
             Kernel.run out parameters.Count tensorsOf
                 (fun i start len ->
-                    let x = Kernel.spanOpt (xs |> Option.map (fun x -> x.Values[i])) start len
-                    loop c (Kernel.span ps[i] start len) (Kernel.span gs[i] start len)
-                        (Kernel.span ms.Values[i] start len) (Kernel.span vs.Values[i] start len) x)
+                    loop c (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len)
+                        (Kernel.span ms0.Values[i] start len) (Kernel.span vs0.Values[i] start len) (Kernel.spanAt xs0 i start len)
+                        (Kernel.span ps[i] start len) (Kernel.span ms.Values[i] start len) (Kernel.span vs.Values[i] start len) (Kernel.spanAt xs i start len))
                 (fun i ->
                     let p, m, v = ps[i], ms.Values[i], vs.Values[i]
                     let g = if l2 then gs[i].add(p, sWd) else gs[i]

@@ -22,9 +22,10 @@ open Optimizers
 /// cache-sized chunks spread over `torch.get_num_threads()` workers (one knob for TorchSharp and
 /// us); the others go to the fallback, one DisposeScope each for its temporaries.
 /// The same kernel serves both targets (Transform's `Target`): an `Outputs` hands it the tensors
-/// to update, the old ones in place or new ones for the pure path; for a new tensor, `run` first
-/// copies the old values into it, chunk by chunk while the chunk is in cache, so the loop and the
-/// fallback are written once, in place, and the pure path still reads each old value from memory once.
+/// to write, the old ones (in place) or new ones (the pure path). The loop reads the old spans and
+/// writes the new ones (the same spans in place: each element is read before it is written), so
+/// the pure path costs one pass too; the fallback updates in place, so `run` first copies the
+/// old values into the new tensors of a parameter that goes to it.
 /// A Span cannot cross threads or live in a closure, so workers get (tensor, start, length) and
 /// take their own spans with `span`.
 module Kernel =
@@ -56,11 +57,11 @@ module Kernel =
     let span (t: Tensor) (start: int) (length: int) : Span<float32> =
         MemoryMarshal.Cast<byte, float32>(t.bytes).Slice(start, length)
 
-    /// `span` of a tensor that only some configurations keep (AMSGrad's maximum, a momentum
-    /// buffer): empty when there is none.
-    let spanOpt (t: Tensor option) (start: int) (length: int) : Span<float32> =
+    /// `span` of parameter i's tensor in a slot tree that only some configurations keep
+    /// (AMSGrad's maximum, a momentum buffer): empty when there is none.
+    let spanAt (t: Tree option) (i: int) (start: int) (length: int) : Span<float32> =
         match t with
-        | Some t -> span t start length
+        | Some t -> span t.Values[i] start length
         | None -> Span<float32>.Empty
 
     /// Call `body index start length` over chunks of at most `chunkElements` of every (index,
@@ -86,13 +87,13 @@ module Kernel =
                 body i s l)
             |> ignore
 
-    /// Where a kernel writes (see Transform's `Target`): `Of tree` gives the tree to update, the
-    /// tree itself in place or new tensors of its shapes (filled by `run` with its values before
-    /// the update); `State` puts the new trees in place of the old in the state the kernel returns.
+    /// Where a kernel writes (see Transform's `Target`): `Of tree` gives the tree to write the new
+    /// values of `tree` into, the tree itself in place or new tensors of its shapes; `State` puts
+    /// the new trees in place of the old in the state the kernel returns.
     type Outputs(target: Target) =
         let pairs = List<Tree * Tree>()
 
-        /// The tree whose tensors the kernel updates in place to hold the new values of `t`.
+        /// The tree to write the new values of `t` into.
         member _.Of(t: Tree) : Tree =
             match target with
             | Target.InPlace -> t
@@ -101,7 +102,7 @@ module Kernel =
                 pairs.Add((t, t'))
                 t'
 
-        /// (old, new) tensors of parameter i, for `run` to copy before updating.
+        /// (old, new) tensors of parameter i.
         member _.Copies(i: int) : (Tensor * Tensor)[] = pairs |> Seq.map (fun (a, b) -> a.Values[i], b.Values[i]) |> Array.ofSeq
 
         /// The state with each slot tree given to `Of` replaced by its new tree.
@@ -116,13 +117,12 @@ module Kernel =
     /// The dispatch of one step: parameter i goes to `fused i start length` (in chunks, in
     /// parallel) when `allDirect (tensorsOf i)`, else to `fallback i` under no_grad in its own
     /// DisposeScope (its temporaries are freed at once; the tensors it updates in place are
-    /// not in that scope and live on). `tensorsOf i` lists the tensors the kernel reads and
-    /// updates (from `out`); the new ones of a Fresh `out` get their old values first.
+    /// not in that scope and live on). `tensorsOf i` lists the tensors the kernel writes (from
+    /// `out`) and the gradient; the fallback of a Fresh `out` updates copies of the old values.
     let run (out: Outputs) (count: int) (tensorsOf: int -> Tensor[]) (fused: int -> int -> int -> unit) (fallback: int -> unit) =
         let copies = Array.init count out.Copies
         let direct = Array.init count (fun i -> allDirect (Array.append (tensorsOf i) (Array.map fst copies[i])))
         forChunks [| for i in 0 .. count - 1 do if direct[i] then yield i, int ((tensorsOf i).[0].numel ()) |] (fun i start len ->
-            for src, dst in copies[i] do (span src start len).CopyTo(span dst start len)
             fused i start len)
         if direct |> Array.exists not then
             use _ = torch.no_grad ()

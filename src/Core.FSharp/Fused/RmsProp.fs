@@ -38,40 +38,45 @@ module RmsPropKernel =
     /// The loop over one chunk (compiled optimized at once, as the other kernels' loops); `a` is
     /// empty unless centered, `b` unless with momentum.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private loop (c: RmsPropCoeffs) (p: Span<float32>) (g: Span<float32>) (v: Span<float32>) (a: Span<float32>) (b: Span<float32>) =
+    let private loop (c: RmsPropCoeffs) (p: Span<float32>) (g: Span<float32>) (v: Span<float32>) (a: Span<float32>) (b: Span<float32>)
+                     (pOut: Span<float32>) (vOut: Span<float32>) (aOut: Span<float32>) (bOut: Span<float32>) =
         let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
         let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
         let vv = MemoryMarshal.Cast<float32, Vector<float32>> v
         let av = MemoryMarshal.Cast<float32, Vector<float32>> a
         let bv = MemoryMarshal.Cast<float32, Vector<float32>> b
+        let po = MemoryMarshal.Cast<float32, Vector<float32>> pOut
+        let vo = MemoryMarshal.Cast<float32, Vector<float32>> vOut
+        let ao = MemoryMarshal.Cast<float32, Vector<float32>> aOut
+        let bo = MemoryMarshal.Cast<float32, Vector<float32>> bOut
         let negLr, wd, al, cl = Vector<float32>(c.NegLr), Vector<float32>(c.Wd), Vector<float32>(c.A), Vector<float32>(c.C)
         let eps, mu = Vector<float32>(c.Eps), Vector<float32>(c.Mu)
         for k in 0 .. pv.Length - 1 do
             let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
             let vk = vv[k] * al + (gk * cl) * gk
-            vv[k] <- vk
+            vo[k] <- vk
             let denom =
                 if c.Centered then
                     let ak = av[k] * al + gk * cl
-                    av[k] <- ak
+                    ao[k] <- ak
                     Vector.SquareRoot(vk - ak * ak) + eps
                 else Vector.SquareRoot vk + eps
             let u = gk / denom
-            let u = if c.Momentum then (let bk = (if c.First then u else bv[k] * mu + u) in bv[k] <- bk; bk) else u
-            pv[k] <- pv[k] + u * negLr
+            let u = if c.Momentum then (let bk = (if c.First then u else bv[k] * mu + u) in bo[k] <- bk; bk) else u
+            po[k] <- pv[k] + u * negLr
         for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
             let gi = if c.HasWd then g[i] + p[i] * c.Wd else g[i]
             let vi = v[i] * c.A + (gi * c.C) * gi
-            v[i] <- vi
+            vOut[i] <- vi
             let denom =
                 if c.Centered then
                     let ai = a[i] * c.A + gi * c.C
-                    a[i] <- ai
+                    aOut[i] <- ai
                     MathF.Sqrt(vi - ai * ai) + c.Eps
                 else MathF.Sqrt vi + c.Eps
             let u = gi / denom
-            let u = if c.Momentum then (let bi = (if c.First then u else b[i] * c.Mu + u) in b[i] <- bi; bi) else u
-            p[i] <- p[i] + u * c.NegLr
+            let u = if c.Momentum then (let bi = (if c.First then u else b[i] * c.Mu + u) in bOut[i] <- bi; bi) else u
+            pOut[i] <- p[i] + u * c.NegLr
 
     /// The kernel of `RmsProp.create o` (state: add_decayed_weights, scale_by_rms,
     /// identity or trace_momentum, scale_by_learning_rate).
@@ -100,16 +105,18 @@ module RmsPropKernel =
                   Eps = float32 o.Eps; Centered = o.Centered; Momentum = momentum; Mu = float32 mu; First = first }
             let out = Kernel.Outputs target
             let pOut = out.Of parameters
+            let vs0, avgs0, bufs0 = vs, avgs, bufs
             let vs, avgs, bufs = out.Of vs, Option.map out.Of avgs, Option.map out.Of bufs
-            let ps, gs = pOut.Values, grads.Values
+            let ps0, ps, gs = parameters.Values, pOut.Values, grads.Values
             let opt (t: Tree option) i = t |> Option.map (fun t -> t.Values[i])
             let tensorsOf i = Array.concat [ [| ps[i]; gs[i]; vs.Values[i] |]; Option.toArray (opt avgs i); Option.toArray (opt bufs i) ]
             use sc = new Kernel.Scalars()
             let sNegLr, sWd, sA, sC, sEps, sMu, sOne = sc.Of(-lr), sc.Of wd, sc.Of alpha, sc.Of(1.0 - alpha), sc.Of o.Eps, sc.Of mu, sc.Of 1.0
             Kernel.run out parameters.Count tensorsOf
                 (fun i start len ->
-                    loop c (Kernel.span ps[i] start len) (Kernel.span gs[i] start len) (Kernel.span vs.Values[i] start len)
-                        (Kernel.spanOpt (opt avgs i) start len) (Kernel.spanOpt (opt bufs i) start len))
+                    loop c (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len) (Kernel.span vs0.Values[i] start len)
+                        (Kernel.spanAt avgs0 i start len) (Kernel.spanAt bufs0 i start len)
+                        (Kernel.span ps[i] start len) (Kernel.span vs.Values[i] start len) (Kernel.spanAt avgs i start len) (Kernel.spanAt bufs i start len))
                 (fun i ->
                     let p, v = ps[i], vs.Values[i]
                     let g = if hasWd then gs[i].add(p, sWd) else gs[i]

@@ -33,9 +33,10 @@ module SgdKernel =
     /// The loop over one chunk (compiled optimized at once: tier-0 code of a Vector<T> loop is
     /// several times slower, and the first steps of a run would pay for it); `b` is empty without momentum.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private loop (c: SgdCoeffs) (p: Span<float32>) (g: Span<float32>) (b: Span<float32>) =
+    let private loop (c: SgdCoeffs) (p: Span<float32>) (g: Span<float32>) (b: Span<float32>) (pOut: Span<float32>) (bOut: Span<float32>) =
         let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
         let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
+        let po = MemoryMarshal.Cast<float32, Vector<float32>> pOut
         let negLr = Vector<float32>(c.NegLr)
         let wd = Vector<float32>(c.Wd)
         let mu = Vector<float32>(c.Mu)
@@ -44,31 +45,32 @@ module SgdKernel =
         if not c.Momentum then
             for k in 0 .. pv.Length - 1 do
                 let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
-                pv[k] <- pv[k] + gk * negLr
+                po[k] <- pv[k] + gk * negLr
             for i in tail .. p.Length - 1 do
                 let gi = if c.HasWd then g[i] + p[i] * c.Wd else g[i]
-                p[i] <- p[i] + gi * c.NegLr
+                pOut[i] <- p[i] + gi * c.NegLr
         else
             let bv = MemoryMarshal.Cast<float32, Vector<float32>> b
+            let bo = MemoryMarshal.Cast<float32, Vector<float32>> bOut
             if not (c.HasWd || c.First || c.Nesterov) then
                 // classical momentum, no decay: no branch in the loop
                 for k in 0 .. pv.Length - 1 do
                     let bk = bv[k] * mu + gv[k] * keep
-                    bv[k] <- bk
-                    pv[k] <- pv[k] + bk * negLr
+                    bo[k] <- bk
+                    po[k] <- pv[k] + bk * negLr
             else
                 for k in 0 .. pv.Length - 1 do
                     let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
                     let bk = if c.First then gk else bv[k] * mu + gk * keep
-                    bv[k] <- bk
+                    bo[k] <- bk
                     let d = if c.Nesterov then gk + bk * mu else bk
-                    pv[k] <- pv[k] + d * negLr
+                    po[k] <- pv[k] + d * negLr
             for i in tail .. p.Length - 1 do
                 let gi = if c.HasWd then g[i] + p[i] * c.Wd else g[i]
                 let bi = if c.First then gi else b[i] * c.Mu + gi * c.Keep
-                b[i] <- bi
+                bOut[i] <- bi
                 let d = if c.Nesterov then gi + bi * c.Mu else bi
-                p[i] <- p[i] + d * c.NegLr
+                pOut[i] <- p[i] + d * c.NegLr
 
     /// The kernel of `Sgd.create o` (state: add_decayed_weights, identity or
     /// trace_momentum, scale_by_learning_rate).
@@ -93,8 +95,8 @@ module SgdKernel =
                   Mu = float32 mu; Keep = float32 keep; First = first; Nesterov = o.Nesterov }
             let out = Kernel.Outputs target
             let pOut = out.Of parameters
-            let bufs = Option.map out.Of bufs
-            let ps, gs = pOut.Values, grads.Values
+            let bufs0, bufs = bufs, Option.map out.Of bufs
+            let ps0, ps, gs = parameters.Values, pOut.Values, grads.Values
             let tensorsOf i =
                 match bufs with
                 | Some b -> [| ps[i]; gs[i]; b.Values[i] |]
@@ -103,8 +105,8 @@ module SgdKernel =
             let sNegLr, sWd, sMu, sKeep = sc.Of(-lr), sc.Of wd, sc.Of mu, sc.Of keep
             Kernel.run out parameters.Count tensorsOf
                 (fun i start len ->
-                    let b = Kernel.spanOpt (bufs |> Option.map (fun b -> b.Values[i])) start len
-                    loop c (Kernel.span ps[i] start len) (Kernel.span gs[i] start len) b)
+                    loop c (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len) (Kernel.spanAt bufs0 i start len)
+                        (Kernel.span ps[i] start len) (Kernel.spanAt bufs i start len))
                 (fun i ->
                     let p = ps[i]
                     let g = if hasWd then gs[i].add(p, sWd) else gs[i]
