@@ -378,6 +378,27 @@ let tests =
                       adagradOf { Case = c; Lr = 0.1; LrDecay = 0.1; WeightDecay = 0.01; InitialAccumulator = 0.1; Eps = 1e-10 } ] do
                     fastEqualsPure opt c
 
+        testSequenced (testCase "fused steps into new tensors written with non-temporal stores equal the reference (fixed cases)" (fun () ->
+            scoped <| fun () ->
+            let spec shape = { Shape = shape; Layout = Contiguous }
+            let c = { Tensors = [ spec [ 7; 5 ]; spec [ 3001 ]; spec [ 41 ]; spec [ 64; 9 ] ]; Float64 = false; Steps = 4; Seed = 11; Hypers = Number }
+            let saved = Kernel.streamBytes
+            Kernel.streamBytes <- 0L
+            try
+                let out = Kernel.Outputs Target.Fresh
+                out.Of(fst (problem c)) |> ignore
+                Expect.equal out.Stream Kernel.canStream "new float32 tensors stream wherever the CPU can"
+                let adam = { Case = c; Lr = 0.01; Beta1 = 0.9; Beta2 = 0.999; Eps = 1e-8; EpsRoot = 0.0; WeightDecay = 0.01 }
+                for opt in
+                    [ sgdOf { Case = c; Lr = 0.01; Momentum = 0.9; Dampening = 0.1; WeightDecay = 0.01; Nesterov = false }
+                      sgdOf { Case = c; Lr = 0.01; Momentum = 0.0; Dampening = 0.0; WeightDecay = 0.0; Nesterov = false }
+                      adamOf adam; adamwOf true adam; amsgradOf { Adam = adam; Debias = true }
+                      rmspropOf { Case = c; Lr = 0.01; Alpha = 0.9; Eps = 1e-8; WeightDecay = 0.01; Momentum = 0.9; Centered = true }
+                      adagradOf { Case = c; Lr = 0.1; LrDecay = 0.1; WeightDecay = 0.01; InitialAccumulator = 0.1; Eps = 1e-10 } ] do
+                    fastEqualsPure opt c
+            finally
+                Kernel.streamBytes <- saved))
+
         testCase "the fused loop takes contiguous float32 CPU tensors only" <| fun () ->
             let f32 = torch.ScalarType.Float32
             Expect.isTrue (Kernel.isDirect (torch.zeros([| 3L; 5L |], dtype = f32))) "contiguous float32"

@@ -24,7 +24,7 @@ module AdagradKernel =
 
     /// The loop over one chunk (compiled optimized at once, as the other kernels' loops).
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private loop (c: AdagradCoeffs) (p: Span<float32>) (g: Span<float32>) (s: Span<float32>) (pOut: Span<float32>) (sOut: Span<float32>) =
+    let private loop (c: AdagradCoeffs) (stream: bool) (p: Span<float32>) (g: Span<float32>) (s: Span<float32>) (pOut: Span<float32>) (sOut: Span<float32>) =
         let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
         let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
         let sv = MemoryMarshal.Cast<float32, Vector<float32>> s
@@ -34,8 +34,8 @@ module AdagradKernel =
         for k in 0 .. pv.Length - 1 do
             let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
             let sk = sv[k] + gk * gk
-            so[k] <- sk
-            po[k] <- pv[k] + (gk / (Vector.SquareRoot sk + eps)) * negLr
+            Kernel.store stream so k sk
+            Kernel.store stream po k (pv[k] + (gk / (Vector.SquareRoot sk + eps)) * negLr)
         for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
             let gi = if c.HasWd then g[i] + p[i] * c.Wd else g[i]
             let si = s[i] + gi * gi
@@ -65,7 +65,7 @@ module AdagradKernel =
             let sNegLr, sWd, sEps, sOne = sc.Of(-lr / f), sc.Of wd, sc.Of o.Eps, sc.Of 1.0
             Kernel.run out parameters.Count (fun i -> [| ps[i]; gs[i]; sums.Values[i] |])
                 (fun i start len ->
-                    loop c (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len) (Kernel.span sums0.Values[i] start len)
+                    loop c out.Stream (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len) (Kernel.span sums0.Values[i] start len)
                         (Kernel.span ps[i] start len) (Kernel.span sums.Values[i] start len))
                 (fun i ->
                     let p, sum = ps[i], sums.Values[i]

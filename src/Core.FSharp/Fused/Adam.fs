@@ -74,7 +74,7 @@ module AdamKernel =
     /// The loop over one chunk (compiled optimized at once: tier-0 code of a Vector<T> loop is
     /// several times slower, and the first steps of a run would pay for it).
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private loop (c: AdamCoeffs) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>) (vmax: Span<float32>)
+    let private loop (c: AdamCoeffs) (stream: bool) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>) (vmax: Span<float32>)
                      (pOut: Span<float32>) (mOut: Span<float32>) (vOut: Span<float32>) (vmaxOut: Span<float32>) =
         let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
         let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
@@ -96,22 +96,21 @@ module AdamKernel =
                 let gk = gv[k]
                 let mk = mv[k] * b1 + gk * c1
                 let vk = vv[k] * b2 + (gk * gk) * c2
-                mo[k] <- mk
-                vo[k] <- vk
-                po[k] <- pv[k] + (mk * step) / (Vector.SquareRoot vk * invSqrtBc2 + eps)
+                Kernel.store stream mo k mk
+                Kernel.store stream vo k vk
+                Kernel.store stream po k (pv[k] + (mk * step) / (Vector.SquareRoot vk * invSqrtBc2 + eps))
         else
             for k in 0 .. pv.Length - 1 do
                 let pk = pv[k]
                 let gk = if c.HasL2 then gv[k] + pk * l2 else gv[k]
                 let mk = mv[k] * b1 + gk * c1
                 let vk = vv[k] * b2 + (gk * gk) * c2
-                mo[k] <- mk
-                vo[k] <- vk
-                let vk = if c.HasMax then (let x = Vector.Max(xv[k], vk) in xo[k] <- x; x) else vk
+                Kernel.store stream mo k mk
+                Kernel.store stream vo k vk
+                let vk = if c.HasMax then (let x = Vector.Max(xv[k], vk) in Kernel.store stream xo k x; x) else vk
                 let denom = if c.HasEpsRoot then Vector.SquareRoot(vk * invBc2 + epsRoot) + eps else Vector.SquareRoot vk * invSqrtBc2 + eps
-                po[k] <-
-                    if c.HasDecoupled then pk + ((mk * invBc1) / denom + pk * dwd) * negLr
-                    else pk + (mk * step) / denom
+                let pk' = if c.HasDecoupled then pk + ((mk * invBc1) / denom + pk * dwd) * negLr else pk + (mk * step) / denom
+                Kernel.store stream po k pk'
         for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
             let pi = p[i]
             let gi = if c.HasL2 then g[i] + pi * c.L2 else g[i]
@@ -173,7 +172,7 @@ module AdamKernel =
             let sSqrtBc2, sBc2, sBc1, sNegLr, sStep = sc.Of(Math.Sqrt bc2), sc.Of bc2, sc.Of bc1, sc.Of(-lr), sc.Of(-lr / bc1)
             Kernel.run out parameters.Count tensorsOf
                 (fun i start len ->
-                    loop c (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len)
+                    loop c out.Stream (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len)
                         (Kernel.span ms0.Values[i] start len) (Kernel.span vs0.Values[i] start len) (Kernel.spanAt xs0 i start len)
                         (Kernel.span ps[i] start len) (Kernel.span ms.Values[i] start len) (Kernel.span vs.Values[i] start len) (Kernel.spanAt xs i start len))
                 (fun i ->

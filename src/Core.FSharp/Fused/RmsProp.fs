@@ -38,7 +38,7 @@ module RmsPropKernel =
     /// The loop over one chunk (compiled optimized at once, as the other kernels' loops); `a` is
     /// empty unless centered, `b` unless with momentum.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private loop (c: RmsPropCoeffs) (p: Span<float32>) (g: Span<float32>) (v: Span<float32>) (a: Span<float32>) (b: Span<float32>)
+    let private loop (c: RmsPropCoeffs) (stream: bool) (p: Span<float32>) (g: Span<float32>) (v: Span<float32>) (a: Span<float32>) (b: Span<float32>)
                      (pOut: Span<float32>) (vOut: Span<float32>) (aOut: Span<float32>) (bOut: Span<float32>) =
         let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
         let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
@@ -54,16 +54,16 @@ module RmsPropKernel =
         for k in 0 .. pv.Length - 1 do
             let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
             let vk = vv[k] * al + (gk * cl) * gk
-            vo[k] <- vk
+            Kernel.store stream vo k vk
             let denom =
                 if c.Centered then
                     let ak = av[k] * al + gk * cl
-                    ao[k] <- ak
+                    Kernel.store stream ao k ak
                     Vector.SquareRoot(vk - ak * ak) + eps
                 else Vector.SquareRoot vk + eps
             let u = gk / denom
-            let u = if c.Momentum then (let bk = (if c.First then u else bv[k] * mu + u) in bo[k] <- bk; bk) else u
-            po[k] <- pv[k] + u * negLr
+            let u = if c.Momentum then (let bk = (if c.First then u else bv[k] * mu + u) in Kernel.store stream bo k bk; bk) else u
+            Kernel.store stream po k (pv[k] + u * negLr)
         for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
             let gi = if c.HasWd then g[i] + p[i] * c.Wd else g[i]
             let vi = v[i] * c.A + (gi * c.C) * gi
@@ -114,7 +114,7 @@ module RmsPropKernel =
             let sNegLr, sWd, sA, sC, sEps, sMu, sOne = sc.Of(-lr), sc.Of wd, sc.Of alpha, sc.Of(1.0 - alpha), sc.Of o.Eps, sc.Of mu, sc.Of 1.0
             Kernel.run out parameters.Count tensorsOf
                 (fun i start len ->
-                    loop c (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len) (Kernel.span vs0.Values[i] start len)
+                    loop c out.Stream (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len) (Kernel.span vs0.Values[i] start len)
                         (Kernel.spanAt avgs0 i start len) (Kernel.spanAt bufs0 i start len)
                         (Kernel.span ps[i] start len) (Kernel.span vs.Values[i] start len) (Kernel.spanAt avgs i start len) (Kernel.spanAt bufs i start len))
                 (fun i ->

@@ -33,7 +33,7 @@ module SgdKernel =
     /// The loop over one chunk (compiled optimized at once: tier-0 code of a Vector<T> loop is
     /// several times slower, and the first steps of a run would pay for it); `b` is empty without momentum.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private loop (c: SgdCoeffs) (p: Span<float32>) (g: Span<float32>) (b: Span<float32>) (pOut: Span<float32>) (bOut: Span<float32>) =
+    let private loop (c: SgdCoeffs) (stream: bool) (p: Span<float32>) (g: Span<float32>) (b: Span<float32>) (pOut: Span<float32>) (bOut: Span<float32>) =
         let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
         let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
         let po = MemoryMarshal.Cast<float32, Vector<float32>> pOut
@@ -45,7 +45,7 @@ module SgdKernel =
         if not c.Momentum then
             for k in 0 .. pv.Length - 1 do
                 let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
-                po[k] <- pv[k] + gk * negLr
+                Kernel.store stream po k (pv[k] + gk * negLr)
             for i in tail .. p.Length - 1 do
                 let gi = if c.HasWd then g[i] + p[i] * c.Wd else g[i]
                 pOut[i] <- p[i] + gi * c.NegLr
@@ -56,15 +56,15 @@ module SgdKernel =
                 // classical momentum, no decay: no branch in the loop
                 for k in 0 .. pv.Length - 1 do
                     let bk = bv[k] * mu + gv[k] * keep
-                    bo[k] <- bk
-                    po[k] <- pv[k] + bk * negLr
+                    Kernel.store stream bo k bk
+                    Kernel.store stream po k (pv[k] + bk * negLr)
             else
                 for k in 0 .. pv.Length - 1 do
                     let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
                     let bk = if c.First then gk else bv[k] * mu + gk * keep
-                    bo[k] <- bk
+                    Kernel.store stream bo k bk
                     let d = if c.Nesterov then gk + bk * mu else bk
-                    po[k] <- pv[k] + d * negLr
+                    Kernel.store stream po k (pv[k] + d * negLr)
             for i in tail .. p.Length - 1 do
                 let gi = if c.HasWd then g[i] + p[i] * c.Wd else g[i]
                 let bi = if c.First then gi else b[i] * c.Mu + gi * c.Keep
@@ -105,7 +105,7 @@ module SgdKernel =
             let sNegLr, sWd, sMu, sKeep = sc.Of(-lr), sc.Of wd, sc.Of mu, sc.Of keep
             Kernel.run out parameters.Count tensorsOf
                 (fun i start len ->
-                    loop c (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len) (Kernel.spanAt bufs0 i start len)
+                    loop c out.Stream (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len) (Kernel.spanAt bufs0 i start len)
                         (Kernel.span ps[i] start len) (Kernel.spanAt bufs i start len))
                 (fun i ->
                     let p = ps[i]
