@@ -48,7 +48,7 @@ type BenchArgs =
             | Hd_Steps _ -> "training steps on MlpMnist per run of adam and of adam-hd, a run per round (default 300; --quick 100; 0: skip)"
             | Meta_Episodes _ -> "timed HyperAdam meta-training episodes on MlpMnist at T = 100 (5 windows of 20), after one untimed (default 5; --quick 2; 0: skip)"
             | Meta_Iterations _ -> "meta-iterations (Theta updates; episodes of T = 20, one window) of the HyperAdam run at T = 20 that also checks native memory (default 1000; --quick 30; 0: skip)"
-            | Meta_Threads _ -> "LibTorch threads of the meta-training runs (default 1, as meta-train's default)"
+            | Meta_Threads _ -> "LibTorch threads of the long T = 20 meta-training run (default 1, as meta-train's default); T = 100 runs at --threads and at this"
             | Jemalloc _ -> "auto (default: also time the allocator-sensitive variants under jemalloc, in a child process, when libjemalloc.so.2 is installed), off, or the library's path"
             | Child -> "internal: the jemalloc child; prints its rows as tab-separated values"
 
@@ -422,12 +422,12 @@ module Bench =
     /// the first episode, at its end, and the largest seen in the first and in the second half of
     /// the run (the allocator guard trims every few meta-iterations, so VmRSS is a sawtooth: flat
     /// means its peaks do not rise, not that two samples at different phases agree).
-    type MetaRun = { Horizon: int; Seconds: float[]; First: int64; Last: int64; Max: int64; FirstHalfMax: int64; SecondHalfMax: int64 }
+    type MetaRun = { Horizon: int; Threads: int; Seconds: float[]; First: int64; Last: int64; Max: int64; FirstHalfMax: int64; SecondHalfMax: int64 }
 
     /// HyperAdam (J = 20, hidden 20) meta-trained on MlpMnist as `meta-train` does it (windows of
     /// 20 steps, Adam as meta-optimizer at 1e-3, no validation, no checkpoints) for 1 + `episodes`
-    /// episodes of T = `horizon` steps, on `s.MetaThreads` LibTorch threads.
-    let metaRun (s: Settings) (horizon: int) (episodes: int) (progress: string -> unit) : MetaRun =
+    /// episodes of T = `horizon` steps, on `threads` LibTorch threads.
+    let metaRun (s: Settings) (threads: int) (horizon: int) (episodes: int) (progress: string -> unit) : MetaRun =
         let settings : MetaSettings =
             { Kind = Registry.findLearnedKind "hyperadam"; KindOptions = []; Task = Registry.createTask "mlp-mnist" []
               Horizon = horizon; Window = 20; Episodes = episodes + 1; MetaLr = 1e-3; MetaLrFinal = 1e-3
@@ -444,14 +444,14 @@ module Bench =
             let rss = rssBytes ()
             if p.Episode = 0 then first <- rss
             if p.Episode <= episodes / 2 then peak1 <- max peak1 rss else peak2 <- max peak2 rss
-            if p.Episode % every = 0 then progress $"hyperadam meta-training, T = {horizon}: episode {p.Episode}/{episodes}"
-        torch.set_num_threads s.MetaThreads
+            if p.Episode % every = 0 then progress $"hyperadam meta-training, T = {horizon}, {threads} thread(s): episode {p.Episode}/{episodes}"
+        torch.set_num_threads threads
         try
             let r = MetaTrain.train settings onEpisode
             let after = rssBytes ()
             Tree.dispose r.Best.Theta
             Tree.dispose r.Last.Theta
-            { Horizon = horizon; Seconds = times.ToArray(); First = first; Last = after; Max = max (max peak1 peak2) after
+            { Horizon = horizon; Threads = threads; Seconds = times.ToArray(); First = first; Last = after; Max = max (max peak1 peak2) after
               FirstHalfMax = peak1; SecondHalfMax = max peak2 after }
         finally
             torch.set_num_threads s.Threads
@@ -530,8 +530,13 @@ module Bench =
                         runChild s lib)
                 let memory = memoryRuns s progress
                 let hd = if s.HdSteps > 0 then hdRuns s progress else []
-                let meta100 = if s.MetaEpisodes > 0 then Some(metaRun s 100 s.MetaEpisodes progress) else None
-                let meta20 = if s.MetaIterations > 0 then Some(metaRun s 20 s.MetaIterations progress) else None
+                // T = 100 at the issue's thread count (--threads) and at --meta-threads; the long T = 20
+                // run at --meta-threads (1 by default: 2 LibTorch threads stall when another process
+                // holds a core, which a run of many minutes on a shared machine is likely to meet)
+                let meta100 =
+                    if s.MetaEpisodes > 0 then [ for th in List.distinct [ s.Threads; s.MetaThreads ] -> metaRun s th 100 s.MetaEpisodes progress ]
+                    else []
+                let meta20 = if s.MetaIterations > 0 then Some(metaRun s s.MetaThreads 20 s.MetaIterations progress) else None
                 let console = AnsiConsole.Create(AnsiConsoleSettings(Out = AnsiConsoleOutput(out), Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors))
                 console.Profile.Width <- 250
                 let mparams = float s.Params / 1e6
@@ -590,7 +595,7 @@ module Bench =
                               $"{ms (Array.min xs)}-{ms (Array.max xs)}"; ""; ""; ""; ""; ""
                               (if name = "adam-hd" then $"adam-hd / adam = {ratio hdRatio}; {s.Threads} threads, median over rounds (range min-max)" else "") ]
                 let metaRows =
-                    [ for m in [ meta100; meta20 ] |> List.choose id do
+                    [ for m in meta100 @ Option.toList meta20 do
                         let windows = m.Horizon / 20
                         let perEpisode = median m.Seconds
                         yield m, windows, perEpisode ]
@@ -601,7 +606,7 @@ module Bench =
                     add [ "hyperadam"; $"meta-training on mlp-mnist, T = {m.Horizon}: ms per meta-iteration (a 20-step window, one Theta update)"
                           $"{m.Seconds.Length} x {windows}"; ms (1000.0 * perEpisode / float windows); $"{ms (1000.0 * percentile 0.25 m.Seconds / float windows)}-{ms (1000.0 * percentile 0.75 m.Seconds / float windows)}"
                           ""; ""; ""; mb m.First; mb m.Last
-                          $"{perEpisode:F2} s per episode of T = {m.Horizon}; {s.MetaThreads} thread(s); native memory {verdict} over {m.Seconds.Length + 1} episodes (peak VmRSS {mb m.FirstHalfMax} MB in the first half, {mb m.SecondHalfMax} MB in the second)" ]
+                          $"{perEpisode:F2} s per episode of T = {m.Horizon}; {m.Threads} thread(s); native memory {verdict} over {m.Seconds.Length + 1} episodes (peak VmRSS {mb m.FirstHalfMax} MB in the first half, {mb m.SecondHalfMax} MB in the second)" ]
                 table.Caption <-
                     TableTitle(
                         "x bound = ms / (bytes per parameter x parameters / copy bandwidth); vs torch.optim = torch.optim's ms / this ms; x fast = this ms / the fused kernel's ms. "
@@ -635,7 +640,7 @@ module Bench =
                         $"{ratio (pureMs / fastMs)} ({ms pureMs} / {ms fastMs} ms); op by op, as meta-gradients need it: {ratio (opsMs / fastMs)}"
                         (pureMs <= 2.0 * fastMs)
                 for m, windows, perEpisode in metaRows do
-                    trow $"4. HyperAdam on MlpMnist, T = {m.Horizon}: <= 0.5 s per meta-iteration"
+                    trow $"4. HyperAdam on MlpMnist, T = {m.Horizon}, {m.Threads} thread(s): <= 0.5 s per meta-iteration"
                         $"{perEpisode / float windows:F3} s per 20-step window (Theta update), {perEpisode:F2} s per episode of {windows} windows"
                         (perEpisode / float windows <= 0.5)
                 if not hd.IsEmpty then
