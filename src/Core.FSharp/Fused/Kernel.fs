@@ -14,7 +14,8 @@ open Microsoft.FSharp.NativeInterop
 open TorchSharp
 open Optimizers
 
-/// The machinery shared by the fused kernels of the fast path (see `Transformation.Fast`).
+/// The machinery shared by the fused kernels (see `Transformation.Fast`): the fast path's in-place
+/// step and the pure path's step into new tensors.
 ///
 /// A kernel family (one file: SgdKernel, AdamKernel, ...) is three small pieces:
 ///   1. a single-pass loop over float32 spans, `System.Numerics.Vector<float32>` wide with a scalar
@@ -22,9 +23,10 @@ open Optimizers
 ///      and writes the parameter and the slots once;
 ///   2. the same update with TorchSharp in-place ops (mul_, add_, addcmul_, addcdiv_ with Scalars
 ///      made once per step), for tensors the loop cannot take: float64, non-contiguous, non-CPU;
-///   3. a function from the optimizer's options and state to the two, which reads hyperparameters
-///      at the step (schedules) or their value (tensors), checks the state's layout, and returns
-///      the state the pure path would return (counts advanced, the same tensors, now updated).
+///   3. a function from the optimizer's options, the target and the state to the two, which reads
+///      hyperparameters at the step (schedules) or their value (tensors), checks the state's
+///      layout, and returns the parameters and the state `Transform.stepOps` would return (counts
+///      advanced, the tensors those `Outputs` gave it).
 /// `run` does the dispatch: the parameters whose tensors are all direct go to the loop, in
 /// cache-sized chunks spread over `torch.get_num_threads()` workers (one knob for TorchSharp and
 /// us); the others go to the fallback, one DisposeScope each for its temporaries.
@@ -61,8 +63,8 @@ module Kernel =
         NativePtr.toNativeInt p
 
     /// o[k] <- x; with `stream`, a non-temporal store, which does not read the line into the cache
-    /// first: writing new tensors then costs what writing in place does (measured: a copy of 80 MB
-    /// in 4.5-4.9 ms instead of 7.2-7.5). `stream` needs `canStream` and o 32-byte aligned.
+    /// first: writing new tensors then costs about what writing in place does (a copy of 80 MB on
+    /// our machines: 4.5-4.9 ms instead of 7.2-7.5). `stream` needs `canStream` and o 32-byte aligned.
     [<MethodImpl(MethodImplOptions.AggressiveInlining)>]
     let store (stream: bool) (o: Span<Vector<float32>>) (k: int) (x: Vector<float32>) =
         if stream then
