@@ -68,7 +68,11 @@ public sealed class GradientTransformation
         return new UpdateResult(r.Item1.Values, new OptimizerState(r.Item2, p.Count));
     }
 
-    /// <summary>One step: the new parameters (parameters + updates, new tensors) and the next state.</summary>
+    /// <summary>
+    /// One step: the new parameters (parameters + updates, new tensors) and the next state. When
+    /// nothing requires grad (or under <c>no_grad</c>) an optimizer with a fused kernel computes it
+    /// in one pass; otherwise op by op, differentiable.
+    /// </summary>
     /// <inheritdoc cref="Update"/>
     public StepResult Step(IEnumerable<Tensor> gradients, OptimizerState state, IEnumerable<Tensor> parameters)
     {
