@@ -83,6 +83,31 @@ module Tensors =
         | "float64" | "double" -> torch.ScalarType.Float64
         | other -> invalidArg "dtype" $"unknown dtype '{other}'; valid: {commas dtypeNames}"
 
+/// How LibTorch's OpenMP worker threads wait between parallel regions. By default they spin for a
+/// while before sleeping; when another process holds one of the cores, the spinning workers take
+/// the core the thread with the work needs, and a step takes many times longer (measured by
+/// `optimizers bench` under load: HyperAdam meta-training at 2 threads, 1994 ms per meta-iteration
+/// spinning, 741 ms waiting passively; a 256 Ki-element op-by-op Adam step 109 ms against 2.6 ms).
+/// Passive waiting costs little on an idle machine (also measured by the bench). The policy is read
+/// once, when LibTorch loads, so `preferPassive` must run before the first tensor: the CLI and the
+/// test runners call it first thing; C# and F# users can call it (or set OMP_WAIT_POLICY) likewise.
+module OpenMp =
+
+    [<DllImport("libc", EntryPoint = "setenv")>]
+    extern int private setenv(string name, string value, int overwrite)
+
+    /// Ask for passive waiting unless OMP_WAIT_POLICY is already set (a user's choice wins).
+    /// Returns the policy in effect.
+    let preferPassive () : string =
+        match Environment.GetEnvironmentVariable "OMP_WAIT_POLICY" with
+        | null | "" ->
+            // the native environment is what LibTorch reads; the managed one is what child processes get
+            if RuntimeInformation.IsOSPlatform OSPlatform.Linux then
+                try setenv ("OMP_WAIT_POLICY", "PASSIVE", 0) |> ignore with _ -> ()
+            Environment.SetEnvironmentVariable("OMP_WAIT_POLICY", "PASSIVE")
+            "PASSIVE"
+        | chosen -> chosen
+
 /// The guard against glibc's allocator trap (shared/notes/TORCHSHARP.md): glibc before 2.38 does
 /// not reuse freed aligned chunks, so code that allocates tensor temporaries every step grows
 /// without bound. Returning free memory to the system with malloc_trim keeps it flat. Every step

@@ -3,4 +3,6 @@ module Optimizers.Experiments.Program
 open System
 
 [<EntryPoint>]
-let main argv = Cli.run argv Console.Out Console.Error
+let main argv =
+    Optimizers.OpenMp.preferPassive () |> ignore // before LibTorch loads
+    Cli.run argv Console.Out Console.Error

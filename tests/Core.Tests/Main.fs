@@ -4,4 +4,6 @@ open Expecto
 
 /// The exit code is the runner's: a failing test fails the build.
 [<EntryPoint>]
-let main argv = Tests.runTestsInAssemblyWithCLIArgs [] argv
+let main argv =
+    Optimizers.OpenMp.preferPassive () |> ignore // before LibTorch loads, as the CLI does
+    Tests.runTestsInAssemblyWithCLIArgs [] argv

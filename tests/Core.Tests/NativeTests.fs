@@ -2,11 +2,16 @@
 /// higher-order gradients flow through unrolled optimizer steps of the pure core.
 module Optimizers.Tests.NativeTests
 
+open System
+open System.Runtime.InteropServices
 open Expecto
 open TorchSharp
 open Optimizers
 open Optimizers.Handcrafted
 open Optimizers.Tests.Check
+
+[<DllImport("libc")>]
+extern nativeint getenv(string name)
 
 /// Unroll `steps` steps of `opt` on `loss` from x0, keeping the graph (create_graph), and return
 /// the loss at the end: a differentiable function of every hyperparameter tensor.
@@ -91,6 +96,19 @@ let tests =
             if System.IO.File.Exists cache then
                 let cacheFlags = versionNeedFlags cache "GLIBCXX_3.4.32"
                 Expect.all cacheFlags (fun f -> f &&& weak = 0) "the NuGet cache copy is untouched"
+
+        testCase "the test runner asked for passive OpenMP waiting before LibTorch loaded; a user's policy wins" <| fun () ->
+            // Main called OpenMp.preferPassive: the native environment, which LibTorch reads, has it
+            Expect.equal (Marshal.PtrToStringAnsi(getenv "OMP_WAIT_POLICY")) (Environment.GetEnvironmentVariable "OMP_WAIT_POLICY") "native and managed agree"
+            Expect.isNotNull (Environment.GetEnvironmentVariable "OMP_WAIT_POLICY") "a policy is set"
+            let saved = Environment.GetEnvironmentVariable "OMP_WAIT_POLICY"
+            try
+                Environment.SetEnvironmentVariable("OMP_WAIT_POLICY", "ACTIVE")
+                Expect.equal (OpenMp.preferPassive ()) "ACTIVE" "a policy already set is kept"
+                Environment.SetEnvironmentVariable("OMP_WAIT_POLICY", null)
+                Expect.equal (OpenMp.preferPassive ()) "PASSIVE" "none set: passive"
+            finally
+                Environment.SetEnvironmentVariable("OMP_WAIT_POLICY", saved)
 
         testCase "LibTorch loads and a tensor can be created" <| fun () ->
             use t = torch.ones(3L)
