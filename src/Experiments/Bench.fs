@@ -248,6 +248,12 @@ module Bench =
     /// The variants of the timed part: (key, label, runner maker). The key names a row.
     type Variant = { Key: string; Family: Family; Label: string; Make: Tree -> Tree -> Runner; InChild: bool }
 
+    /// Transform.step with the fused loops' non-temporal stores off (Kernel.streamBytes).
+    let private withoutStreaming (opt: Transformation) (g: Tree) (s: State) (p: Tree) : Tree * State =
+        let saved = Kernel.streamBytes
+        Kernel.streamBytes <- Int64.MaxValue
+        try Transform.step opt g s p finally Kernel.streamBytes <- saved
+
     let variants : Variant list =
         [ for f in Family.All do
             let ours = f.Ours
@@ -260,6 +266,8 @@ module Bench =
             yield { Key = $"{f.Label}/ops"; Family = f; Label = $"pure path op by op (what meta-gradients use), trim every {Memory.trimEvery}"
                     Make = pureRunner Transform.stepOps ours Memory.trimEvery; InChild = f.Detailed }
             if f.Detailed then
+                yield { Key = $"{f.Label}/pure-cached"; Family = f; Label = "pure path: fused, ordinary stores (no non-temporal)"
+                        Make = pureRunner withoutStreaming ours Memory.trimEvery; InChild = false }
                 yield { Key = $"{f.Label}/pure4"; Family = f; Label = "pure path: fused, trim every 4"; Make = pureRunner Transform.step ours 4; InChild = false }
                 yield { Key = $"{f.Label}/pure1"; Family = f; Label = "pure path: fused, trim every step"; Make = pureRunner Transform.step ours 1; InChild = false } ]
 
