@@ -77,7 +77,7 @@ module HyperAdam =
             let adamIn = torch.cat([| hNew; cells["m"] |], 1L)
             let rates = torch.sigmoid(Cells.normalizedLinear 1e-16 (th "adam.kernel") (th "adam.bias") adamIn)
             let halves = rates.chunk(2L, 1L)
-            let beta, gamma = halves[0], halves[1]
+            let beta, gamma = halves[0].contiguous(), halves[1].contiguous()   // as in Cells.lstm: faster backward
             // b x + (1 - b) y as lerp(y, x, b) = y + b (x - y): the same value, one tensor instead of
             // four (each a [p, J] tensor kept by the meta-gradient's graph: memory is this loop's cost)
             let one = torch.ones([| 1L; 1L |], dtype = dtype)
