@@ -142,6 +142,33 @@ let tests =
                 let last = r.MetaLosses |> List.skip 32 |> List.average
                 Expect.isLessThan last (0.7 * first) $"mean meta-loss of the first 8 episodes {first}, of the last 8 {last}"
 
+            testCase "a window's surrogate has the meta-gradient of backpropagating its mean loss through the unrolled steps" <| fun () ->
+                let s = { settings 1 None with Window = 5; Dtype = f64 }
+                let task = Synthetic.rosenbrock 1.0 100.0 None
+                let values = LearnedOptimizer.values HyperAdam.kind s.KindOptions
+                let leaves = freshTheta s.KindOptions 3 |> Tree.asLeaves
+                let opt = HyperAdam.create values leaves
+                let p0 = task.Init { TaskInit.Default with Seed = 1; Dtype = f64 }
+                let s0 = opt.Init p0
+                // The reference: every loss kept in the graph with the optimizee's network, the
+                // gradients fed to the optimizer detached (no second derivatives)
+                let mutable p, st, losses = p0, s0, []
+                for i in 0 .. s.Window - 1 do
+                    let input = if p.Values[0].requires_grad then p else Tree.asLeaves p
+                    let loss = task.Loss i input
+                    if i > 0 then losses <- loss :: losses
+                    let g = torch.autograd.grad([| loss |], input.Values, retain_graph = true) |> Seq.map (fun x -> x.detach()) |> Array.ofSeq
+                    let p', st' = Transform.step opt { Names = p.Names; Values = g } st input
+                    p <- p'
+                    st <- st'
+                let meanLoss = torch.stack(Array.ofList (task.Loss s.Window p :: losses)).mean()
+                let expected = torch.autograd.grad([| meanLoss |], leaves.Values, retain_graph = true)
+                let value, surrogate, _, _ = MetaTrain.window s task opt 0 p0 s0
+                let actual = torch.autograd.grad([| surrogate |], leaves.Values)
+                closeRel 1e-12 [| value.ToDouble() |] [| meanLoss.ToDouble() |] "mean loss"
+                Seq.iter2 (fun (a: Tensor) (e: Tensor) -> closeRel 1e-10 (a.data<float>().ToArray()) (e.data<float>().ToArray()) "dmeta/dtheta") actual expected
+                Expect.isGreaterThan (expected |> Seq.sumBy (fun e -> e.abs().sum().ToDouble())) 1e-6 "a meta-gradient that is not zero"
+
             testCase "a killed run resumed from its checkpoint ends bit-identical to an uninterrupted one" <| fun () ->
                 let whole = MetaTrain.train (settings 6 None) ignore
                 let dir = tempDir ()

@@ -74,10 +74,10 @@ module HyperAdam =
             let gNorm = gFlat * torch.rsqrt(gFlat.square().sum() + 1e-32)          // g / ||g||
             let x = torch.nn.functional.elu(Cells.linear (th "state.fc.w") (th "state.fc.b") gNorm, 1.0)
             let hNew, cNew = Cells.lstm (th "state.lstm.kernel") (th "state.lstm.bias") 1.0 x (cells["h"], cells["c"])
-            let adamIn = torch.cat([| Cells.normalizeColumns 1e-16 hNew; Cells.normalizeColumns 1e-16 cells["m"] |], 1L)
-            let rates = torch.sigmoid(Cells.linear (th "adam.kernel") (th "adam.bias") adamIn)
+            let adamIn = torch.cat([| hNew; cells["m"] |], 1L)
+            let rates = torch.sigmoid(Cells.normalizedLinear 1e-16 (th "adam.kernel") (th "adam.bias") adamIn)
             let halves = rates.chunk(2L, 1L)
-            let beta, gamma = halves[0], halves[1]
+            let beta, gamma = halves[0].contiguous(), halves[1].contiguous()   // as in Cells.lstm: faster backward
             // b x + (1 - b) y as lerp(y, x, b) = y + b (x - y): the same value, one tensor instead of
             // four (each a [p, J] tensor kept by the meta-gradient's graph: memory is this loop's cost)
             let one = torch.ones([| 1L; 1L |], dtype = dtype)
@@ -85,7 +85,7 @@ module HyperAdam =
             let v = torch.lerp(gFlat.square(), cells["v"], gamma)
             let betaHat = torch.lerp(one, cells["beta_hat"], beta)
             let gammaHat = torch.lerp(one, cells["gamma_hat"], gamma)
-            let field = (m / (betaHat + eps)) / (v / (gammaHat + eps) + eps).sqrt()
+            let field = (m / (betaHat + eps)) * torch.rsqrt(v / (gammaHat + eps) + eps)
             let rho = torch.nn.functional.elu(Cells.linear (th "weight.w") (th "weight.b") hNew, 1.0)
             let d = (field * rho).sum(1L)
             let u = LearnedOptimizer.toUpdates p (d * -alpha)

@@ -113,24 +113,36 @@ module MetaTrain =
         with DivergedException _ -> nan
         |> fun v -> Tree.dispose start; v
 
-    /// The steps of one window from (p, state) with Theta in the graph: the mean loss L(w_t)
-    /// over the window's W updates, and the final params and state (still in the graph).
-    let private window (s: MetaSettings) (task: Task) (opt: Transformation) (t0: int) (p0: Tree) (s0: State) =
+    /// The loss of step `t` at `p` (no graph) and its gradient, the optimizer's input.
+    let private lossAndGradient (task: Task) (t: int) (p: Tree) : Tensor * Tree =
+        let leaves = Tree.asLeaves p
+        let loss = task.Loss t leaves
+        let g = torch.autograd.grad([| loss |], leaves.Values)
+        loss.detach(), { Names = p.Names; Values = Array.ofSeq g }
+
+    /// The steps of one window from (p, state) with Theta in the graph: the mean loss L(w_t) over
+    /// the window's W updates (a value, no graph), a surrogate whose gradient with respect to
+    /// Theta is that of the mean loss, and the final params and state (still in the graph).
+    /// The surrogate is mean_t <g_t, w_t> with g_t = dL(w_t)/dw_t held constant: the optimizee's
+    /// gradient is not differentiated through, so dL(w_t)/dTheta = g_t . dw_t/dTheta exactly, and
+    /// the backward pass skips the optimizee's network (its graph is freed after each step).
+    let window (s: MetaSettings) (task: Task) (opt: Transformation) (t0: int) (p0: Tree) (s0: State) =
         let mutable p = p0
         let mutable st = s0
         let losses = Collections.Generic.List<Tensor>()
+        let terms = Collections.Generic.List<Tensor>()
+        let record (loss: Tensor) (g: Tree) (p: Tree) =
+            losses.Add loss
+            terms.Add(torch.dot(Cells.flatten g, Cells.flatten p))
         for i in 0 .. s.Window - 1 do
-            let input = if p.Values[0].requires_grad then p else Tree.asLeaves p
-            let loss = task.Loss (t0 + i) input
-            if i > 0 then losses.Add loss
-            let g = torch.autograd.grad([| loss |], input.Values, retain_graph = true)
-            let grads = { Names = p.Names; Values = g |> Seq.map (fun x -> x.detach()) |> Array.ofSeq }
-            let p', st' = Transform.step opt grads st input
+            let loss, grads = lossAndGradient task (t0 + i) p
+            if i > 0 then record loss grads p
+            let p', st' = Transform.step opt grads st p
             p <- p'
             st <- st'
-        let input = if p.Values[0].requires_grad then p else Tree.asLeaves p
-        losses.Add(task.Loss (t0 + s.Window) input)
-        torch.stack(losses).mean(), p, st
+        let loss, grads = lossAndGradient task (t0 + s.Window) p
+        record loss grads p
+        torch.stack(losses).mean(), torch.stack(terms).mean(), p, st
 
     type private Checkpoint =
         { Episode: int
@@ -210,11 +222,11 @@ module MetaTrain =
                 use scope = torch.NewDisposeScope()
                 let leaves = Tree.asLeaves theta
                 let opt = s.Kind.Create values leaves
-                let metaLoss, p', st' = window s task opt (w * s.Window) p st
+                let metaLoss, surrogate, p', st' = window s task opt (w * s.Window) p st
                 let l = metaLoss.ToDouble()
                 if Double.IsNaN l || Double.IsInfinity l then skipped <- true
                 else
-                    let g = torch.autograd.grad([| metaLoss |], leaves.Values)
+                    let g = torch.autograd.grad([| surrogate |], leaves.Values)
                     let grads = { Names = theta.Names; Values = Array.ofSeq g }
                     let theta', metaState' = using (torch.no_grad()) (fun _ -> Transform.step metaOpt grads metaState theta)
                     sum <- sum + l
