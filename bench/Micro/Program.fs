@@ -13,7 +13,7 @@ open BenchmarkDotNet.Running
 /// toolchain would not have.
 [<EntryPoint>]
 let main argv =
-    Optimizers.OpenMp.preferPassive () |> ignore // before LibTorch loads, as the CLI does
+    Optimizers.OpenMp.limitSpinning () |> ignore // before LibTorch loads, as the CLI does
     let rec split (acc: string list) (rest: string list) =
         match rest with
         | "--threads" :: n :: tail ->

@@ -21,9 +21,9 @@ int steps = args.Length > 0 ? int.Parse(args[0]) : 1000;
 string name = args.Length > 1 ? args[1] : "adam-hd";
 const int batchSize = 128;
 
-// Before the first tensor: LibTorch's worker threads wait passively instead of spinning, which
+// Before the first tensor: LibTorch's worker threads spin only briefly before they sleep, which
 // keeps a step fast when another process shares the cores (README, "Engine notes").
-Optimizers.OpenMp.preferPassive();
+Optimizers.OpenMp.limitSpinning();
 torch.manual_seed(0);
 var data = Mnist.Load();
 Console.WriteLine($"MNIST subset: {data.Train.Count} training, {data.Test.Count} test images");

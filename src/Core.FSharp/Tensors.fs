@@ -83,30 +83,36 @@ module Tensors =
         | "float64" | "double" -> torch.ScalarType.Float64
         | other -> invalidArg "dtype" $"unknown dtype '{other}'; valid: {commas dtypeNames}"
 
-/// How LibTorch's OpenMP worker threads wait between parallel regions. By default they spin for a
-/// while before sleeping; when another process holds one of the cores, the spinning workers take
-/// the core the thread with the work needs, and a step takes many times longer (measured by
-/// `optimizers bench` under load: HyperAdam meta-training at 2 threads, 1994 ms per meta-iteration
-/// spinning, 741 ms waiting passively; a 256 Ki-element op-by-op Adam step 109 ms against 2.6 ms).
-/// Passive waiting costs little on an idle machine (also measured by the bench). The policy is read
-/// once, when LibTorch loads, so `preferPassive` must run before the first tensor: the CLI and the
-/// test runners call it first thing; C# and F# users can call it (or set OMP_WAIT_POLICY) likewise.
+/// How long LibTorch's OpenMP worker threads spin between parallel regions before they sleep.
+/// libgomp's default spins long; when another process holds one of the cores, the spinning workers
+/// take the core that the thread with the work needs. Measured with `optimizers bench` (HyperAdam
+/// meta-training on MlpMnist, 2 threads, ms per meta-iteration; "loaded" = one busy loop on the
+/// other core): libgomp's default 490-550 quiet / 1440 loaded; OMP_WAIT_POLICY=ACTIVE 435 / 1994-2580;
+/// PASSIVE 629 / 663; GOMP_SPINCOUNT=1000 440-530 / 966. A short spin keeps the quiet machine's
+/// speed and avoids most of the loaded machine's stall, so that is what `limitSpinning` asks for.
+/// The setting is read once, when LibTorch loads: the CLI and the test runners call it first
+/// thing; C# and F# programs can do the same (or set the variables themselves).
 module OpenMp =
 
     [<DllImport("libc", EntryPoint = "setenv")>]
     extern int private setenv(string name, string value, int overwrite)
 
-    /// Ask for passive waiting unless OMP_WAIT_POLICY is already set (a user's choice wins).
-    /// Returns the policy in effect.
-    let preferPassive () : string =
-        match Environment.GetEnvironmentVariable "OMP_WAIT_POLICY" with
-        | null | "" ->
+    /// The spin count `limitSpinning` sets.
+    let spinCount = "1000"
+
+    /// Set GOMP_SPINCOUNT to `spinCount` unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is already set
+    /// (a user's choice wins). Returns the variable and value in effect.
+    let limitSpinning () : string * string =
+        let get name = match Environment.GetEnvironmentVariable name with null | "" -> None | v -> Some v
+        match get "GOMP_SPINCOUNT", get "OMP_WAIT_POLICY" with
+        | Some v, _ -> "GOMP_SPINCOUNT", v
+        | None, Some v -> "OMP_WAIT_POLICY", v
+        | None, None ->
             // the native environment is what LibTorch reads; the managed one is what child processes get
             if RuntimeInformation.IsOSPlatform OSPlatform.Linux then
-                try setenv ("OMP_WAIT_POLICY", "PASSIVE", 0) |> ignore with _ -> ()
-            Environment.SetEnvironmentVariable("OMP_WAIT_POLICY", "PASSIVE")
-            "PASSIVE"
-        | chosen -> chosen
+                try setenv ("GOMP_SPINCOUNT", spinCount, 0) |> ignore with _ -> ()
+            Environment.SetEnvironmentVariable("GOMP_SPINCOUNT", spinCount)
+            "GOMP_SPINCOUNT", spinCount
 
 /// The guard against glibc's allocator trap (shared/notes/TORCHSHARP.md): glibc before 2.38 does
 /// not reuse freed aligned chunks, so code that allocates tensor temporaries every step grows

@@ -4,5 +4,5 @@ open System
 
 [<EntryPoint>]
 let main argv =
-    Optimizers.OpenMp.preferPassive () |> ignore // before LibTorch loads
+    Optimizers.OpenMp.limitSpinning () |> ignore // before LibTorch loads
     Cli.run argv Console.Out Console.Error

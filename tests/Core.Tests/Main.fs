@@ -5,5 +5,5 @@ open Expecto
 /// The exit code is the runner's: a failing test fails the build.
 [<EntryPoint>]
 let main argv =
-    Optimizers.OpenMp.preferPassive () |> ignore // before LibTorch loads, as the CLI does
+    Optimizers.OpenMp.limitSpinning () |> ignore // before LibTorch loads, as the CLI does
     Tests.runTestsInAssemblyWithCLIArgs [] argv

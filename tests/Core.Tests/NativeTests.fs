@@ -97,18 +97,27 @@ let tests =
                 let cacheFlags = versionNeedFlags cache "GLIBCXX_3.4.32"
                 Expect.all cacheFlags (fun f -> f &&& weak = 0) "the NuGet cache copy is untouched"
 
-        testCase "the test runner asked for passive OpenMP waiting before LibTorch loaded; a user's policy wins" <| fun () ->
-            // Main called OpenMp.preferPassive: the native environment, which LibTorch reads, has it
-            Expect.equal (Marshal.PtrToStringAnsi(getenv "OMP_WAIT_POLICY")) (Environment.GetEnvironmentVariable "OMP_WAIT_POLICY") "native and managed agree"
-            Expect.isNotNull (Environment.GetEnvironmentVariable "OMP_WAIT_POLICY") "a policy is set"
-            let saved = Environment.GetEnvironmentVariable "OMP_WAIT_POLICY"
+        testCase "the test runner limited OpenMP spinning before LibTorch loaded; a user's setting wins" <| fun () ->
+            let managed name = Environment.GetEnvironmentVariable name
+            let native name = Marshal.PtrToStringAnsi(getenv name)
+            // Main called OpenMp.limitSpinning: unless the runner's environment chose, the native
+            // environment, which LibTorch reads, has the spin count
+            if isNull (managed "OMP_WAIT_POLICY") then
+                Expect.equal (native "GOMP_SPINCOUNT") (managed "GOMP_SPINCOUNT") "native and managed agree"
+                Expect.isNotNull (managed "GOMP_SPINCOUNT") "a spin count is set"
+            let saved = managed "GOMP_SPINCOUNT", managed "OMP_WAIT_POLICY"
             try
+                Environment.SetEnvironmentVariable("GOMP_SPINCOUNT", null)
                 Environment.SetEnvironmentVariable("OMP_WAIT_POLICY", "ACTIVE")
-                Expect.equal (OpenMp.preferPassive ()) "ACTIVE" "a policy already set is kept"
+                Expect.equal (OpenMp.limitSpinning ()) ("OMP_WAIT_POLICY", "ACTIVE") "a wait policy already set is kept"
                 Environment.SetEnvironmentVariable("OMP_WAIT_POLICY", null)
-                Expect.equal (OpenMp.preferPassive ()) "PASSIVE" "none set: passive"
+                Environment.SetEnvironmentVariable("GOMP_SPINCOUNT", "5")
+                Expect.equal (OpenMp.limitSpinning ()) ("GOMP_SPINCOUNT", "5") "a spin count already set is kept"
+                Environment.SetEnvironmentVariable("GOMP_SPINCOUNT", null)
+                Expect.equal (OpenMp.limitSpinning ()) ("GOMP_SPINCOUNT", OpenMp.spinCount) "neither set: the short spin"
             finally
-                Environment.SetEnvironmentVariable("OMP_WAIT_POLICY", saved)
+                Environment.SetEnvironmentVariable("GOMP_SPINCOUNT", fst saved)
+                Environment.SetEnvironmentVariable("OMP_WAIT_POLICY", snd saved)
 
         testCase "LibTorch loads and a tensor can be created" <| fun () ->
             use t = torch.ones(3L)
