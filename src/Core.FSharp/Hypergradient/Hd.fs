@@ -1,8 +1,13 @@
 namespace Optimizers.Hypergradient
 
+open System
+open System.Numerics
+open System.Runtime.CompilerServices
+open System.Runtime.InteropServices
 open TorchSharp
 open Optimizers
 open Optimizers.Handcrafted
+open Optimizers.Fused
 
 /// The model optimizer whose learning rate is adapted (the report's "op").
 type ModelOptimizer =
@@ -115,14 +120,160 @@ module Hd =
         | SgdnOp -> ScaleBy.momentum (Hyper.Fixed o.Momentum) (Hyper.Fixed 0.0) true
         | AdamOp -> ScaleBy.adamMoments (Hyper.Fixed o.Beta1) (Hyper.Fixed o.Beta2) o.Eps 0.0
 
-    /// Sum of x . y over the tensors of two trees, as one 0-d tensor per rate.
+    /// Sum of x . y over the tensors of two trees, as one float64 0-d tensor per rate (products in
+    /// the tensors' dtype, summed in float64: a float32 sum of millions of terms that cancel loses
+    /// the hypergradient's leading digits).
     let private dots (perParameter: bool) (x: Tree) (y: Tree) : Tree =
-        let each = Tree.map2 (fun a b -> (a * b).sum()) x y
+        let each = Tree.map2 (fun a b -> (a * b).sum(torch.ScalarType.Float64)) x y
         if perParameter then each
         else Tree.single Global (each.Values |> Array.reduce (+))
 
     /// The rates' tree broadcast to the parameters: each tensor's own rate, or the global one.
     let private rateOf (perParameter: bool) (rates: Tree) (name: string) = if perParameter then rates[name] else rates[Global]
+
+    /// The rates after step s.Count + 1 from the hypergradient h (the learning-rate optimizer, then
+    /// the guard): (alpha', lop_m', lop_v').
+    let private rates (o: HdOptions) (s: State) (g: Tree) (dPrev: Tree) (h: Tree) : Tree * Tree * Tree =
+        let t = s.Count + 1
+        let alpha, m, v = s.Slot "lr", s.Slot "lop_m", s.Slot "lop_v"
+        let beta = Hyper.at s.Count o.HypergradLr
+        let alpha', m', v' =
+            match o.LrOptimizer, o.Guard with
+            | SgdLop, Multiplicative ->
+                // alpha (1 - beta h / (|g| |d|)); no change while d_{t-1} = 0 (the first step)
+                let norms = Tree.map2 (fun gn dn -> (gn * dn).sqrt()) (dots o.PerParameter g g) (dots o.PerParameter dPrev dPrev)
+                let cosine = Tree.map2 (fun hh nn -> torch.where(nn.gt(Tensors.scalar 0.0), hh / nn, torch.zeros_like hh)) h norms
+                Tree.map2 (fun a c -> a * (1.0 - beta * c)) alpha cosine, m, v
+            | SgdLop, _ -> Tree.map2 (fun a hh -> a - beta * hh) alpha h, m, v
+            | SgdnLop, _ ->
+                let mu = o.LopMomentum
+                let v' = Tree.map2 (fun vv hh -> mu * vv + hh) v h
+                Tree.map3 (fun a hh vv -> a - beta * (hh + mu * vv)) alpha h v', m, v'
+            | AdamLop, _ ->
+                let b1, b2 = o.LopBeta1, o.LopBeta2
+                let m' = Tree.map2 (fun mm hh -> b1 * mm + (1.0 - b1) * hh) m h
+                let v' = Tree.map2 (fun vv hh -> b2 * vv + (1.0 - b2) * (hh * hh)) v h
+                let bc1, bc2 = 1.0 - b1 ** float t, 1.0 - b2 ** float t
+                Tree.map3 (fun a mm vv -> a - beta * ((mm / bc1) / ((vv / bc2).sqrt() + o.LopEps))) alpha m' v', m', v'
+        (if o.Guard = ClipAtZero then Tree.map (fun a -> a.clamp_min(0.0)) alpha' else alpha'), m', v'
+
+    /// x . y over two direct tensors of the same size as `dots` computes it: float32 products
+    /// summed in float64.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    let private dotDirect (x: Tensor) (y: Tensor) : float =
+        let n = int (x.numel ())
+        let a = Kernel.span x 0 n
+        let b = Kernel.span y 0 n
+        let av = MemoryMarshal.Cast<float32, Vector<float32>> a
+        let bv = MemoryMarshal.Cast<float32, Vector<float32>> b
+        let mutable lo = Vector<float>.Zero
+        let mutable hi = Vector<float>.Zero
+        for k in 0 .. av.Length - 1 do
+            let mutable l = Vector<float>.Zero
+            let mutable h = Vector<float>.Zero
+            Vector.Widen(av[k] * bv[k], &l, &h)
+            lo <- lo + l
+            hi <- hi + h
+        let mutable total = Vector.Sum(lo + hi)
+        for i in av.Length * Vector<float32>.Count .. n - 1 do total <- total + float (a[i] * b[i])
+        total
+
+    /// One pass of Adam-HD's model step over a chunk: g' = g + wd p, the moments, the direction
+    /// d = (m / (sqrt(v) / sqrt(bc2) + eps)) / bc1 as ScaleBy.adamMoments computes it (LibTorch
+    /// divides by a scalar as a multiplication by its float32 reciprocal: so does this), p + (-alpha) d.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    let private adamLoop (wd: float32) (b1: float32) (c1: float32) (b2: float32) (c2: float32) (sqrtBc2: float32) (bc1: float32) (eps: float32) (negAlpha: float32)
+                         (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>)
+                         (pOut: Span<float32>) (mOut: Span<float32>) (vOut: Span<float32>) (dOut: Span<float32>) =
+        let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
+        let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
+        let mv = MemoryMarshal.Cast<float32, Vector<float32>> m
+        let vv = MemoryMarshal.Cast<float32, Vector<float32>> v
+        let po = MemoryMarshal.Cast<float32, Vector<float32>> pOut
+        let mo = MemoryMarshal.Cast<float32, Vector<float32>> mOut
+        let vo = MemoryMarshal.Cast<float32, Vector<float32>> vOut
+        let dO = MemoryMarshal.Cast<float32, Vector<float32>> dOut
+        let wdV, b1V, c1V, b2V, c2V = Vector<float32>(wd), Vector<float32>(b1), Vector<float32>(c1), Vector<float32>(b2), Vector<float32>(c2)
+        let invS, invBc1 = 1.0f / sqrtBc2, 1.0f / bc1
+        let sV, bcV, epsV, aV = Vector<float32>(invS), Vector<float32>(invBc1), Vector<float32>(eps), Vector<float32>(negAlpha)
+        for k in 0 .. pv.Length - 1 do
+            let pk = pv[k]
+            let gk = gv[k] + pk * wdV
+            let mk = mv[k] * b1V + gk * c1V
+            let vk = vv[k] * b2V + (gk * gk) * c2V
+            let dk = (mk / (Vector.SquareRoot vk * sV + epsV)) * bcV
+            mo[k] <- mk
+            vo[k] <- vk
+            dO[k] <- dk
+            po[k] <- pk + aV * dk
+        for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
+            let pi = p[i]
+            let gi = g[i] + pi * wd
+            let mi = m[i] * b1 + gi * c1
+            let vi = v[i] * b2 + (gi * gi) * c2
+            let di = (mi / (MathF.Sqrt vi * invS + eps)) * invBc1
+            mOut[i] <- mi
+            vOut[i] <- vi
+            dOut[i] <- di
+            pOut[i] <- pi + negAlpha * di
+
+    /// The fused kernel of Adam-HD with one global rate and no multiplicative guard: the
+    /// hypergradient h_t = -g_t . d_{t-1} (a dot product per tensor), the rate's update as `update`
+    /// makes it, then one pass over p, g, m, v that writes m, v, the direction d and p - alpha d.
+    /// Float64, non-contiguous or non-CPU tensors take TorchSharp ops.
+    let private adamKernel (o: HdOptions) : Target -> Tree -> State -> Tree -> Tree * State =
+        let n = name o
+        fun target grads state parameters ->
+            let t = state.Count + 1
+            let aS = match state.Children with [ a ] when a.Kind = "scale_by_adam" -> a | _ -> Tensors.invalidArg "state" $"'{n}' (fast path): the state has no Adam moments; pass the state made by this optimizer's init or update"
+            let dPrev = state.Slot "direction"
+            Kernel.checkNames n parameters [ "gradients", grads; "directions", dPrev; "first moments", aS.Slot "exp_avg"; "second moments", aS.Slot "exp_avg_sq" ]
+            let ps0, gs = parameters.Values, grads.Values
+            let gWd = if o.WeightDecay = 0.0 then grads else Tree.map2 (fun g w -> Tensors.add g (Tensors.withScalar (fun x s -> x.mul s) w o.WeightDecay)) grads parameters
+            // h_t = -g'_t . d_{t-1}, in the op-by-op path's dtype
+            let dot (g: Tensor) (d: Tensor) =
+                if Kernel.allDirect [| g; d |] then dotDirect g d else (g * d).sum(torch.ScalarType.Float64).ToDouble()
+            let total = Array.fold2 (fun acc g d -> acc + dot g d) 0.0 gWd.Values dPrev.Values
+            let h = Tree.single Global (torch.tensor(0.0 - total, dtype = torch.ScalarType.Float64))
+            let alpha', lopM', lopV' = rates o state gWd dPrev h
+            let negAlpha = -(alpha'[Global].ToDouble())
+            let b1, b2 = o.Beta1, o.Beta2
+            let bc1, bc2 = 1.0 - b1 ** float (aS.Count + 1), 1.0 - b2 ** float (aS.Count + 1)
+            let out = Kernel.Outputs target
+            let pOut = out.Of parameters
+            let ms0, vs0 = aS.Slot "exp_avg", aS.Slot "exp_avg_sq"
+            let ms, vs, ds = out.Of ms0, out.Of vs0, out.Of dPrev
+            use sc = new Kernel.Scalars()
+            let sB1, sC1, sB2, sC2 = sc.Of b1, sc.Of(1.0 - b1), sc.Of b2, sc.Of(1.0 - b2)
+            let sWd, sSqrtBc2, sEps, sBc1, sNegAlpha = sc.Of o.WeightDecay, sc.Of(Math.Sqrt bc2), sc.Of o.Eps, sc.Of bc1, sc.Of negAlpha
+            Kernel.run out parameters.Count (fun i -> [| pOut.Values[i]; gs[i]; ms.Values[i]; vs.Values[i]; ds.Values[i] |])
+                (fun i start len ->
+                    adamLoop (float32 o.WeightDecay) (float32 b1) (float32 (1.0 - b1)) (float32 b2) (float32 (1.0 - b2)) (float32 (Math.Sqrt bc2)) (float32 bc1) (float32 o.Eps) (float32 negAlpha)
+                        (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len) (Kernel.span ms0.Values[i] start len) (Kernel.span vs0.Values[i] start len)
+                        (Kernel.span pOut.Values[i] start len) (Kernel.span ms.Values[i] start len) (Kernel.span vs.Values[i] start len) (Kernel.span ds.Values[i] start len))
+                (fun i ->
+                    let p, m, v, d = pOut.Values[i], ms.Values[i], vs.Values[i], ds.Values[i]
+                    let g = if o.WeightDecay = 0.0 then gs[i] else gs[i].add(p, sWd)
+                    m.mul_(sB1).add_(g, sC1) |> ignore
+                    v.mul_(sB2).addcmul_(g, g, sC2) |> ignore
+                    d.copy_(m.div(v.sqrt().div_(sSqrtBc2).add_(sEps)).div_(sBc1)) |> ignore
+                    p.add_(d, sNegAlpha) |> ignore)
+            // the rates: new 0-d tensors, or (in place) their values copied into the old ones
+            let keep (old: Tree) (fresh: Tree) =
+                match target with
+                | Target.Fresh -> fresh
+                | Target.InPlace ->
+                    Array.iter2 (fun (a: Tensor) (b: Tensor) -> a.copy_(b) |> ignore) old.Values fresh.Values
+                    old
+            let inner' = out.State { aS with Count = aS.Count + 1 }
+            pOut,
+            { state with
+                Count = t
+                Slots =
+                  Map.ofList
+                    [ "direction", ds; "lr", keep (state.Slot "lr") alpha'; "hypergrad_lr", keep (state.Slot "hypergrad_lr") h
+                      "lop_m", keep (state.Slot "lop_m") lopM'; "lop_v", keep (state.Slot "lop_v") lopV' ]
+                Children = [ inner' ] }
 
     let create (o: HdOptions) : Transformation =
         validate o
@@ -146,27 +297,7 @@ module Hd =
             let dPrev = s.Slot "direction"
             // h_t = g_t . grad_alpha u_{t-1} = -g_t . d_{t-1}
             let h = dots o.PerParameter g dPrev |> Tree.map (fun x -> 0.0 - x) // 0 - x: no "-0" at the first step
-            let alpha, m, v = s.Slot "lr", s.Slot "lop_m", s.Slot "lop_v"
-            let beta = Hyper.at s.Count o.HypergradLr
-            let alpha', m', v' =
-                match o.LrOptimizer, o.Guard with
-                | SgdLop, Multiplicative ->
-                    // alpha (1 - beta h / (|g| |d|)); no change while d_{t-1} = 0 (the first step)
-                    let norms = Tree.map2 (fun gn dn -> (gn * dn).sqrt()) (dots o.PerParameter g g) (dots o.PerParameter dPrev dPrev)
-                    let cosine = Tree.map2 (fun hh nn -> torch.where(nn.gt(Tensors.scalar 0.0), hh / nn, torch.zeros_like hh)) h norms
-                    Tree.map2 (fun a c -> a * (1.0 - beta * c)) alpha cosine, m, v
-                | SgdLop, _ -> Tree.map2 (fun a hh -> a - beta * hh) alpha h, m, v
-                | SgdnLop, _ ->
-                    let mu = o.LopMomentum
-                    let v' = Tree.map2 (fun vv hh -> mu * vv + hh) v h
-                    Tree.map3 (fun a hh vv -> a - beta * (hh + mu * vv)) alpha h v', m, v'
-                | AdamLop, _ ->
-                    let b1, b2 = o.LopBeta1, o.LopBeta2
-                    let m' = Tree.map2 (fun mm hh -> b1 * mm + (1.0 - b1) * hh) m h
-                    let v' = Tree.map2 (fun vv hh -> b2 * vv + (1.0 - b2) * (hh * hh)) v h
-                    let bc1, bc2 = 1.0 - b1 ** float t, 1.0 - b2 ** float t
-                    Tree.map3 (fun a mm vv -> a - beta * ((mm / bc1) / ((vv / bc2).sqrt() + o.LopEps))) alpha m' v', m', v'
-            let alpha' = if o.Guard = ClipAtZero then Tree.map (fun a -> a.clamp_min(0.0)) alpha' else alpha'
+            let alpha', m', v' = rates o s g dPrev h
             let d, inner' = dir.Update g s.Children.Head p
             let u = Tree.mapi (fun name dd -> -(rateOf o.PerParameter alpha' name) * dd) d
             u,
@@ -174,7 +305,11 @@ module Hd =
                 Count = t
                 Slots = Map.ofList [ "direction", d; "lr", alpha'; "hypergrad_lr", h; "lop_m", m'; "lop_v", v' ]
                 Children = [ inner' ] }
-        Transform.create n init update
+        let t = Transform.create n init update
+        // the fused kernel serves Adam with one global rate; the other forms run op by op
+        if o.Model = AdamOp && not o.PerParameter && o.Guard <> Multiplicative then
+            t |> Transform.withFast [ o.HypergradLr ] (adamKernel o)
+        else t
 
     /// The three model optimizers with their defaults of the reference code's experiments
     /// (shared/notes/REPRODUCTION.md): alpha_0 = 1e-3; beta = 1e-3 for SGD and SGDN, 1e-7 for Adam.
