@@ -66,7 +66,7 @@ public sealed partial class Optimizer : IDisposable
 
     /// <summary>
     /// True (the default): <see cref="step"/> takes the fast path, the optimizer's in-place fused
-    /// kernel where it has one (sgd, momentum, nesterov, adam, adamw, amsgrad, rmsprop, adagrad) and otherwise the pure update added
+    /// kernel where it has one (sgd, momentum, nesterov, adam, adamw, amsgrad, rmsprop, adagrad, adam-hd) and otherwise the pure update added
     /// into the parameters. False: always the pure update (for comparisons). Both give the same
     /// numbers and the same state, so this can change between steps.
     /// </summary>
