@@ -230,7 +230,7 @@ module Hd =
             Kernel.checkNames n parameters [ "gradients", grads; "directions", dPrev; "first moments", aS.Slot "exp_avg"; "second moments", aS.Slot "exp_avg_sq" ]
             let ps0, gs = parameters.Values, grads.Values
             let gWd = if o.WeightDecay = 0.0 then grads else Tree.map2 (fun g w -> Tensors.add g (Tensors.withScalar (fun x s -> x.mul s) w o.WeightDecay)) grads parameters
-            // h_t = -g'_t . d_{t-1}, in the op-by-op path's dtype
+            // h_t = -g'_t . d_{t-1}, summed in float64 as `dots` sums it
             let dot (g: Tensor) (d: Tensor) =
                 if Kernel.allDirect [| g; d |] then dotDirect g d else (g * d).sum(torch.ScalarType.Float64).ToDouble()
             let total = Array.fold2 (fun acc g d -> acc + dot g d) 0.0 gWd.Values dPrev.Values
