@@ -258,6 +258,26 @@ let fastEqualsPureWithin (tol: float) (opt: Transformation) (c: Case) =
 
 let fastEqualsPure (opt: Transformation) (c: Case) = fastEqualsPureWithin (tolerance c) opt c
 
+/// At every step from one common state: the op-by-op step (the reference), the fused step into
+/// new tensors and the in-place step (on copies), compared; the run goes on from the fused state.
+/// For Adam-HD, whose separate runs drift apart for a reason that is not the kernel's (see
+/// hdTolerance), this pins each step to the float32 tolerance.
+let stepwiseEqualsPure (opt: Transformation) (c: Case) =
+    let kernel = opt.Fast.Value
+    let start, grads = problem c
+    let mutable p, s = Tree.clone start, opt.Init start
+    for k, g in List.indexed grads do
+        let before = Tree.clone g
+        let pCopy, sCopy = Tree.clone p, State.mapTensors (fun t -> t.clone ()) s
+        let expected = Transform.stepOps opt g s p
+        let pFresh, sFresh = kernel.Apply Target.Fresh g s p
+        let sInPlace = Transform.stepInPlace opt g sCopy pCopy
+        Array.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isTrue (a.eq(b).all().ToBoolean()) "the fused kernel never changes the gradients") g.Values before.Values
+        expectSame (tolerance c) $"step {k + 1} from a common state, fused into new tensors" expected (pFresh, sFresh)
+        expectSame (tolerance c) $"step {k + 1} from a common state, fused in place" expected (pCopy, sInPlace)
+        p <- pFresh
+        s <- sFresh
+
 let sgdOf (c: SgdCase) : Transformation =
     let h = hyper c.Case.Hypers
     SgdKernel.create
@@ -341,11 +361,38 @@ let interchangeWithin (tol: float) (opt: Transformation) (c: Case) =
 
 let interchange (opt: Transformation) (c: Case) = interchangeWithin (tolerance c) opt c
 
-/// Adam-HD's tolerance: its hypergradient h = -g . d is a sum over every coordinate whose terms
-/// cancel, so the last-place differences that the kernel's d may have from the op-by-op d (both
-/// correct to rounding) come out of the sum amplified (seen: 4.8e-5 relative in h), and the rate's
-/// update carries them into the parameters: allow ten times the others' tolerance.
-let private hdTolerance (c: Case) = 10.0 * tolerance c
+/// The condition number of Adam-HD's hypergradient sums along a case's op-by-op run:
+/// the largest sum |g'_t d_{t-1}| / |sum g'_t d_{t-1}| over the steps (g' with weight decay; infinite
+/// when a sum is exactly 0 with nonzero terms). A relative change delta in the terms moves h by at
+/// most delta * kappa relatively.
+let hdCondition (c: HdCase) =
+    let opt = adamHdOf c
+    let start, grads = problem c.Case
+    let mutable p, s = Tree.clone start, opt.Init start
+    let mutable kappa = 1.0
+    for g in grads do
+        let d = s.Slot "direction"
+        let mutable sumAbs, sum = 0.0, 0.0
+        for i in 0 .. g.Count - 1 do
+            let gi = if c.WeightDecay = 0.0 then g.Values[i] else Tensors.add g.Values[i] (Tensors.withScalar (fun x w -> x.mul w) p.Values[i] c.WeightDecay)
+            let terms = gi.to_type(torch.ScalarType.Float64).mul(d.Values[i].to_type(torch.ScalarType.Float64))
+            sumAbs <- sumAbs + terms.abs().sum().ToDouble()
+            sum <- sum + terms.sum().ToDouble()
+        if sumAbs > 0.0 then kappa <- max kappa (sumAbs / abs sum)
+        let p', s' = Transform.stepOps opt g s p
+        p <- p'
+        s <- s'
+    kappa
+
+/// Adam-HD's tolerance where runs go their own ways (the interchange test). Its hypergradient
+/// h = -g . d is a sum over every coordinate whose terms may cancel, and the kernel's d differs
+/// from the op-by-op d in the last place at about one element in three (measured on 100,000):
+/// LibTorch's vectorised float32 sqrt is one ulp off in 15% of elements (never closer to the exact
+/// root than MathF.Sqrt), and the kernel multiplies by reciprocals where the ops divide. The sum amplifies those
+/// differences by its condition number kappa (up to 2.4e5 seen, 1.3e-4 relative in h), and the
+/// rate's update carries them into the rate, its optimizer's moments and the parameters. Ten
+/// times the others' tolerance, or kappa / 10 times it (eight ulps in every term, all aligned).
+let private hdTolerance (c: HdCase) = tolerance c.Case * max 10.0 (hdCondition c / 10.0)
 
 [<Tests>]
 let tests =
@@ -371,11 +418,11 @@ let tests =
         testPropertyWithConfig config "adagrad: N fast steps = N pure steps (params and state)" <| fun (c: AdagradCase) ->
             scoped <| fun () -> fastEqualsPure (adagradOf c) c.Case
 
-        testPropertyWithConfig config "adam-hd (any learning-rate optimizer, clipped or not): N fast steps = N pure steps" <| fun (c: HdCase) ->
-            scoped <| fun () -> fastEqualsPureWithin (hdTolerance c.Case) (adamHdOf c) c.Case
+        testPropertyWithConfig config "adam-hd (any learning-rate optimizer, clipped or not): each fast step = the pure step" <| fun (c: HdCase) ->
+            scoped <| fun () -> stepwiseEqualsPure (adamHdOf c) c.Case
 
         testPropertyWithConfig config "adam-hd: pure and fast steps interchange, states save and load" <| fun (c: HdCase) ->
-            scoped <| fun () -> interchangeWithin (hdTolerance c.Case) (adamHdOf c) c.Case
+            scoped <| fun () -> interchangeWithin (hdTolerance c) (adamHdOf c) c.Case
 
         testPropertyWithConfig config "sgd: pure and fast steps interchange, states save and load" <| fun (c: SgdCase) ->
             scoped <| fun () -> interchange (sgdOf c) c.Case

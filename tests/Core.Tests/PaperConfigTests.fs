@@ -12,7 +12,7 @@ open Optimizers.Data
 open Optimizers.Experiments
 
 /// The repository: the folder holding Optimizers.sln, above the test binaries or the working directory.
-let private repoRoot () =
+let repoRoot () =
     let rec up (dir: DirectoryInfo) =
         if isNull dir then None
         elif File.Exists(Path.Combine(dir.FullName, "Optimizers.sln")) then Some dir.FullName

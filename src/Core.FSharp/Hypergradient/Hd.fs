@@ -179,8 +179,10 @@ module Hd =
         total
 
     /// One pass of Adam-HD's model step over a chunk: g' = g + wd p, the moments, the direction
-    /// d = (m / (sqrt(v) / sqrt(bc2) + eps)) / bc1 as ScaleBy.adamMoments computes it (LibTorch
-    /// divides by a scalar as a multiplication by its float32 reciprocal: so does this), p + (-alpha) d.
+    /// d = (m / (sqrt(v) / sqrt(bc2) + eps)) / bc1 with the two divisions by scalars as
+    /// multiplications by float32 reciprocals (each within an ulp of ScaleBy.adamMoments' exact
+    /// divisions; no loop can equal that bit for bit anyway, LibTorch's vectorised float32 sqrt
+    /// being one ulp off in about 15% of elements), p + (-alpha) d.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let private adamLoop (wd: float32) (b1: float32) (c1: float32) (b2: float32) (c2: float32) (sqrtBc2: float32) (bc1: float32) (eps: float32) (negAlpha: float32)
                          (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>)
