@@ -14,7 +14,8 @@ open Optimizers
 ///               m-hat_t = (m_t / (beta-hat_t + eps)) / sqrt(v_t / (gamma-hat_t + eps) + eps)   (moment field)
 ///   WeightCell: rho_t = ELU(s_t Theta_q + b_q)                                      (weight field)
 ///   update:     d_t = sum_j rho_t^j m-hat_t^j,   w_t = w_{t-1} - alpha d_t
-/// eps = 1e-24 as in the paper. The gradient is normalised by its Euclidean norm over all
+/// eps = 1e-24 as in the paper. The AdamCell's moments and the update's sum are one autograd
+/// function with a hand-written backward (MomentField) for float32 CPU tensors. The gradient is normalised by its Euclidean norm over all
 /// coordinates, so the state, and hence the update, is invariant to the gradient's scale.
 /// With J = 1, constant decay rates (Theta_u = 0, b_u = logit of the rates) and rho = 1
 /// (Theta_q = 0, b_q = 1, ELU(1) = 1) it is Adam with eps inside the square root.
@@ -75,24 +76,15 @@ module HyperAdam =
             let x = torch.nn.functional.elu(Cells.linear (th "state.fc.w") (th "state.fc.b") gNorm, 1.0)
             let hNew, cNew = Cells.lstm (th "state.lstm.kernel") (th "state.lstm.bias") 1.0 x (cells["h"], cells["c"])
             let adamIn = torch.cat([| hNew; cells["m"] |], 1L)
-            let rates = torch.sigmoid(Cells.normalizedLinear 1e-16 (th "adam.kernel") (th "adam.bias") adamIn)
-            let halves = rates.chunk(2L, 1L)
-            let beta, gamma = halves[0].contiguous(), halves[1].contiguous()   // as in Cells.lstm: faster backward
-            // b x + (1 - b) y as lerp(y, x, b) = y + b (x - y): the same value, one tensor instead of
-            // four (each a [p, J] tensor kept by the meta-gradient's graph: memory is this loop's cost)
-            let one = torch.ones([| 1L; 1L |], dtype = dtype)
-            let m = torch.lerp(gFlat, cells["m"], beta)
-            let v = torch.lerp(gFlat.square(), cells["v"], gamma)
-            let betaHat = torch.lerp(one, cells["beta_hat"], beta)
-            let gammaHat = torch.lerp(one, cells["gamma_hat"], gamma)
-            let field = (m / (betaHat + eps)) * torch.rsqrt(v / (gammaHat + eps) + eps)
-            let rho = torch.nn.functional.elu(Cells.linear (th "weight.w") (th "weight.b") hNew, 1.0)
-            let d = (field * rho).sum(1L)
+            let z = Cells.normalizedLinear 1e-16 (th "adam.kernel") (th "adam.bias") adamIn
+            let q = Cells.linear (th "weight.w") (th "weight.b") hNew
+            let r = MomentField.apply eps gFlat cells["m"] cells["v"] cells["beta_hat"] cells["gamma_hat"] z q
+            let d = r.D
             let u = LearnedOptimizer.toUpdates p (d * -alpha)
             u,
             { s with
                 Count = s.Count + 1
-                Slots = Map.ofList [ "cells", Tree.ofSeq [ "h", hNew; "c", cNew; "m", m; "v", v; "beta_hat", betaHat; "gamma_hat", gammaHat ] ] }
+                Slots = Map.ofList [ "cells", Tree.ofSeq [ "h", hNew; "c", cNew; "m", r.M; "v", r.V; "beta_hat", r.BetaHat; "gamma_hat", r.GammaHat ] ] }
         Transform.create name init update
 
     let kind : LearnedKind =
