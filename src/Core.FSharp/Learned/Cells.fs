@@ -33,15 +33,10 @@ module Cells =
     /// x W (no bias).
     let linearNoBias (w: Tensor) (x: Tensor) : Tensor = x.matmul w
 
-    /// tanh from a sigmoid already taken at 2x: tanh x = 2 sigmoid(2x) - 1.
-    let private tanhOfSigmoid2 (s: Tensor) : Tensor =
-        use minusOne = torch.tensor(-1.0, dtype = s.dtype)
-        Tensors.withScalar (fun t two -> minusOne.add(t, two)) s 2.0
-
     /// tanh x as 2 sigmoid(2x) - 1. LibTorch's CPU tanh (MKL) is about 5x slower than its
     /// sigmoid on [n, H] tensors; the identity differs from tanh by float rounding (an absolute
     /// 1e-7 in float32).
-    let tanh (x: Tensor) : Tensor = tanhOfSigmoid2 (torch.sigmoid (Tensors.withScalar (fun t two -> t.mul two) x 2.0))
+    let tanh (x: Tensor) : Tensor = LstmCell.tanhOfSigmoid2 (torch.sigmoid (Tensors.withScalar (fun t two -> t.mul two) x 2.0))
 
     /// One LSTM step in TensorFlow's BasicLSTMCell form (gates i, j, f, o in that order from one
     /// kernel over [x, h], forget bias added to f):
@@ -49,7 +44,8 @@ module Cells =
     /// Computed with one sigmoid over all four gates of the contiguous pre-activation (a sigmoid
     /// or tanh of a column slice is several times slower than of a whole tensor): the forget bias
     /// is folded into the bias and the j columns of kernel and bias are doubled (exact in binary
-    /// floating point), so that tanh j = 2 sigmoid(2j) - 1.
+    /// floating point), so that tanh j = 2 sigmoid(2j) - 1. The elementwise rest is LstmCell's
+    /// (one autograd function for float32 CPU tensors).
     let lstm (kernel: Tensor) (bias: Tensor) (forgetBias: float) (x: Tensor) (h: Tensor, c: Tensor) : Tensor * Tensor =
         let hidden = int (c.shape[1])
         let columns (i: float) (j: float) (f: float) (o: float) =
@@ -58,14 +54,7 @@ module Cells =
         use shift = columns 0.0 0.0 forgetBias 0.0
         let b = Tensors.withScalar (fun b one -> torch.addcmul(shift, b, scale, one)) bias 1.0
         let z = linear (kernel * scale) b (torch.cat([| x; h |], 1L))
-        // Contiguous copies of the gates: the backward pass's products over column slices run
-        // without vectorisation, and copies are cheaper than that (measured: about 8% of a step).
-        let gates = torch.sigmoid(z).chunk(4L, 1L) |> Array.map (fun g -> g.contiguous())
-        let i, j2, f, o = gates[0], gates[1], gates[2], gates[3]
-        // a + b * c with addcmul: one [n, H] tensor fewer in the graph than the sum
-        let c' = Tensors.withScalar (fun a one -> torch.addcmul(a, i, tanhOfSigmoid2 j2, one)) (f * c) 1.0
-        let h' = o * tanh c'
-        h', c'
+        LstmCell.apply z c
 
     /// n(x) W + b for n(x) = x with each column divided by its Euclidean norm over the
     /// coordinates (HyperAdam's reference code calls it batch normalisation),

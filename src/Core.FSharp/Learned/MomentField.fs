@@ -9,6 +9,7 @@ open System.Threading.Tasks
 open TorchSharp
 open Optimizers
 open Optimizers.Fused
+open Optimizers.Learned.Rows
 
 /// The candidate moments of HyperAdam's AdamCell and the weighted sum of its WeightCell, from
 /// the cells' pre-activations (seed 000, Algorithm 2; see HyperAdam.fs), for n coordinates and J
@@ -80,11 +81,6 @@ module MomentField =
         let dGamma = (dvT * (v0 - g2) + dghT * (gh0 - one)) * c * (one - c)
         struct (b * dmT, c * dvT, b * dbhT, c * dghT, dBeta, dGamma, dq, (one - b) * dmT + two * g * (one - c) * dvT)
 
-    let inline private at (s: Span<float32>) (k: int) = Vector.LoadUnsafe(&MemoryMarshal.GetReference s, unativeint k)
-    let inline private put (s: Span<float32>) (k: int) (x: Vector<float32>) = Vector.StoreUnsafe(x, &MemoryMarshal.GetReference s, unativeint k)
-    let private vsqrt (x: Vector<float32>) = Vector.SquareRoot x
-    let private vpositive (q: Vector<float32>) (a: Vector<float32>) (b: Vector<float32>) = Vector.ConditionalSelect(Vector.GreaterThan(q, Vector<float32>.Zero), a, b)
-    let private fpositive (q: float32) (a: float32) (b: float32) = if q > 0.0f then a else b
 
     /// lerp(x, y, w) = w y + (1 - w) x as LibTorch computes it: from x for w < 1/2, from y above
     /// (x + w (y - x) loses the digits of a small (1 - w) x when w is near 1).
@@ -92,22 +88,6 @@ module MomentField =
     let private vlerp (x: Vector<float32>) (y: Vector<float32>) (w: Vector<float32>) =
         let diff = y - x
         Vector.ConditionalSelect(Vector.LessThan(w, Vector<float32>(0.5f)), x + w * diff, y - diff * (Vector<float32>.One - w))
-
-    /// The column offsets of a row's vectors: 0, W, 2W, ... and, when W does not divide J, a last
-    /// one at J - W overlapping the one before (its values are written twice, the same; in the
-    /// row's sums the lanes already counted are masked). Empty when J < W.
-    let private offsets (j: int) =
-        let w = Vector<float32>.Count
-        if j < w then [||]
-        else
-            [| for o in 0 .. w .. j - w do yield o
-               if j % w <> 0 then yield j - w |]
-
-    /// Lanes of the last offset that the one before it covered: 0 there, 1 elsewhere.
-    let private overlapMask (j: int) =
-        let w = Vector<float32>.Count
-        let seen = if j < w || j % w = 0 then 0 else w - j % w
-        Vector<float32>(Array.init w (fun l -> if l < seen then 0.0f else 1.0f))
 
     /// Rows [r0, r1) of the forward pass. Spans are [n, J] row-major except g, d ([n]) and
     /// rates ([n, 2J]: beta in the first J columns of a row, gamma in the last J).
@@ -202,21 +182,6 @@ module MomentField =
                     dq[e] <- dqk
                     sum <- sum + dgk
                 dg[i] <- sum
-
-    /// Rows of an [n, J] problem in blocks, on torch.get_num_threads() workers when it is worth it.
-    let private forRows (n: int) (j: int) (body: int -> int -> unit) =
-        let threads = max 1 (torch.get_num_threads ())
-        if threads = 1 || n * j < 65536 then body 0 n
-        else
-            let blocks = 4 * threads
-            let size = (n + blocks - 1) / blocks
-            Parallel.For(0, blocks, ParallelOptions(MaxDegreeOfParallelism = threads), fun b ->
-                let r0 = b * size
-                let r1 = min n (r0 + size)
-                if r0 < r1 then body r0 r1)
-            |> ignore
-
-    let private span (t: Tensor) = Kernel.span t 0 (int (t.numel ()))
 
     /// The autograd function. Inputs: g, m0, v0, bh0, gh0, z, q (tensors) and eps (a float);
     /// it keeps only its inputs for the backward pass and computes everything else again there.

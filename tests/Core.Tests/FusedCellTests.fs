@@ -1,9 +1,10 @@
-/// HyperAdam's moment field as one autograd function (Learned/MomentField.fs): its outputs and
-/// its hand-written backward equal the op-by-op form's (LibTorch's autograd) for random sizes
-/// (J below, at and above the SIMD width, row counts that split over workers), inputs and
-/// output gradients; it is taken exactly for float32 contiguous CPU tensors; and HyperAdam's
-/// meta-gradient through it in float32 agrees with the float64 one (op by op).
-module Optimizers.Tests.MomentFieldTests
+/// The learned optimizers' fused cells, each one autograd function with a hand-written backward
+/// (Learned/MomentField.fs, Learned/LstmCell.fs): outputs and gradients as accurate as the
+/// op-by-op forms' (LibTorch's autograd) against float64, for random sizes (columns below, at
+/// and above the SIMD width, row counts that split over workers), inputs and output gradients;
+/// taken exactly for float32 contiguous CPU tensors; and HyperAdam's meta-gradient through them
+/// in float32 agrees with the float64 one (op by op).
+module Optimizers.Tests.FusedCellTests
 
 open System
 open Expecto
@@ -26,7 +27,18 @@ type FieldCase =
       Eps: float
       Seed: int }
 
+type LstmCase = { Rows: int; Hidden: int; Seed: int }
+
 type Arbs =
+    static member Lstm() : Arbitrary<LstmCase> =
+        gen {
+            let! rows = Gen.frequency [ 6, Gen.choose (1, 40); 1, Gen.choose (3300, 3400) ]
+            let! hidden = Gen.frequency [ 3, Gen.choose (1, 24); 1, Gen.elements [ 8; 16; 20 ] ]
+            let! seed = Gen.choose (0, 1_000_000)
+            return { Rows = rows; Hidden = hidden; Seed = seed }
+        }
+        |> Arb.fromGen
+
     static member Field() : Arbitrary<FieldCase> =
         gen {
             let! rows = Gen.frequency [ 6, Gen.choose (1, 40); 1, Gen.choose (3300, 3400) ]
@@ -84,8 +96,36 @@ let private names = [| "g"; "m0"; "v0"; "bh0"; "gh0"; "z"; "q" |]
 
 [<Tests>]
 let tests =
-    testList "moment field" [
-        testPropertyWithConfig config "the fused function's outputs and gradients equal the op-by-op form's" <| fun (c: FieldCase) ->
+    testList "fused cells" [
+        testPropertyWithConfig config "lstm cell: the fused function's outputs and gradients are as accurate as the op-by-op form's" <| fun (c: LstmCase) ->
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(uint64 c.Seed)
+            let n, h = int64 c.Rows, int64 c.Hidden
+            let z = (Tensors.withScalar (fun x s -> x.mul s) (torch.randn([| n; 4L * h |], generator = gen)) 2.0).requires_grad_(true)
+            let cell = torch.randn([| n; h |], generator = gen).requires_grad_(true)
+            let weights = [| torch.randn([| n; h |], generator = gen); torch.randn([| n; h |], generator = gen) |]
+            Expect.isTrue (LstmCell.fusable z cell) "float32 contiguous CPU inputs take the fused function"
+            let run (f: Tensor -> Tensor -> Tensor * Tensor) (xs: Tensor[]) (ws: Tensor[]) =
+                let h', c' = f xs[0] xs[1]
+                let total = Tensors.add (h'.mul(ws[0]).sum()) (c'.mul(ws[1]).sum())
+                [| h'; c' |], torch.autograd.grad([| total |], xs) |> Array.ofSeq
+            let outs, grads = run LstmCell.apply [| z; cell |] weights
+            let outs32, grads32 = run LstmCell.ops [| z; cell |] weights
+            let xs64 = [| z; cell |] |> Array.map (fun x -> x.detach().to_type(f64).requires_grad_(true))
+            let outs64, grads64 = run LstmCell.ops xs64 (weights |> Array.map (fun w -> w.to_type f64))
+            Array.iteri (fun i name -> asAccurateWithin 10.0 outs[i] outs32[i] outs64[i] name) [| "h'"; "c'" |]
+            Array.iteri (fun i name -> asAccurateWithin 10.0 grads[i] grads32[i] grads64[i] name) [| "dz"; "dc" |]
+
+        testCase "lstm cell: float64 or non-contiguous tensors take the op-by-op form" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let z, c = torch.randn([| 5L; 12L |]), torch.randn([| 5L; 3L |])
+            Expect.isTrue (LstmCell.fusable z c) "float32 contiguous"
+            Expect.isFalse (LstmCell.fusable (z.to_type f64) (c.to_type f64)) "float64"
+            Expect.isFalse (LstmCell.fusable z (c.t().contiguous().t())) "a transposed view"
+            let a, b = LstmCell.apply (z.to_type f64) (c.to_type f64), LstmCell.ops (z.to_type f64) (c.to_type f64)
+            Expect.isTrue ((fst a).eq(fst b).all().ToBoolean() && (snd a).eq(snd b).all().ToBoolean()) "the op-by-op form, bit for bit"
+
+        testPropertyWithConfig config "moment field: the fused function's outputs and gradients are as accurate as the op-by-op form's" <| fun (c: FieldCase) ->
             use _ = torch.NewDisposeScope()
             let xs = inputs c
             use gen = new torch.Generator(uint64 (c.Seed + 1))
@@ -103,7 +143,7 @@ let tests =
             // more (2,000 cases: up to 5x the ops' error, 11x seen once)
             for i in 0 .. grads.Length - 1 do asAccurateWithin (if i = 0 then 100.0 else 10.0) grads[i] grads32[i] grads64[i] $"gradient of {names[i]}"
 
-        testCase "float64 or non-contiguous tensors take the op-by-op form" <| fun () ->
+        testCase "moment field: float64 or non-contiguous tensors take the op-by-op form" <| fun () ->
             use _ = torch.NewDisposeScope()
             let xs = inputs { Rows = 5; J = 3; GradScale = 1.0; FirstStep = false; Eps = 1e-8; Seed = 7 }
             Expect.isTrue (MomentField.fusable (List.ofArray xs)) "float32 contiguous"
@@ -116,7 +156,7 @@ let tests =
             let b = MomentField.ops 1e-8 x64[0] x64[1] x64[2] x64[3] x64[4] x64[5] x64[6]
             Array.iter2 (fun (u: Tensor) (v: Tensor) -> Expect.isTrue (u.eq(v).all().ToBoolean()) "the same tensors") (outputsOf a) (outputsOf b)
 
-        testCase "hyperadam's window meta-gradient in float32 (fused field) agrees with float64 (op by op)" <| fun () ->
+        testCase "hyperadam's window meta-gradient in float32 (fused cells) agrees with float64 (op by op)" <| fun () ->
             use _ = torch.NewDisposeScope()
             let gradient (dtype: torch.ScalarType) =
                 // J = 10: the SIMD loop with an overlapping last vector
