@@ -4,8 +4,6 @@ open System
 open System.Collections.Generic
 open System.Numerics
 open System.Runtime.CompilerServices
-open System.Runtime.InteropServices
-open System.Threading.Tasks
 open TorchSharp
 open Optimizers
 open Optimizers.Fused
@@ -226,11 +224,11 @@ module MomentField =
             List [ dg; dm0; dv0; dbh0; dgh0; dz; dq; null ]
 
     /// Whether `apply` takes the fused function for these inputs.
-    let fusable (tensors: Tensor list) = tensors |> List.forall Kernel.isDirect
+    let fusable (tensors: Tensor list) = Kernel.useSimd && tensors |> List.forall Kernel.isDirect
 
     /// The function: fused (one autograd node) for float32 contiguous CPU tensors, else `ops`.
     let apply (eps: float) (g: Tensor) (m0: Tensor) (v0: Tensor) (bh0: Tensor) (gh0: Tensor) (z: Tensor) (q: Tensor) : Result =
-        if Kernel.useSimd && fusable [ g; m0; v0; bh0; gh0; z; q ] then
+        if fusable [ g; m0; v0; bh0; gh0; z; q ] then
             let out = Fused.apply(g, m0, v0, bh0, gh0, z, q, box eps)
             { M = out[0]; V = out[1]; BetaHat = out[2]; GammaHat = out[3]; D = out[4] }
         else ops eps g m0 v0 bh0 gh0 z q
