@@ -125,21 +125,51 @@ type Trim() =
     [<Benchmark(Description = "Memory.trim()")>]
     member _.Trim() = Memory.trim ()
 
+/// Random float32 parameters (scale 0.1) and gradients (0.01) in MlpMnist's shapes (784-20-10:
+/// 15,910 coordinates in four tensors), owned by the benchmark `b`.
+module MlpMnistShapes =
+    let pair (b: Bench) : Tree * Tree =
+        let tree scale =
+            Tree.ofSeq
+                [ for name, shape in [ "fc1.weight", [| 20L; 784L |]; "fc1.bias", [| 20L |]; "fc2.weight", [| 10L; 20L |]; "fc2.bias", [| 10L |] ] ->
+                    name, b.Own(Loop.random shape scale) ]
+        let p, g = tree 0.1, tree 0.01
+        if Tree.numel p <> 15910L then failwith $"MlpMnist's shapes: {Tree.numel p} coordinates, expected 15910"
+        p, g
+
+/// One Adam and one Adam-HD step (the registry's defaults) on MlpMnist's shapes, into new tensors
+/// (Transform.step under no_grad: both fused kernels), 2 threads: what the hypergradient costs
+/// per step beyond Adam's update, without the training step's forward and backward passes
+/// (`optimizers bench` times whole MlpMnist training steps for issue 10's target 5).
+type HdStep() =
+    inherit Bench()
+
+    [<Params("adam", "adam-hd")>]
+    member val Optimizer = "" with get, set
+
+    [<GlobalSetup>]
+    member b.Setup() =
+        b.Start(2, fun () ->
+            let p, g = MlpMnistShapes.pair b
+            Loop.fresh Transform.step (Registry.createOptimizer b.Optimizer []) p g)
+
+    [<Benchmark(Description = "one step into new tensors, 15,910 coordinates")>]
+    member b.Step15910() = b.Step()
+
+    [<GlobalCleanup>]
+    member b.Free() = b.Cleanup()
+
 /// One HyperAdam update (J = 20, hidden 20; fresh Theta from seed 0) on a tree of MlpMnist's shapes
-/// (784-20-10: 15,910 coordinates), forward only: Transform.step under no_grad, which runs the
-/// update op by op (a learned optimizer has no fused kernel), new tensors each step.
+/// (784-20-10: 15,910 coordinates), forward only: Transform.step under no_grad (a learned optimizer
+/// has no fused kernel of its own; its LSTM cell and moment field are fused functions), new
+/// tensors each step.
 type HyperAdamStep() =
     inherit Bench()
 
     [<GlobalSetup>]
     member b.Setup() =
         b.Start(1, fun () ->
-            let tree scale =
-                Tree.ofSeq
-                    [ for name, shape in [ "fc1.weight", [| 20L; 784L |]; "fc1.bias", [| 20L |]; "fc2.weight", [| 10L; 20L |]; "fc2.bias", [| 10L |] ] ->
-                        name, b.Own(Loop.random shape scale) ]
-            let p, g = tree 0.1, tree 0.01
-            if Tree.numel p <> 15910L then failwith $"HyperAdamStep: {Tree.numel p} coordinates, expected 15910"
+            let p, g = MlpMnistShapes.pair b
             let kind = Registry.findLearnedKind "hyperadam"
             let options = LearnedOptimizer.values kind []
             let theta = kind.InitTheta options 0

@@ -402,12 +402,19 @@ module Bench =
 
     /// adam and adam-hd on MlpMnist (784-20-10 sigmoid, batch 128; 15,910 parameters): the whole
     /// training step as Run.optimize runs it (loss, gradient, pure-path update, allocator guard),
-    /// in ms per step; one run of each per round, alternating, after a short warm-up run of each.
+    /// in ms per step; one run of each per round, alternating, at least 9 rounds (a run is about
+    /// 0.2 s, and runs of one optimizer vary by up to 2x on this VM: 0.58-1.68 ms per step seen),
+    /// after warm-up runs of 200 steps of each (after 20, the first rounds of both optimizers ran
+    /// up to 1.6x slower than later ones: the JIT's tiering), each run from a collected heap (the
+    /// previous run's garbage and TorchSharp's finalizers otherwise land in the next run).
     let hdRuns (s: Settings) (progress: string -> unit) : (string * float[]) list =
         let task = Registry.createTask "mlp-mnist" []
         let start = task.Init { TaskInit.Default with Seed = 1 } |> Tree.map (fun x -> x.DetachFromDisposeScope())
         let opts = [ "adam", Registry.createOptimizer "adam" []; "adam-hd", Registry.createOptimizer "adam-hd" [] ]
         let msPerStep (opt: Transformation) (steps: int) =
+            GC.Collect()
+            GC.WaitForPendingFinalizers()
+            Memory.trim ()
             let t0 = Stopwatch.GetTimestamp()
             let p, st = Run.optimize task opt start steps (fun _ _ _ -> ())
             let ms = Stopwatch.GetElapsedTime(t0).TotalMilliseconds / float steps
@@ -415,11 +422,13 @@ module Bench =
             State.dispose st
             ms
         try
-            for _, o in opts do msPerStep o 20 |> ignore
+            for _ in 1 .. 2 do
+                for _, o in opts do msPerStep o 100 |> ignore
             let times = [ for name, _ in opts -> name, List<float>() ]
-            for round in 1 .. s.Rounds do
+            let rounds = max s.Rounds 9
+            for round in 1 .. rounds do
                 for (name, o), (_, acc) in List.zip opts times do
-                    progress $"mlp-mnist: {name}, {s.HdSteps} training steps (round {round}/{s.Rounds})"
+                    progress $"mlp-mnist: {name}, {s.HdSteps} training steps (round {round}/{rounds})"
                     acc.Add(msPerStep o s.HdSteps)
             times |> List.map (fun (n, l) -> n, l.ToArray())
         finally
@@ -599,7 +608,7 @@ module Bench =
                 if not hd.IsEmpty then
                     table.AddEmptyRow() |> ignore
                     for name, xs in hd do
-                        add [ "mlp-mnist"; $"{name}: whole training step (loss, gradient, pure-path update)"; $"{s.Rounds} x {s.HdSteps}"; ms (median xs)
+                        add [ "mlp-mnist"; $"{name}: whole training step (loss, gradient, pure-path update)"; $"{xs.Length} x {s.HdSteps}"; ms (median xs)
                               $"{ms (Array.min xs)}-{ms (Array.max xs)}"; ""; ""; ""; ""; ""
                               (if name = "adam-hd" then $"adam-hd / adam = {ratio hdRatio}; {s.Threads} threads, median over rounds (range min-max)" else "") ]
                 let metaRows =
