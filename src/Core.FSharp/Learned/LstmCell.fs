@@ -111,7 +111,8 @@ module LstmCell =
                     dz[rr + 3 * hidden + k] <- zo
                     dcIn[e] <- dck
 
-    /// The autograd function. Inputs z, c; it keeps only them for the backward pass.
+    /// The autograd function. Inputs z, c; it keeps the gates' sigmoids (the size of z, which it
+    /// does not keep) and c for the backward pass.
     type private Fused() =
         inherit torch.autograd.MultiTensorFunction<Fused>()
 
@@ -119,22 +120,22 @@ module LstmCell =
 
         override _.forward(ctx: torch.autograd.AutogradContext, vars: obj[]) : List<Tensor> =
             let z, c = vars[0] :?> Tensor, vars[1] :?> Tensor
-            ctx.save_for_backward(List [ z; c ])
             let n, hidden = int c.shape[0], int c.shape[1]
-            use s = torch.sigmoid z
+            // not disposed here: the context takes its reference after forward returns
+            let s = torch.sigmoid z
+            ctx.save_for_backward(List [ s; c ])
             let h', c' = torch.empty_like c, torch.empty_like c
             forRows n hidden (fun r0 r1 -> forwardRows hidden r0 r1 (span s) (span c) (span h') (span c'))
             List [ h'; c' ]
 
         override _.backward(ctx: torch.autograd.AutogradContext, grads: List<Tensor>) : List<Tensor> =
             let saved = ctx.get_saved_variables ()
-            let z, c = saved[0], saved[1]
+            let s, c = saved[0], saved[1]
             let n, hidden = int c.shape[0], int c.shape[1]
             use _ = torch.no_grad ()
             // contiguous float32 (LibTorch may hand over expanded zeros)
             let dh, dc = grads[0].contiguous (), grads[1].contiguous ()
-            use s = torch.sigmoid z
-            let dz, dcIn = torch.empty_like z, torch.empty_like c
+            let dz, dcIn = torch.empty_like s, torch.empty_like c
             forRows n hidden (fun r0 r1 -> backwardRows hidden r0 r1 (span s) (span c) (span dh) (span dc) (span dz) (span dcIn))
             List [ dz; dcIn ]
 

@@ -56,7 +56,7 @@ module MomentField =
 
     /// Backward at one element from the output gradients dm, dv, dbh, dgh and the row's dd:
     /// dm0, dv0, dbh0, dgh0, dbeta and dgamma (of z, through the sigmoid), dq and dg's term.
-    let inline private backwardAt one eps negHalf two sqrt lerp positive g g2 m0 v0 bh0 gh0 b c q rho dm dv dbh dgh dd =
+    let inline private backwardAt one eps negHalf two sqrt lerp positive g g2 m0 v0 bh0 gh0 b c rho dm dv dbh dgh dd =
         // the forward values again (cheaper than keeping them)
         let m = lerp g m0 b
         let v = lerp g2 v0 c
@@ -66,9 +66,10 @@ module MomentField =
         let vn = v * ic                     // v / (gh + eps)
         let r = one / sqrt (vn + eps)       // (v / (gh + eps) + eps)^(-1/2)
         let field = a * r
-        // d = sum rho field; rho = ELU(q), whose derivative is 1 above 0 and rho + 1 below
+        // d = sum rho field; rho = ELU(q), whose derivative is 1 above 0 and rho + 1 below (and
+        // rho > 0 exactly where q > 0)
         let dField = dd * rho
-        let dq = dd * field * positive q one (rho + one)
+        let dq = dd * field * positive rho one (rho + one)
         let dA = dField * r
         let dB = negHalf * dField * field * r * r
         let dmT = dm + dA * ib
@@ -134,7 +135,7 @@ module MomentField =
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let private backwardRows (j: int) (eps: float32) (r0: int) (r1: int)
                              (g: Span<float32>) (m0: Span<float32>) (v0: Span<float32>) (bh0: Span<float32>) (gh0: Span<float32>)
-                             (rates: Span<float32>) (q: Span<float32>) (rho: Span<float32>)
+                             (rates: Span<float32>) (rho: Span<float32>)
                              (dm: Span<float32>) (dv: Span<float32>) (dbh: Span<float32>) (dgh: Span<float32>) (dd: Span<float32>)
                              (dg: Span<float32>) (dm0: Span<float32>) (dv0: Span<float32>) (dbh0: Span<float32>) (dgh0: Span<float32>)
                              (dz: Span<float32>) (dq: Span<float32>) =
@@ -154,7 +155,7 @@ module MomentField =
                     let e = row + k
                     let struct (a0, a1, a2, a3, zb, zc, dqk, dgk) =
                         backwardAt oneV epsV negHalfV twoV vsqrt vlerp vpositive gV g2V (at m0 e) (at v0 e) (at bh0 e) (at gh0 e)
-                            (at rates (rr + k)) (at rates (rr + j + k)) (at q e) (at rho e) (at dm e) (at dv e) (at dbh e) (at dgh e) ddV
+                            (at rates (rr + k)) (at rates (rr + j + k)) (at rho e) (at dm e) (at dv e) (at dbh e) (at dgh e) ddV
                     put dm0 e a0
                     put dv0 e a1
                     put dbh0 e a2
@@ -170,7 +171,7 @@ module MomentField =
                     let e = row + k
                     let struct (a0, a1, a2, a3, zb, zc, dqk, dgk) =
                         backwardAt 1.0f eps -0.5f 2.0f MathF.Sqrt flerp fpositive gi g2 m0[e] v0[e] bh0[e] gh0[e]
-                            rates[rr + k] rates[rr + j + k] q[e] rho[e] dm[e] dv[e] dbh[e] dgh[e] dd[i]
+                            rates[rr + k] rates[rr + j + k] rho[e] dm[e] dv[e] dbh[e] dgh[e] dd[i]
                     dm0[e] <- a0
                     dv0[e] <- a1
                     dbh0[e] <- a2
@@ -181,8 +182,9 @@ module MomentField =
                     sum <- sum + dgk
                 dg[i] <- sum
 
-    /// The autograd function. Inputs: g, m0, v0, bh0, gh0, z, q (tensors) and eps (a float);
-    /// it keeps only its inputs for the backward pass and computes everything else again there.
+    /// The autograd function. Inputs: g, m0, v0, bh0, gh0, z, q (tensors) and eps (a float). It
+    /// keeps g, m0, v0, bh0, gh0 and the activations sigmoid(z), ELU(q) (the size of z and q,
+    /// which it does not keep) for the backward pass and computes everything else again there.
     type private Fused() =
         inherit torch.autograd.MultiTensorFunction<Fused>()
 
@@ -192,11 +194,12 @@ module MomentField =
             let t (k: int) = vars[k] :?> Tensor
             let g, m0, v0, bh0, gh0, z, q = t 0, t 1, t 2, t 3, t 4, t 5, t 6
             let eps = vars[7] :?> float
-            ctx.save_for_backward(List [ g; m0; v0; bh0; gh0; z; q ])
-            ctx.save_data("eps", box eps)
             let n, j = int m0.shape[0], int m0.shape[1]
-            use rates = torch.sigmoid z
-            use rho = torch.nn.functional.elu(q, 1.0)
+            // not disposed here: the context takes its references after forward returns
+            let rates = torch.sigmoid z
+            let rho = torch.nn.functional.elu(q, 1.0)
+            ctx.save_for_backward(List [ g; m0; v0; bh0; gh0; rates; rho ])
+            ctx.save_data("eps", box eps)
             let m, v, bh, gh = torch.empty_like m0, torch.empty_like m0, torch.empty_like m0, torch.empty_like m0
             let d = torch.empty([| int64 n |], dtype = m0.dtype)
             forRows n j (fun r0 r1 ->
@@ -206,19 +209,17 @@ module MomentField =
 
         override _.backward(ctx: torch.autograd.AutogradContext, grads: List<Tensor>) : List<Tensor> =
             let saved = ctx.get_saved_variables ()
-            let g, m0, v0, bh0, gh0, z, q = saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6]
+            let g, m0, v0, bh0, gh0, rates, rho = saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6]
             let eps = ctx.get_data "eps" :?> float
             let n, j = int m0.shape[0], int m0.shape[1]
             use _ = torch.no_grad ()
             // the output gradients as contiguous float32 (LibTorch may hand over expanded zeros)
             let dOut = [| for k in 0 .. 4 -> grads[k].contiguous () |]
-            use rates = torch.sigmoid z
-            use rho = torch.nn.functional.elu(q, 1.0)
             let dg = torch.empty_like g
-            let dm0, dv0, dbh0, dgh0, dq = torch.empty_like m0, torch.empty_like m0, torch.empty_like m0, torch.empty_like m0, torch.empty_like q
-            let dz = torch.empty_like z
+            let dm0, dv0, dbh0, dgh0, dq = torch.empty_like m0, torch.empty_like m0, torch.empty_like m0, torch.empty_like m0, torch.empty_like rho
+            let dz = torch.empty_like rates
             forRows n j (fun r0 r1 ->
-                backwardRows j (float32 eps) r0 r1 (span g) (span m0) (span v0) (span bh0) (span gh0) (span rates) (span q) (span rho)
+                backwardRows j (float32 eps) r0 r1 (span g) (span m0) (span v0) (span bh0) (span gh0) (span rates) (span rho)
                     (span dOut[0]) (span dOut[1]) (span dOut[2]) (span dOut[3]) (span dOut[4])
                     (span dg) (span dm0) (span dv0) (span dbh0) (span dgh0) (span dz) (span dq))
             List [ dg; dm0; dv0; dbh0; dgh0; dz; dq; null ]
