@@ -17,7 +17,8 @@ open Optimizers.Learned.Rows
 /// `apply` computes it as one autograd function with a hand-written backward for float32
 /// contiguous CPU tensors (op by op it is a dozen LibTorch calls forward and more backward, each
 /// a pass over [n, H] that the graph keeps); `ops` is the same op by op, for every other tensor,
-/// and the tests' reference.
+/// and the tests' reference. The hand-written backward pass gives first derivatives (all that
+/// meta-training uses); it is not itself differentiable (create_graph warns).
 module LstmCell =
 
     /// tanh from a sigmoid already taken at 2x: tanh x = 2 sigmoid(2x) - 1.
@@ -129,6 +130,7 @@ module LstmCell =
             List [ h'; c' ]
 
         override _.backward(ctx: torch.autograd.AutogradContext, grads: List<Tensor>) : List<Tensor> =
+            warnIfDifferentiated "lstm_cell_pointwise"
             let saved = ctx.get_saved_variables ()
             let s, c = saved[0], saved[1]
             let n, hidden = int c.shape[0], int c.shape[1]

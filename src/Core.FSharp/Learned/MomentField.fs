@@ -20,7 +20,8 @@ open Optimizers.Learned.Rows
 /// is float32, contiguous and on the CPU (meta-training differentiates through it at every step
 /// of a window: op by op it is about 20 LibTorch calls forward and as many backward over [n, J]
 /// tensors, each a pass that the graph keeps a tensor of); `ops` is the same function op by op,
-/// for every other tensor, and the tests' reference.
+/// for every other tensor, and the tests' reference. The hand-written backward pass gives first
+/// derivatives (all that meta-training uses); it is not itself differentiable (create_graph warns).
 module MomentField =
 
     /// Outputs (m, v, bh, gh, d) from the inputs.
@@ -208,6 +209,7 @@ module MomentField =
             List [ m; v; bh; gh; d ]
 
         override _.backward(ctx: torch.autograd.AutogradContext, grads: List<Tensor>) : List<Tensor> =
+            warnIfDifferentiated "hyperadam_moment_field"
             let saved = ctx.get_saved_variables ()
             let g, m0, v0, bh0, gh0, rates, rho = saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6]
             let eps = ctx.get_data "eps" :?> float
