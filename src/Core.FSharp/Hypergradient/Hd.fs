@@ -178,11 +178,20 @@ module Hd =
         for i in av.Length * Vector<float32>.Count .. n - 1 do total <- total + float (a[i] * b[i])
         total
 
-    /// One pass of Adam-HD's model step over a chunk: g' = g + wd p, the moments, the direction
-    /// d = (m / (sqrt(v) / sqrt(bc2) + eps)) / bc1 with the two divisions by scalars as
-    /// multiplications by float32 reciprocals (each within an ulp of ScaleBy.adamMoments' exact
-    /// divisions; no loop can equal that bit for bit anyway, LibTorch's vectorised float32 sqrt
-    /// being one ulp off in about 15% of elements), p + (-alpha) d.
+    /// Adam-HD's model step at one element, written once for a float32 and for a Vector<float32>
+    /// of them (the constants of the same type, `sqrt` the type's): g' = g + wd p, the moments,
+    /// the direction d = (m / (sqrt(v) / sqrt(bc2) + eps)) / bc1 with the two divisions by scalars
+    /// as multiplications by float32 reciprocals (each within an ulp of ScaleBy.adamMoments' exact
+    /// divisions; no loop can equal those bit for bit anyway, LibTorch's vectorised float32 sqrt
+    /// being one ulp off in about 15% of elements), and p + (-alpha) d.
+    let inline private adamAt sqrt wd b1 c1 b2 c2 invSqrtBc2 invBc1 eps negAlpha p g m v =
+        let g' = g + p * wd
+        let m' = m * b1 + g' * c1
+        let v' = v * b2 + (g' * g') * c2
+        let d = (m' / (sqrt v' * invSqrtBc2 + eps)) * invBc1
+        struct (m', v', d, p + negAlpha * d)
+
+    /// One pass of `adamAt` over a chunk: Vector<float32>s, then the tail element by element.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let private adamLoop (wd: float32) (b1: float32) (c1: float32) (b2: float32) (c2: float32) (sqrtBc2: float32) (bc1: float32) (eps: float32) (negAlpha: float32)
                          (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>)
@@ -195,29 +204,22 @@ module Hd =
         let mo = MemoryMarshal.Cast<float32, Vector<float32>> mOut
         let vo = MemoryMarshal.Cast<float32, Vector<float32>> vOut
         let dO = MemoryMarshal.Cast<float32, Vector<float32>> dOut
-        let wdV, b1V, c1V, b2V, c2V = Vector<float32>(wd), Vector<float32>(b1), Vector<float32>(c1), Vector<float32>(b2), Vector<float32>(c2)
         let invS, invBc1 = 1.0f / sqrtBc2, 1.0f / bc1
+        let wdV, b1V, c1V, b2V, c2V = Vector<float32>(wd), Vector<float32>(b1), Vector<float32>(c1), Vector<float32>(b2), Vector<float32>(c2)
         let sV, bcV, epsV, aV = Vector<float32>(invS), Vector<float32>(invBc1), Vector<float32>(eps), Vector<float32>(negAlpha)
         for k in 0 .. pv.Length - 1 do
-            let pk = pv[k]
-            let gk = gv[k] + pk * wdV
-            let mk = mv[k] * b1V + gk * c1V
-            let vk = vv[k] * b2V + (gk * gk) * c2V
-            let dk = (mk / (Vector.SquareRoot vk * sV + epsV)) * bcV
+            let struct (mk, vk, dk, pk) =
+                adamAt (fun (x: Vector<float32>) -> Vector.SquareRoot x) wdV b1V c1V b2V c2V sV bcV epsV aV pv[k] gv[k] mv[k] vv[k]
             mo[k] <- mk
             vo[k] <- vk
             dO[k] <- dk
-            po[k] <- pk + aV * dk
+            po[k] <- pk
         for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
-            let pi = p[i]
-            let gi = g[i] + pi * wd
-            let mi = m[i] * b1 + gi * c1
-            let vi = v[i] * b2 + (gi * gi) * c2
-            let di = (mi / (MathF.Sqrt vi * invS + eps)) * invBc1
+            let struct (mi, vi, di, pi) = adamAt MathF.Sqrt wd b1 c1 b2 c2 invS invBc1 eps negAlpha p[i] g[i] m[i] v[i]
             mOut[i] <- mi
             vOut[i] <- vi
             dOut[i] <- di
-            pOut[i] <- pi + negAlpha * di
+            pOut[i] <- pi
 
     /// The fused kernel of Adam-HD with one global rate and no multiplicative guard: the
     /// hypergradient h_t = -g_t . d_{t-1} (a dot product per tensor), the rate's update as `update`

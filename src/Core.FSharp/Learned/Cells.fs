@@ -33,11 +33,6 @@ module Cells =
     /// x W (no bias).
     let linearNoBias (w: Tensor) (x: Tensor) : Tensor = x.matmul w
 
-    /// tanh x as 2 sigmoid(2x) - 1. LibTorch's CPU tanh (MKL) is about 5x slower than its
-    /// sigmoid on [n, H] tensors; the identity differs from tanh by float rounding (an absolute
-    /// 1e-7 in float32).
-    let tanh (x: Tensor) : Tensor = LstmCell.tanhOfSigmoid2 (torch.sigmoid (Tensors.withScalar (fun t two -> t.mul two) x 2.0))
-
     /// One LSTM step in TensorFlow's BasicLSTMCell form (gates i, j, f, o in that order from one
     /// kernel over [x, h], forget bias added to f):
     ///   c' = sigmoid(f + forgetBias) c + sigmoid(i) tanh(j),   h' = sigmoid(o) tanh(c')

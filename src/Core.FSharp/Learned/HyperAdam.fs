@@ -15,8 +15,9 @@ open Optimizers
 ///   WeightCell: rho_t = ELU(s_t Theta_q + b_q)                                      (weight field)
 ///   update:     d_t = sum_j rho_t^j m-hat_t^j,   w_t = w_{t-1} - alpha d_t
 /// eps = 1e-24 as in the paper. The AdamCell's moments and the update's sum are one autograd
-/// function with a hand-written backward (MomentField) for float32 CPU tensors. The gradient is normalised by its Euclidean norm over all
-/// coordinates, so the state, and hence the update, is invariant to the gradient's scale.
+/// function with a hand-written backward (MomentField) for float32 CPU tensors. The gradient is
+/// normalised by its Euclidean norm over all coordinates, so the state, and hence the update, is
+/// invariant to the gradient's scale.
 /// With J = 1, constant decay rates (Theta_u = 0, b_u = logit of the rates) and rho = 1
 /// (Theta_q = 0, b_q = 1, ELU(1) = 1) it is Adam with eps inside the square root.
 module HyperAdam =
