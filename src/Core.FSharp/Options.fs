@@ -106,3 +106,102 @@ type OptionValues(owner: string, specs: OptionSpec list, given: (string * string
             let parts = v.Split(',') |> Array.map (fun x -> Double.TryParse(x.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture))
             if parts |> Array.forall fst then Some(parts |> Array.map snd)
             else Tensors.invalidArg name $"{owner}: option {name} = '{v}' is not a list of numbers (e.g. -1.5,2)"
+
+/// A registered learning-rate schedule: how the CLI and configs build it by name. `Create lr steps
+/// options` gets the optimizer's learning rate (the schedule's base or peak value, see
+/// `Registry.schedules`) and the number of steps of the run when known (the default length of
+/// schedules such as cosine and one-cycle). Declared before OptimizerEntry, whose field names it
+/// shares, so that unannotated record expressions with those fields still make optimizer entries.
+type ScheduleEntry =
+    { Name: string
+      Summary: string
+      Source: string
+      Options: OptionSpec list
+      Create: float -> int option -> OptionValues -> Schedule }
+
+/// A registered optimizer: how the CLI, configs and the C# facade build it by name.
+type OptimizerEntry =
+    { Name: string
+      Summary: string
+      Source: string
+      Options: OptionSpec list
+      Create: OptionValues -> Transformation }
+
+/// One option of a named optimizer as a typed field of its options record 'O: the spec it shows
+/// (its default read off a defaults record, so the listed default is the one used) and how a
+/// given value goes into the record. A value not given leaves the record's own value.
+type Field<'O> =
+    { Name: string
+      Type: OptionType
+      Doc: string
+      /// The default as text, read off a record of defaults.
+      DefaultOf: 'O -> string
+      /// The record with this option's given value, if any.
+      Read: OptionValues -> 'O -> 'O }
+
+/// Builders of typed fields, one per option type, and of registry entries from them.
+module Field =
+
+    let private text (v: float) = v.ToString("R", CultureInfo.InvariantCulture)
+
+    /// A hyperparameter (number, schedule or tensor) of the record.
+    let hyper (name: string) (get: 'O -> Hyper) (set: 'O -> Hyper -> 'O) (doc: string) : Field<'O> =
+        { Name = name; Type = Number; Doc = doc
+          DefaultOf = fun o -> match get o with Hyper.Fixed v -> text v | _ -> ""
+          Read = fun v o -> if v.IsGiven name then set o (v.Hyper name) else o }
+
+    /// A plain number of the record (a constant of the rule, not schedulable).
+    let number (name: string) (get: 'O -> float) (set: 'O -> float -> 'O) (doc: string) : Field<'O> =
+        { Name = name; Type = Number; Doc = doc
+          DefaultOf = fun o -> text (get o)
+          Read = fun v o -> if v.IsGiven name then set o (v.Float name) else o }
+
+    let integer (name: string) (get: 'O -> int) (set: 'O -> int -> 'O) (doc: string) : Field<'O> =
+        { Name = name; Type = Integer; Doc = doc
+          DefaultOf = fun o -> string (get o)
+          Read = fun v o -> if v.IsGiven name then set o (v.Int name) else o }
+
+    let flag (name: string) (get: 'O -> bool) (set: 'O -> bool -> 'O) (doc: string) : Field<'O> =
+        { Name = name; Type = Flag; Doc = doc
+          DefaultOf = fun o -> if get o then "true" else "false"
+          Read = fun v o -> if v.IsGiven name then set o (v.Bool name) else o }
+
+    /// One of a fixed set of words, each standing for a value of the record's field.
+    let word (name: string) (choices: (string * 'V) list) (get: 'O -> 'V) (set: 'O -> 'V -> 'O) (doc: string) : Field<'O> =
+        { Name = name; Type = Word; Doc = doc
+          DefaultOf = fun o -> choices |> List.tryFind (fun (_, c) -> c = get o) |> Option.map fst |> Option.defaultValue ""
+          Read = fun v o ->
+            if v.IsGiven name then set o (choices |> List.find (fun (w, _) -> w = v.Word(name, List.map fst choices)) |> snd) else o }
+
+    /// A field of a part of a larger record (e.g. SGD's options inside gradient noise's).
+    let lift (get: 'P -> 'O) (set: 'P -> 'O -> 'P) (f: Field<'O>) : Field<'P> =
+        { Name = f.Name; Type = f.Type; Doc = f.Doc
+          DefaultOf = fun p -> f.DefaultOf (get p)
+          Read = fun v p -> set p (f.Read v (get p)) }
+
+    /// The option specs the fields show, with the defaults of `defaults`.
+    let specs (defaults: 'O) (fields: Field<'O> list) : OptionSpec list =
+        [ for f in fields -> { Name = f.Name; Type = f.Type; Default = f.DefaultOf defaults; Doc = f.Doc } ]
+
+    /// The record `defaults` with every given option read in.
+    let read (fields: Field<'O> list) (defaults: 'O) (values: OptionValues) : 'O =
+        fields |> List.fold (fun o f -> f.Read values o) defaults
+
+/// A named optimizer's registration in its own file: what it is, its typed fields, and its
+/// constructor from the options record.
+type OptimizerSpec<'O> =
+    { Summary: string
+      Source: string
+      Defaults: 'O
+      Fields: Field<'O> list
+      Create: 'O -> Transformation }
+
+module OptimizerSpec =
+
+    /// The registry entry of an optimizer spec under a name.
+    let entry (name: string) (s: OptimizerSpec<'O>) : OptimizerEntry =
+        { Name = name
+          Summary = s.Summary
+          Source = s.Source
+          Options = Field.specs s.Defaults s.Fields
+          Create = fun v -> s.Create (Field.read s.Fields s.Defaults v) }

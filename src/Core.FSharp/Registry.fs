@@ -8,26 +8,6 @@ open Optimizers.Hypergradient
 open Optimizers.Learned
 open Optimizers.Tasks
 
-/// A registered learning-rate schedule: how the CLI and configs build it by name. `Create lr steps
-/// options` gets the optimizer's learning rate (the schedule's base or peak value, see
-/// `Registry.schedules`) and the number of steps of the run when known (the default length of
-/// schedules such as cosine and one-cycle). Declared before OptimizerEntry, whose field names it
-/// shares, so that unannotated record expressions with those fields still make optimizer entries.
-type ScheduleEntry =
-    { Name: string
-      Summary: string
-      Source: string
-      Options: OptionSpec list
-      Create: float -> int option -> OptionValues -> Schedule }
-
-/// A registered optimizer: how the CLI, configs and the C# facade build it by name.
-type OptimizerEntry =
-    { Name: string
-      Summary: string
-      Source: string
-      Options: OptionSpec list
-      Create: OptionValues -> Transformation }
-
 /// A registered task.
 type TaskEntry =
     { Name: string
@@ -41,312 +21,39 @@ module Registry =
     let private num name (d: float) doc = { Name = name; Type = Number; Default = d.ToString("R", CultureInfo.InvariantCulture); Doc = doc }
     let private flag name (d: bool) doc = { Name = name; Type = Flag; Default = (if d then "true" else "false"); Doc = doc }
     let private int name (d: int) doc = { Name = name; Type = Integer; Default = string d; Doc = doc }
-    let private fixedValue (h: Hyper) = match h with Hyper.Fixed v -> v | _ -> nan
-
-    /// Wrappers (lookahead, ranger) build their inner optimizer by name through this; it is set
-    /// to `createOptimizerWith` below, once the list of optimizers exists.
-    let mutable private createInner : string -> (string * string) list -> Map<string, Hyper> -> Transformation =
-        fun _ _ _ -> invalidOp "the registry is not initialised"
-
-    /// Lookahead around a registered optimizer chosen by the option `inner`; every option that
-    /// lookahead does not declare goes to the inner optimizer (lr, momentum, beta1, ...).
-    let private lookaheadEntry (name: string) (summary: string) (source: string) (inner: string) (k: int) (alpha: float) =
-        { Name = name
-          Summary = summary
-          Source = source
-          Options =
-            [ { Name = "inner"; Type = Text; Default = inner; Doc = "the registered optimizer to wrap (a name)" }
-              int "k" k "fast steps between synchronisations"
-              num "alpha" alpha "slow-weights step size, in [0, 1]"
-              { Name = OptionValues.RestName; Type = Text; Default = ""; Doc = "any other option goes to the inner optimizer (lr, momentum, beta1, ...)" } ]
-          Create = fun o ->
-            let innerName = o.Text "inner"
-            if innerName.Trim().ToLowerInvariant() = name then
-                Tensors.invalidArg "inner" $"{name}: inner = {innerName} would wrap itself; choose another optimizer"
-            let innerOpt = createInner innerName o.Rest o.RestHypers
-            Wrappers.lookaheadNamed (if name = "lookahead" then $"lookahead({innerOpt.Name})" else name) (o.Int "k") (o.Hyper "alpha") innerOpt }
-
-    let private sgdEntry name summary (d: SgdOptions) =
-        { Name = name
-          Summary = summary
-          Source = "torch.optim.SGD; lecture seed 003"
-          Options =
-            [ num "lr" (fixedValue d.Lr) "learning rate"
-              num "momentum" (fixedValue d.Momentum) "momentum factor mu"
-              num "dampening" (fixedValue d.Dampening) "dampening of the momentum buffer"
-              num "weight_decay" (fixedValue d.WeightDecay) "L2 penalty added to the gradient"
-              flag "nesterov" d.Nesterov "Nesterov momentum" ]
-          Create = fun o ->
-            SgdKernel.create
-                { Lr = o.Hyper "lr"; Momentum = o.Hyper "momentum"; Dampening = o.Hyper "dampening"
-                  WeightDecay = o.Hyper "weight_decay"; Nesterov = o.Bool "nesterov" } }
-
-    // The hand-designed catalog (issue 3): option names are PyTorch's where PyTorch has the optimizer.
-    let private betaOptions (b1: Hyper) (b2: Hyper) =
-        [ num "beta1" (fixedValue b1) "decay of the first moment"
-          num "beta2" (fixedValue b2) "decay of the second moment" ]
-
-    let private sgdwEntry name summary (d: SgdOptions) =
-        { Name = name
-          Summary = summary
-          Source = "Loshchilov and Hutter 2019 (Algorithm 1); lecture seed 003"
-          Options =
-            [ num "lr" (fixedValue d.Lr) "learning rate"
-              num "momentum" (fixedValue d.Momentum) "momentum factor mu"
-              num "dampening" (fixedValue d.Dampening) "dampening of the momentum buffer"
-              num "weight_decay" (fixedValue d.WeightDecay) "decoupled weight decay (scaled by lr)"
-              flag "nesterov" d.Nesterov "Nesterov momentum" ]
-          Create = fun o ->
-            Sgdw.create
-                { d with
-                    Lr = o.Hyper "lr"; Momentum = o.Hyper "momentum"; Dampening = o.Hyper "dampening"
-                    WeightDecay = o.Hyper "weight_decay"; Nesterov = o.Bool "nesterov" } }
-
-    let private adaboundEntry name summary (d: AdaBoundOptions) =
-        { Name = name
-          Summary = summary
-          Source = "Luo et al. 2019; reference implementation github.com/Luolc/AdaBound; lecture seed 003"
-          Options =
-            [ num "lr" (fixedValue d.Lr) "Adam's learning rate"
-              yield! betaOptions d.Beta1 d.Beta2
-              num "final_lr" (fixedValue d.FinalLr) "the SGD learning rate the bounds converge to"
-              num "gamma" (fixedValue d.Gamma) "convergence speed of the bounds"
-              num "eps" d.Eps "added to sqrt(v)"
-              num "weight_decay" (fixedValue d.WeightDecay) "L2 penalty added to the gradient" ]
-          Create = fun o ->
-            AdaBound.create
-                { d with
-                    Lr = o.Hyper "lr"; Beta1 = o.Hyper "beta1"; Beta2 = o.Hyper "beta2"; FinalLr = o.Hyper "final_lr"
-                    Gamma = o.Hyper "gamma"; Eps = o.Float "eps"; WeightDecay = o.Hyper "weight_decay" } }
-
-    let private catalogOptimizers : OptimizerEntry list =
-        [ { Name = "adagrad"
-            Summary = "Adagrad: per-coordinate steps scaled by the root of the summed squared gradients"
-            Source = "Duchi et al. 2011; torch.optim.Adagrad; lecture seed 003"
-            Options =
-              [ num "lr" (fixedValue Adagrad.defaults.Lr) "learning rate"
-                num "lr_decay" (fixedValue Adagrad.defaults.LrDecay) "learning rate decay: lr / (1 + (t - 1) lr_decay)"
-                num "weight_decay" (fixedValue Adagrad.defaults.WeightDecay) "L2 penalty added to the gradient"
-                num "initial_accumulator_value" Adagrad.defaults.InitialAccumulatorValue "start of the sum of squares"
-                num "eps" Adagrad.defaults.Eps "added to the root of the sum" ]
-            Create = fun o ->
-              AdagradKernel.create
-                  { Adagrad.defaults with
-                      Lr = o.Hyper "lr"; LrDecay = o.Hyper "lr_decay"; WeightDecay = o.Hyper "weight_decay"
-                      InitialAccumulatorValue = o.Float "initial_accumulator_value"; Eps = o.Float "eps" } }
-          { Name = "rmsprop"
-            Summary = "RMSProp: steps scaled by a running root mean square of the gradients"
-            Source = "Hinton et al. 2012; torch.optim.RMSprop; lecture seed 003"
-            Options =
-              [ num "lr" (fixedValue RmsProp.defaults.Lr) "learning rate"
-                num "alpha" (fixedValue RmsProp.defaults.Alpha) "decay of the mean square"
-                num "eps" RmsProp.defaults.Eps "added to the root mean square"
-                num "weight_decay" (fixedValue RmsProp.defaults.WeightDecay) "L2 penalty added to the gradient"
-                num "momentum" (fixedValue RmsProp.defaults.Momentum) "momentum on the scaled gradient"
-                flag "centered" RmsProp.defaults.Centered "divide by the estimated standard deviation" ]
-            Create = fun o ->
-              RmsPropKernel.create
-                  { RmsProp.defaults with
-                      Lr = o.Hyper "lr"; Alpha = o.Hyper "alpha"; Eps = o.Float "eps"; WeightDecay = o.Hyper "weight_decay"
-                      Momentum = o.Hyper "momentum"; Centered = o.Bool "centered" } }
-          { Name = "adamax"
-            Summary = "Adamax: Adam with the infinity norm"
-            Source = "Kingma and Ba 2015, sec. 7.1; torch.optim.Adamax"
-            Options =
-              [ num "lr" (fixedValue Adamax.defaults.Lr) "learning rate"
-                yield! betaOptions Adamax.defaults.Beta1 Adamax.defaults.Beta2
-                num "eps" Adamax.defaults.Eps "added to |g| inside the maximum"
-                num "weight_decay" (fixedValue Adamax.defaults.WeightDecay) "L2 penalty added to the gradient" ]
-            Create = fun o ->
-              Adamax.create
-                  { Adamax.defaults with
-                      Lr = o.Hyper "lr"; Beta1 = o.Hyper "beta1"; Beta2 = o.Hyper "beta2"; Eps = o.Float "eps"
-                      WeightDecay = o.Hyper "weight_decay" } }
-          { Name = "amsgrad"
-            Summary = "AMSGrad: Adam with the running maximum of the second moment"
-            Source = "Reddi et al. 2018; torch.optim.Adam(amsgrad=True); lecture seed 003 (debias=false)"
-            Options =
-              [ num "lr" (fixedValue AmsGrad.defaults.Lr) "learning rate"
-                yield! betaOptions AmsGrad.defaults.Beta1 AmsGrad.defaults.Beta2
-                num "eps" AmsGrad.defaults.Eps "added to the denominator, outside the square root"
-                num "eps_root" AmsGrad.defaults.EpsRoot "added inside the square root (meta-gradients)"
-                num "weight_decay" (fixedValue AmsGrad.defaults.WeightDecay) "L2 penalty added to the gradient"
-                flag "debias" AmsGrad.defaults.Debias "bias correction (PyTorch); false: the paper's and the lecture's form" ]
-            Create = fun o ->
-              AdamKernel.createAms
-                  { AmsGrad.defaults with
-                      Lr = o.Hyper "lr"; Beta1 = o.Hyper "beta1"; Beta2 = o.Hyper "beta2"; Eps = o.Float "eps"
-                      EpsRoot = o.Float "eps_root"; WeightDecay = o.Hyper "weight_decay"; Debias = o.Bool "debias" } }
-          adaboundEntry "adabound" "AdaBound: Adam's per-coordinate learning rate clipped into bounds that close in on final_lr" AdaBound.defaults
-          adaboundEntry "amsbound" "AMSBound: AdaBound with AMSGrad's running maximum" AdaBound.amsboundDefaults
-          { Name = "radam"
-            Summary = "RAdam: Adam with the variance of the adaptive learning rate rectified"
-            Source = "Liu et al. 2020; torch.optim.RAdam; lecture seed 003"
-            Options =
-              [ num "lr" (fixedValue RAdam.defaults.Lr) "learning rate"
-                yield! betaOptions RAdam.defaults.Beta1 RAdam.defaults.Beta2
-                num "eps" RAdam.defaults.Eps "added to sqrt(v)"
-                num "weight_decay" (fixedValue RAdam.defaults.WeightDecay) "L2 penalty added to the gradient"
-                num "threshold" RAdam.defaults.Threshold "rectify when rho_t > threshold (PyTorch: 5; the paper: 4)" ]
-            Create = fun o ->
-              RAdam.create
-                  { RAdam.defaults with
-                      Lr = o.Hyper "lr"; Beta1 = o.Hyper "beta1"; Beta2 = o.Hyper "beta2"; Eps = o.Float "eps"
-                      WeightDecay = o.Hyper "weight_decay"; Threshold = o.Float "threshold" } }
-          { Name = "nadam"
-            Summary = "Nadam: Adam with Nesterov momentum"
-            Source = "Dozat 2016; torch.optim.NAdam; lecture seed 003"
-            Options =
-              [ num "lr" (fixedValue NAdam.defaults.Lr) "learning rate"
-                yield! betaOptions NAdam.defaults.Beta1 NAdam.defaults.Beta2
-                num "eps" NAdam.defaults.Eps "added to the bias-corrected root of v"
-                num "weight_decay" (fixedValue NAdam.defaults.WeightDecay) "L2 penalty added to the gradient"
-                num "momentum_decay" NAdam.defaults.MomentumDecay "psi of the momentum schedule" ]
-            Create = fun o ->
-              NAdam.create
-                  { NAdam.defaults with
-                      Lr = o.Hyper "lr"; Beta1 = o.Hyper "beta1"; Beta2 = o.Hyper "beta2"; Eps = o.Float "eps"
-                      WeightDecay = o.Hyper "weight_decay"; MomentumDecay = o.Float "momentum_decay" } }
-          { Name = "adamw"
-            Summary = "AdamW: Adam with decoupled weight decay"
-            Source = "Loshchilov and Hutter 2019; torch.optim.AdamW; lecture seed 003"
-            Options =
-              [ num "lr" (fixedValue AdamW.defaults.Lr) "learning rate"
-                yield! betaOptions AdamW.defaults.Beta1 AdamW.defaults.Beta2
-                num "eps" AdamW.defaults.Eps "added to the denominator, outside the square root"
-                num "eps_root" AdamW.defaults.EpsRoot "added inside the square root (meta-gradients)"
-                num "weight_decay" (fixedValue AdamW.defaults.WeightDecay) "decoupled weight decay (scaled by lr)"
-                flag "amsgrad" AdamW.defaults.Amsgrad "use the running maximum of v" ]
-            Create = fun o ->
-              AdamKernel.createW
-                  { AdamW.defaults with
-                      Lr = o.Hyper "lr"; Beta1 = o.Hyper "beta1"; Beta2 = o.Hyper "beta2"; Eps = o.Float "eps"
-                      EpsRoot = o.Float "eps_root"; WeightDecay = o.Hyper "weight_decay"; Amsgrad = o.Bool "amsgrad" } }
-          sgdwEntry "sgdw" "SGDW: SGD with decoupled weight decay" Sgdw.defaults
-          sgdwEntry "sgdwm" "SGDWM: SGD with momentum (mu = 0.9) and decoupled weight decay" Sgdw.momentumDefaults
-          { Name = "swats"
-            Summary = "SWATS: Adam, then SGD with momentum at the learning rate Adam's steps imply"
-            Source = "Keskar and Socher 2017 (Algorithm 1); lecture seed 003"
-            Options =
-              [ num "lr" (fixedValue Swats.defaults.Lr) "Adam's learning rate"
-                yield! betaOptions Swats.defaults.Beta1 Swats.defaults.Beta2
-                num "eps" Swats.defaults.Eps "added to sqrt(v) in Adam's step"
-                num "switch_eps" Swats.defaults.SwitchEps "switch when the estimate moves less than this"
-                num "weight_decay" (fixedValue Swats.defaults.WeightDecay) "L2 penalty added to the gradient" ]
-            Create = fun o ->
-              Swats.create
-                  { Swats.defaults with
-                      Lr = o.Hyper "lr"; Beta1 = o.Hyper "beta1"; Beta2 = o.Hyper "beta2"; Eps = o.Float "eps"
-                      SwitchEps = o.Float "switch_eps"; WeightDecay = o.Hyper "weight_decay" } }
-          { Name = "gradient-noise"
-            Summary = "SGD with annealed Gaussian gradient noise, variance eta / (1 + t)^gamma"
-            Source = "Neelakantan et al. 2015; lecture seed 003"
-            Options =
-              [ num "lr" (fixedValue Sgd.defaults.Lr) "learning rate"
-                num "momentum" (fixedValue Sgd.defaults.Momentum) "momentum factor mu"
-                num "dampening" (fixedValue Sgd.defaults.Dampening) "dampening of the momentum buffer"
-                num "weight_decay" (fixedValue Sgd.defaults.WeightDecay) "L2 penalty added to the gradient"
-                flag "nesterov" Sgd.defaults.Nesterov "Nesterov momentum"
-                num "eta" (fixedValue GradientNoise.defaults.Eta) "variance of the noise at the first step"
-                num "gamma" (fixedValue GradientNoise.defaults.Gamma) "decay exponent of the variance"
-                int "seed" GradientNoise.defaults.Seed "seed of the noise" ]
-            Create = fun o ->
-              GradientNoise.create
-                  { Eta = o.Hyper "eta"; Gamma = o.Hyper "gamma"; Seed = o.Int "seed" }
-                  { Sgd.defaults with
-                      Lr = o.Hyper "lr"; Momentum = o.Hyper "momentum"; Dampening = o.Hyper "dampening"
-                      WeightDecay = o.Hyper "weight_decay"; Nesterov = o.Bool "nesterov" } } ]
-
-
-    /// The thesis's hand-designed optimizer (seed 004, issue 7).
-    let private thesisOptimizers : OptimizerEntry list =
-        [ { Name = "mng"
-            Summary = "MNG: mean of the last k infinity-normalised gradients, shot from the middle of the last k iterates"
-            Source = "Shahid 2017, thesis sec. 3.4.1, Algorithm 1 (seed 004)"
-            Options =
-              [ int "k" Mng.defaults.K "number of remembered steps (thesis: 5 on toy problems, 10 on MNIST)"
-                num "eta_min" (fixedValue Mng.defaults.EtaMin) "minimum learning rate added to x_diff"
-                flag "sign_only" Mng.defaults.SignOnly "use only the gradients' signs" ]
-            Create = fun o -> Mng.create { K = o.Int "k"; EtaMin = o.Hyper "eta_min"; SignOnly = o.Bool "sign_only" } } ]
-
     let private word name (d: string) doc = { Name = name; Type = Word; Default = d; Doc = doc }
+    let private entry = OptimizerSpec.entry
 
-    let private hdModels = [ "sgd", SgdOp; "sgdn", SgdnOp; "adam", AdamOp ]
-    let private hdLops = [ "sgd", SgdLop; "sgdn", SgdnLop; "adam", AdamLop ]
-    let private guards = [ "none", Unguarded; "clip", ClipAtZero; "multiplicative", Multiplicative ]
-
-    /// A closed-form hypergradient optimizer under its report name, or an alias.
-    let private hdEntry (name: string) (model: ModelOptimizer) (lop: LrOptimizer) =
-        let d = Hd.forModel model lop
-        let modelOptions =
-            match model with
-            | SgdOp -> []
-            | SgdnOp -> [ num "momentum" d.Momentum "Nesterov momentum of the model optimizer" ]
-            | AdamOp -> [ num "beta1" d.Beta1 "Adam's first-moment decay"; num "beta2" d.Beta2 "Adam's second-moment decay"; num "eps" d.Eps "Adam's eps" ]
-        let lopOptions =
-            match lop with
-            | SgdLop -> []
-            | SgdnLop -> [ num "lop_momentum" d.LopMomentum "momentum on the hypergradient (Algorithm 1)" ]
-            | AdamLop ->
-                [ num "lop_beta1" d.LopBeta1 "first-moment decay on the hypergradient (Algorithm 2)"
-                  num "lop_beta2" d.LopBeta2 "second-moment decay on the hypergradient"
-                  num "lop_eps" d.LopEps "eps of Adam on the hypergradient" ]
-        { Name = name
-          Summary = $"{Hd.opName model} whose learning rate learns by {Hd.lopName lop} on the hypergradient"
-          Source = "Baydin et al. 2018; seed 001 (Mittal 2019)"
-          Options =
-            [ num "lr" d.Lr "initial learning rate alpha_0"
-              num "hypergrad_lr" (fixedValue d.HypergradLr) "hypergradient learning rate beta" ]
-            @ modelOptions @ lopOptions
-            @ [ num "weight_decay" d.WeightDecay "L2 penalty added to the gradient"
-                flag "per_parameter" d.PerParameter "one learning rate per parameter tensor"
-                word "lr_guard" "none" "none | clip (at 0) | multiplicative" ]
-          Create = fun o ->
-            let has n = (modelOptions @ lopOptions) |> List.exists (fun s -> s.Name = n)
-            let f n dflt = if has n then o.Float n else dflt
-            Hd.create
-                { d with
-                    Lr = o.Float "lr"
-                    HypergradLr = o.Hyper "hypergrad_lr"
-                    Momentum = f "momentum" d.Momentum
-                    Beta1 = f "beta1" d.Beta1
-                    Beta2 = f "beta2" d.Beta2
-                    Eps = f "eps" d.Eps
-                    LopMomentum = f "lop_momentum" d.LopMomentum
-                    LopBeta1 = f "lop_beta1" d.LopBeta1
-                    LopBeta2 = f "lop_beta2" d.LopBeta2
-                    LopEps = f "lop_eps" d.LopEps
-                    WeightDecay = o.Float "weight_decay"
-                    PerParameter = o.Bool "per_parameter"
-                    Guard = guards |> List.find (fun (n, _) -> n = o.Word("lr_guard", List.map fst guards)) |> snd } }
-
-    /// The nine {op}_op-{lop}_lop optimizers and the classic aliases.
+    /// The closed-form hypergradient optimizers: the nine {op}_op-{lop}_lop and the classic aliases.
     let private hdEntries =
-        [ for m, model in hdModels do
-              for l, lop in hdLops -> hdEntry $"{m}_op-{l}_lop" model lop ]
-        @ [ hdEntry "sgd-hd" SgdOp SgdLop; hdEntry "sgdn-hd" SgdnOp SgdLop; hdEntry "adam-hd" AdamOp SgdLop ]
+        let models = [ "sgd", SgdOp; "sgdn", SgdnOp; "adam", AdamOp ]
+        let lops = [ "sgd", SgdLop; "sgdn", SgdnLop; "adam", AdamLop ]
+        [ for m, model in models do
+              for l, lop in lops -> entry $"{m}_op-{l}_lop" (Hd.spec model lop) ]
+        @ [ entry "sgd-hd" (Hd.spec SgdOp SgdLop); entry "sgdn-hd" (Hd.spec SgdnOp SgdLop); entry "adam-hd" (Hd.spec AdamOp SgdLop) ]
 
-    /// Every optimizer that does not wrap another, by name.
+    /// Every optimizer that does not wrap another, by name: one line each, from the spec that
+    /// its own file (Handcrafted/, Hypergradient/Hd.fs) keeps beside its rule.
     let private baseOptimizers : OptimizerEntry list =
-        [ sgdEntry "sgd" "stochastic gradient descent" Sgd.defaults
-          sgdEntry "momentum" "SGD with classical momentum (mu = 0.9)" Sgd.momentumDefaults
-          sgdEntry "nesterov" "SGD with Nesterov momentum (mu = 0.9)" Sgd.nesterovDefaults
-          { Name = "adam"
-            Summary = "Adam: bias-corrected first and second moments"
-            Source = "Kingma and Ba 2015; torch.optim.Adam; lecture seed 003"
-            Options =
-              [ num "lr" (fixedValue Adam.defaults.Lr) "learning rate"
-                num "beta1" (fixedValue Adam.defaults.Beta1) "decay of the first moment"
-                num "beta2" (fixedValue Adam.defaults.Beta2) "decay of the second moment"
-                num "eps" Adam.defaults.Eps "added to the denominator, outside the square root"
-                num "eps_root" Adam.defaults.EpsRoot "added inside the square root (meta-gradients)"
-                num "weight_decay" (fixedValue Adam.defaults.WeightDecay) "L2 penalty added to the gradient" ]
-            Create = fun o ->
-              AdamKernel.create
-                  { Lr = o.Hyper "lr"; Beta1 = o.Hyper "beta1"; Beta2 = o.Hyper "beta2"; Eps = o.Float "eps"
-                    EpsRoot = o.Float "eps_root"; WeightDecay = o.Hyper "weight_decay" } } ]
-        @ catalogOptimizers
-        @ thesisOptimizers
+        [ entry "sgd" Sgd.spec
+          entry "momentum" Sgd.momentumSpec
+          entry "nesterov" Sgd.nesterovSpec
+          entry "adam" Adam.spec
+          entry "adagrad" Adagrad.spec
+          entry "rmsprop" RmsProp.spec
+          entry "adamax" Adamax.spec
+          entry "amsgrad" AmsGrad.spec
+          entry "adabound" AdaBound.spec
+          entry "amsbound" AdaBound.amsboundSpec
+          entry "radam" RAdam.spec
+          entry "nadam" NAdam.spec
+          entry "adamw" AdamW.spec
+          entry "sgdw" Sgdw.spec
+          entry "sgdwm" Sgdw.momentumSpec
+          entry "swats" Swats.spec
+          entry "gradient-noise" GradientNoise.spec
+          // the thesis's hand-designed optimizer (seed 004)
+          entry "mng" Mng.spec ]
         @ hdEntries
 
     /// Any registered optimizer with chosen hyperparameters adapted by autodiff hypergradients.
@@ -421,15 +128,60 @@ module Registry =
             let merged = (trained.Options |> List.filter (fun (n, _) -> not (List.exists (fun (m, _) -> m = n) own))) @ own
             LearnedOptimizer.create k { trained with Options = merged } }
 
+    let private names (xs: string list) = String.Join(", ", xs)
+
+    /// The entry of `name` among `entries`, or an error (about option `what`) listing them.
+    let private findIn (entries: OptimizerEntry list) (what: string) (name: string) : OptimizerEntry =
+        match entries |> List.tryFind (fun e -> e.Name = name.Trim().ToLowerInvariant()) with
+        | Some e -> e
+        | None -> Tensors.invalidArg what $"unknown optimizer '{name}'; valid: {names (entries |> List.map (fun e -> e.Name))}"
+
+    /// Build an optimizer from its entry, options given as text, and hyperparameters that are not
+    /// text (e.g. "lr" as Hyper.Scheduled), which take the place of the text value of the same name;
+    /// also the names of those the optimizer read as plain numbers instead.
+    let private buildWith (e: OptimizerEntry) (options: (string * string) list) (hypers: Map<string, Hyper>) =
+        let o = OptionValues(e.Name, e.Options, options, hypers)
+        let t = e.Create o
+        t, o.UnreadHypers
+
+    /// As buildWith, failing when a hyperparameter given as a schedule or tensor was read as a number.
+    let private buildStrict (e: OptimizerEntry) (options: (string * string) list) (hypers: Map<string, Hyper>) : Transformation =
+        match buildWith e options hypers with
+        | t, [] -> t
+        | _, unread ->
+            Tensors.invalidArg (List.head unread)
+                $"{e.Name} takes {Tensors.commas unread} as a plain number only, so it cannot be a schedule or tensor here"
+
+    /// The wrappers' names (a wrapper cannot wrap one).
+    let private wrapperNames = [ "lookahead"; "ranger" ]
+
+    /// Lookahead around a registered optimizer chosen by the option `inner`; every option that
+    /// lookahead does not declare goes to the inner optimizer (lr, momentum, beta1, ...).
+    let private lookaheadEntry (inners: OptimizerEntry list) (name: string) (summary: string) (source: string) (inner: string) (k: int) (alpha: float) =
+        { Name = name
+          Summary = summary
+          Source = source
+          Options =
+            [ { Name = "inner"; Type = Text; Default = inner; Doc = "the registered optimizer to wrap (a name)" }
+              int "k" k "fast steps between synchronisations"
+              num "alpha" alpha "slow-weights step size, in [0, 1]"
+              { Name = OptionValues.RestName; Type = Text; Default = ""; Doc = "any other option goes to the inner optimizer (lr, momentum, beta1, ...)" } ]
+          Create = fun o ->
+            let innerName = o.Text "inner"
+            if wrapperNames |> List.contains (innerName.Trim().ToLowerInvariant()) then
+                Tensors.invalidArg "inner" $"{name}: inner = {innerName} is a wrapper, and wrappers do not nest; choose another optimizer"
+            let innerOpt = buildStrict (findIn inners "inner" innerName) o.Rest o.RestHypers
+            Wrappers.lookaheadNamed (if name = "lookahead" then $"lookahead({innerOpt.Name})" else name) (o.Int "k") (o.Hyper "alpha") innerOpt }
+
+    /// Every optimizer a wrapper can wrap (everything but the wrappers themselves).
+    let private wrappable : OptimizerEntry list = baseOptimizers @ (learnedKinds |> List.map learnedEntry) @ [ autoHdEntry ]
+
     /// Every optimizer, by name.
     let optimizers : OptimizerEntry list =
-        baseOptimizers
-        @ (learnedKinds |> List.map learnedEntry)
-        @ [ autoHdEntry
-            lookaheadEntry "lookahead" "Lookahead: k fast steps of an inner optimizer, then the slow weights step towards them"
+        wrappable
+        @ [ lookaheadEntry wrappable "lookahead" "Lookahead: k fast steps of an inner optimizer, then the slow weights step towards them"
                 "Zhang et al. 2019; lecture seed 003" "adam" 5 0.5
-            lookaheadEntry "ranger" "Ranger: Lookahead (k = 6, alpha = 0.5) around RAdam" "Wright 2019; lecture seed 003" "radam" 6 0.5
-          ]
+            lookaheadEntry wrappable "ranger" "Ranger: Lookahead (k = 6, alpha = 0.5) around RAdam" "Wright 2019; lecture seed 003" "radam" 6 0.5 ]
 
     // ---- options of the data-driven tasks ------------------------------------------------------
 
@@ -553,16 +305,11 @@ module Registry =
                 Synthetic.sumOfSquares dim start } ]
         @ dataTasks
 
-    let private names (xs: string list) = String.Join(", ", xs)
-
     let optimizerNames = optimizers |> List.map (fun e -> e.Name)
     let taskNames = tasks |> List.map (fun e -> e.Name)
 
     /// The entry of an optimizer, or an error listing the valid names.
-    let findOptimizer (name: string) : OptimizerEntry =
-        match optimizers |> List.tryFind (fun e -> e.Name = name.Trim().ToLowerInvariant()) with
-        | Some e -> e
-        | None -> Tensors.invalidArg "optimizer" $"unknown optimizer '{name}'; valid: {names optimizerNames}"
+    let findOptimizer (name: string) : OptimizerEntry = findIn optimizers "optimizer" name
 
     /// A learned kind by name, or an error listing the valid ones.
     let findLearnedKind (name: string) : LearnedKind =
@@ -588,27 +335,15 @@ module Registry =
     /// Build an optimizer from its name, options given as text, and hyperparameters that are not
     /// text (e.g. "lr" as Hyper.Scheduled); these take the place of the text value of the same
     /// name. Fails when the optimizer reads such a hyperparameter as a plain number.
-    let private buildWith (name: string) (options: (string * string) list) (hypers: Map<string, Hyper>) =
-        let e = findOptimizer name
-        let o = OptionValues(e.Name, e.Options, options, hypers)
-        let t = e.Create o
-        e.Name, t, o.UnreadHypers
-
     let createOptimizerWith (name: string) (options: (string * string) list) (hypers: Map<string, Hyper>) : Transformation =
-        match buildWith name options hypers with
-        | _, t, [] -> t
-        | name, _, unread ->
-            Tensors.invalidArg (List.head unread)
-                $"{name} takes {Tensors.commas unread} as a plain number only, so it cannot be a schedule or tensor here"
+        buildStrict (findOptimizer name) options hypers
 
     /// As createOptimizerWith, but None where the optimizer reads one of `hypers` as a plain number
     /// (e.g. a hypergradient optimizer's initial "lr"), for callers that then build it from text.
     let tryCreateOptimizerWith (name: string) (options: (string * string) list) (hypers: Map<string, Hyper>) : Transformation option =
-        match buildWith name options hypers with
-        | _, t, [] -> Some t
+        match buildWith (findOptimizer name) options hypers with
+        | t, [] -> Some t
         | _ -> None
-
-    do createInner <- createOptimizerWith
 
     /// The learning rate an optimizer gets from these options: "lr" when given, else the
     /// optimizer's default, or for a wrapper, its inner optimizer's.

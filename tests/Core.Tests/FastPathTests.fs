@@ -13,6 +13,7 @@ open FsCheck
 open FsCheck.FSharp
 open Optimizers
 open Optimizers.Handcrafted
+open Optimizers.Transforms
 open Optimizers.Fused
 open Optimizers.Tests.Check
 
@@ -280,14 +281,14 @@ let stepwiseEqualsPure (opt: Transformation) (c: Case) =
 
 let sgdOf (c: SgdCase) : Transformation =
     let h = hyper c.Case.Hypers
-    SgdKernel.create
+    Sgd.create
         { Lr = h c.Lr; Momentum = (if c.Momentum = 0.0 then Hyper.Fixed 0.0 else h c.Momentum)
           Dampening = h c.Dampening; WeightDecay = (if c.WeightDecay = 0.0 then Hyper.Fixed 0.0 else h c.WeightDecay)
           Nesterov = c.Nesterov }
 
 let adamOf (c: AdamCase) : Transformation =
     let h = hyper c.Case.Hypers
-    AdamKernel.create
+    Adam.create
         { Lr = h c.Lr; Beta1 = h c.Beta1; Beta2 = h c.Beta2; Eps = c.Eps; EpsRoot = c.EpsRoot
           WeightDecay = (if c.WeightDecay = 0.0 then Hyper.Fixed 0.0 else h c.WeightDecay) }
 
@@ -298,26 +299,26 @@ let private hyperOr0 (kind: HyperKind) (v: float) = if v = 0.0 then Hyper.Fixed 
 /// with the Adam family's kernel in its decoupled form.
 let adamwOf (amsgrad: bool) (c: AdamCase) : Transformation =
     let h = hyper c.Case.Hypers
-    AdamKernel.createW
+    AdamW.create
         { Lr = h c.Lr; Beta1 = h c.Beta1; Beta2 = h c.Beta2; Eps = c.Eps; EpsRoot = c.EpsRoot
           WeightDecay = hyperOr0 c.Case.Hypers c.WeightDecay; Amsgrad = amsgrad }
 
 let amsgradOf (a: AmsCase) : Transformation =
     let c = a.Adam
     let h = hyper c.Case.Hypers
-    AdamKernel.createAms
+    AmsGrad.create
         { Lr = h c.Lr; Beta1 = h c.Beta1; Beta2 = h c.Beta2; Eps = c.Eps; EpsRoot = c.EpsRoot
           WeightDecay = hyperOr0 c.Case.Hypers c.WeightDecay; Debias = a.Debias }
 
 let rmspropOf (c: RmsPropCase) : Transformation =
     let h = hyper c.Case.Hypers
-    RmsPropKernel.create
+    RmsProp.create
         { Lr = h c.Lr; Alpha = h c.Alpha; Eps = c.Eps; WeightDecay = hyperOr0 c.Case.Hypers c.WeightDecay
           Momentum = hyperOr0 c.Case.Hypers c.Momentum; Centered = c.Centered }
 
 let adagradOf (c: AdagradCase) : Transformation =
     let h = hyper c.Case.Hypers
-    AdagradKernel.create
+    Adagrad.create
         { Lr = h c.Lr; LrDecay = hyperOr0 c.Case.Hypers c.LrDecay; WeightDecay = hyperOr0 c.Case.Hypers c.WeightDecay
           InitialAccumulatorValue = c.InitialAccumulator; Eps = c.Eps }
 
@@ -507,7 +508,7 @@ let tests =
             let targets = Collections.Generic.List<Target>()
             let lr = torch.tensor(0.1, dtype = f64)
             let sgd = Sgd.create { Lr = Hyper.Learnable lr; Momentum = Hyper.Fixed 0.9; Dampening = Hyper.Fixed 0.0; WeightDecay = Hyper.Fixed 0.0; Nesterov = false }
-            let kernel = SgdKernel.kernel { Lr = Hyper.Learnable lr; Momentum = Hyper.Fixed 0.9; Dampening = Hyper.Fixed 0.0; WeightDecay = Hyper.Fixed 0.0; Nesterov = false }
+            let kernel = SgdKernel.kernel (Hyper.Learnable lr) (Hyper.Fixed 0.9) (Hyper.Fixed 0.0) (Hyper.Fixed 0.0) false
             let spy = sgd |> Transform.withFast [ Hyper.Learnable lr ] (fun target g s p -> targets.Add target; kernel target g s p)
             let p = Tree.single "w" (vec [ 1.0; 2.0 ])
             let g = grad2x p
@@ -528,7 +529,7 @@ let tests =
             Expect.sequenceEqual targets [ Target.Fresh; Target.InPlace; Target.Fresh ] "under no_grad nothing is recorded: fused"
 
         testCase "stepInPlace without a kernel runs the pure update and adds it into the params" <| fun () ->
-            let opt = Combine.chain [ ScaleBy.adamMoments (Hyper.Fixed 0.9) (Hyper.Fixed 0.999) 1e-8 0.0; ScaleBy.learningRate (Hyper.Fixed 0.1) ]
+            let opt = Combine.chain [ Moments.adam (Hyper.Fixed 0.9) (Hyper.Fixed 0.999) 1e-8 0.0; ScaleBy.learningRate (Hyper.Fixed 0.1) ]
             let start = Tree.ofSeq [ "w", vec [ 1.0; -2.0; 3.0 ]; "b", vec [ 0.5 ] ]
             let mutable pPure, sPure = Tree.clone start, opt.Init start
             let pFast = Tree.clone start

@@ -10,6 +10,7 @@ open Expecto
 open TorchSharp
 open Optimizers
 open Optimizers.Handcrafted
+open Optimizers.Transforms
 open Optimizers.Tasks
 open Optimizers.Tests.Check
 
@@ -222,7 +223,8 @@ let private wrapperTests =
             closeRel 1e-15 (Array.concat traj) [| 0.5; 0.625; 0.3125; 0.390625 |] "registry lookahead(sgd)"
             Expect.equal (Registry.createOptimizer "lookahead" []).Name "lookahead(adam)" "adam by default"
             throwsOption "inner option" "adam: unknown option 'momentum'" (fun () -> Registry.createOptimizer "lookahead" [ "momentum", "0.9" ])
-            throwsOption "itself" "wrap itself" (fun () -> Registry.createOptimizer "lookahead" [ "inner", "lookahead" ])
+            throwsOption "itself" "wrappers do not nest" (fun () -> Registry.createOptimizer "lookahead" [ "inner", "lookahead" ])
+            throwsOption "another wrapper" "wrappers do not nest" (fun () -> Registry.createOptimizer "lookahead" [ "inner", "ranger" ])
             // schedules reach the inner optimizer (lr) and lookahead itself (alpha): alpha = 0 keeps
             // the slow weights at the start, so every second step returns there
             let hypers = Map.ofList [ "lr", Hyper.Scheduled(Schedule.constant 0.5); "alpha", Hyper.Scheduled(Schedule.constant 0.0) ]

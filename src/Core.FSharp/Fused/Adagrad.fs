@@ -5,7 +5,6 @@ open System.Numerics
 open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
 open Optimizers
-open Optimizers.Handcrafted
 
 /// The per-step constants of Adagrad's fused loop.
 [<Struct>]
@@ -42,27 +41,27 @@ module AdagradKernel =
             sOut[i] <- si
             pOut[i] <- p[i] + (gi / (MathF.Sqrt si + c.Eps)) * c.NegLr
 
-    /// The kernel of `Adagrad.create o` (state: add_decayed_weights, scale_by_adagrad,
+    /// Adagrad's kernel (Adagrad.fs) (state: add_decayed_weights, scale_by_adagrad,
     /// identity or scale_by_inverse_time_decay, scale_by_learning_rate).
-    let kernel (o: AdagradOptions) : Target -> Tree -> State -> Tree -> Tree * State =
-        let hasWd = not (Hyper.isZero o.WeightDecay)
-        let decays = not (Hyper.isZero o.LrDecay)
+    let kernel (lr: Hyper) (lrDecay: Hyper) (weightDecay: Hyper) (eps: float) : Target -> Tree -> State -> Tree -> Tree * State =
+        let hasWd = not (Hyper.isZero weightDecay)
+        let decays = not (Hyper.isZero lrDecay)
         let kinds = [ "add_decayed_weights"; "scale_by_adagrad"; (if decays then "scale_by_inverse_time_decay" else "identity"); "scale_by_learning_rate" ]
         fun target grads state parameters ->
             let s = Kernel.parts "adagrad" kinds state
             let wdS, aS, dS, lrS = s[0], s[1], s[2], s[3]
             let sums = aS.Slot "sum"
             Kernel.checkNames "adagrad" parameters [ "gradients", grads; "sums of squares", sums ]
-            let lr = Kernel.value lrS.Count o.Lr
-            let wd = if hasWd then Kernel.value wdS.Count o.WeightDecay else 0.0
-            let f = if decays then 1.0 + float dS.Count * Kernel.value dS.Count o.LrDecay else 1.0
-            let c = { NegLr = float32 (-lr / f); Wd = float32 wd; HasWd = hasWd; Eps = float32 o.Eps }
+            let lrV = Kernel.value lrS.Count lr
+            let wd = if hasWd then Kernel.value wdS.Count weightDecay else 0.0
+            let f = if decays then 1.0 + float dS.Count * Kernel.value dS.Count lrDecay else 1.0
+            let c = { NegLr = float32 (-lrV / f); Wd = float32 wd; HasWd = hasWd; Eps = float32 eps }
             let out = Kernel.Outputs target
             let pOut = out.Of parameters
             let sums0, sums = sums, out.Of sums
             let ps0, ps, gs = parameters.Values, pOut.Values, grads.Values
             use sc = new Kernel.Scalars()
-            let sNegLr, sWd, sEps, sOne = sc.Of(-lr / f), sc.Of wd, sc.Of o.Eps, sc.Of 1.0
+            let sNegLr, sWd, sEps, sOne = sc.Of(-lrV / f), sc.Of wd, sc.Of eps, sc.Of 1.0
             Kernel.run out parameters.Count (fun i -> [| ps[i]; gs[i]; sums.Values[i] |])
                 (fun i start len ->
                     loop c out.Stream (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len) (Kernel.span sums0.Values[i] start len)
@@ -73,7 +72,3 @@ module AdagradKernel =
                     sum.addcmul_(g, g, sOne) |> ignore
                     p.addcdiv_(g, sum.sqrt().add_(sEps), sNegLr) |> ignore)
             pOut, out.State(Kernel.stepped state)
-
-    /// Adagrad (Adagrad.create) with its fast path.
-    let create (o: AdagradOptions) : Transformation =
-        Adagrad.create o |> Transform.withFast [ o.Lr; o.LrDecay; o.WeightDecay ] (kernel o)

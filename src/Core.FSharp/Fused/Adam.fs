@@ -6,7 +6,6 @@ open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
 open TorchSharp
 open Optimizers
-open Optimizers.Handcrafted
 
 /// The per-step constants of the Adam family's fused loop.
 [<Struct>]
@@ -190,26 +189,3 @@ module AdamKernel =
                     if decoupled then p.add_(m.div(denom).div_(sBc1).add_(p, sWd), sNegLr) |> ignore
                     else p.addcdiv_(m, denom, sStep) |> ignore)
             pOut, out.State(Kernel.stepped state)
-
-    let private hypers lr beta1 beta2 eps epsRoot weightDecay amsgrad debias : AdamHypers =
-        { Lr = lr; Beta1 = beta1; Beta2 = beta2; Eps = eps; EpsRoot = epsRoot; WeightDecay = weightDecay; Amsgrad = amsgrad; Debias = debias }
-
-    /// The hyperparameters the kernel reads.
-    let private readsOf lr beta1 beta2 weightDecay : Hyper list = [ lr; beta1; beta2; weightDecay ]
-
-    /// The kernel of `Adam.create o`.
-    let kernel (o: AdamOptions) : Target -> Tree -> State -> Tree -> Tree * State =
-        kernelWith "adam" AdamDecay.L2 (hypers o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay false true)
-
-    /// Adam (Adam.create) with its fast path.
-    let create (o: AdamOptions) : Transformation = Adam.create o |> Transform.withFast (readsOf o.Lr o.Beta1 o.Beta2 o.WeightDecay) (kernel o)
-
-    /// AdamW (AdamW.create, with or without amsgrad) with its fast path: the decoupled form.
-    let createW (o: AdamWOptions) : Transformation =
-        AdamW.create o
-        |> Transform.withFast (readsOf o.Lr o.Beta1 o.Beta2 o.WeightDecay) (kernelWith "adamw" AdamDecay.Decoupled (hypers o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay o.Amsgrad true))
-
-    /// AMSGrad (AmsGrad.create, either form) with its fast path.
-    let createAms (o: AmsGradOptions) : Transformation =
-        AmsGrad.create o
-        |> Transform.withFast (readsOf o.Lr o.Beta1 o.Beta2 o.WeightDecay) (kernelWith "amsgrad" AdamDecay.L2 (hypers o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay true o.Debias))

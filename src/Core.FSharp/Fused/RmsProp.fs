@@ -5,7 +5,6 @@ open System.Numerics
 open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
 open Optimizers
-open Optimizers.Handcrafted
 
 /// The per-step constants of RMSProp's fused loop.
 [<Struct>]
@@ -29,7 +28,7 @@ type RmsPropCoeffs =
 
 /// The fast path of RMSProp (RmsProp.fs): one pass over p, g, v (and the mean gradient a, the
 /// momentum buffer b), in the pure path's operation order, so float32 results match it to rounding:
-///   g' = g + wd p;  v = alpha v + ((1 - alpha) g') g'
+///   g' = g + wd p;  v = alpha v + (1 - alpha) (g' g')
 ///   d  = sqrt(v) + eps  | centered: a = alpha a + (1 - alpha) g',  d = sqrt(v - a^2) + eps
 ///   u  = g' / d;  momentum: b = u (first step) | mu b + u,  u = b
 ///   p  = p + (-lr) u
@@ -53,7 +52,7 @@ module RmsPropKernel =
         let eps, mu = Vector<float32>(c.Eps), Vector<float32>(c.Mu)
         for k in 0 .. pv.Length - 1 do
             let gk = if c.HasWd then gv[k] + pv[k] * wd else gv[k]
-            let vk = vv[k] * al + (gk * cl) * gk
+            let vk = vv[k] * al + (gk * gk) * cl
             Kernel.store stream vo k vk
             let denom =
                 if c.Centered then
@@ -66,7 +65,7 @@ module RmsPropKernel =
             Kernel.store stream po k (pv[k] + u * negLr)
         for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
             let gi = if c.HasWd then g[i] + p[i] * c.Wd else g[i]
-            let vi = v[i] * c.A + (gi * c.C) * gi
+            let vi = v[i] * c.A + (gi * gi) * c.C
             vOut[i] <- vi
             let denom =
                 if c.Centered then
@@ -78,31 +77,31 @@ module RmsPropKernel =
             let u = if c.Momentum then (let bi = (if c.First then u else b[i] * c.Mu + u) in bOut[i] <- bi; bi) else u
             pOut[i] <- p[i] + u * c.NegLr
 
-    /// The kernel of `RmsProp.create o` (state: add_decayed_weights, scale_by_rms,
+    /// RMSProp's kernel (RmsProp.fs) (state: add_decayed_weights, scale_by_rms,
     /// identity or trace_momentum, scale_by_learning_rate).
-    let kernel (o: RmsPropOptions) : Target -> Tree -> State -> Tree -> Tree * State =
-        let momentum = not (Hyper.isZero o.Momentum)
-        let hasWd = not (Hyper.isZero o.WeightDecay)
-        let kinds = [ "add_decayed_weights"; "scale_by_rms"; (if momentum then "trace_momentum" else "identity"); "scale_by_learning_rate" ]
+    let kernel (lr: Hyper) (alpha: Hyper) (eps: float) (weightDecay: Hyper) (momentum: Hyper) (centered: bool) : Target -> Tree -> State -> Tree -> Tree * State =
+        let hasMomentum = not (Hyper.isZero momentum)
+        let hasWd = not (Hyper.isZero weightDecay)
+        let kinds = [ "add_decayed_weights"; "scale_by_rms"; (if hasMomentum then "trace_momentum" else "identity"); "scale_by_learning_rate" ]
         fun target grads state parameters ->
             let s = Kernel.parts "rmsprop" kinds state
             let wdS, rS, mS, lrS = s[0], s[1], s[2], s[3]
             let vs = rS.Slot "square_avg"
-            let avgs = if o.Centered then Some(rS.Slot "grad_avg") else None
-            let bufs = if momentum then Some(mS.Slot "momentum_buffer") else None
+            let avgs = if centered then Some(rS.Slot "grad_avg") else None
+            let bufs = if hasMomentum then Some(mS.Slot "momentum_buffer") else None
             Kernel.checkNames "rmsprop" parameters
                 [ yield "gradients", grads
                   yield "mean squares", vs
                   match avgs with Some x -> yield "mean gradients", x | None -> ()
                   match bufs with Some x -> yield "momentum buffers", x | None -> () ]
-            let lr = Kernel.value lrS.Count o.Lr
-            let wd = if hasWd then Kernel.value wdS.Count o.WeightDecay else 0.0
-            let alpha = Kernel.value rS.Count o.Alpha
-            let mu = if momentum then Kernel.value mS.Count o.Momentum else 0.0
-            let first = momentum && mS.Count = 0
+            let lrV = Kernel.value lrS.Count lr
+            let wd = if hasWd then Kernel.value wdS.Count weightDecay else 0.0
+            let alphaV = Kernel.value rS.Count alpha
+            let mu = if hasMomentum then Kernel.value mS.Count momentum else 0.0
+            let first = hasMomentum && mS.Count = 0
             let c =
-                { NegLr = float32 (-lr); Wd = float32 wd; HasWd = hasWd; A = float32 alpha; C = float32 (1.0 - alpha)
-                  Eps = float32 o.Eps; Centered = o.Centered; Momentum = momentum; Mu = float32 mu; First = first }
+                { NegLr = float32 (-lrV); Wd = float32 wd; HasWd = hasWd; A = float32 alphaV; C = float32 (1.0 - alphaV)
+                  Eps = float32 eps; Centered = centered; Momentum = hasMomentum; Mu = float32 mu; First = first }
             let out = Kernel.Outputs target
             let pOut = out.Of parameters
             let vs0, avgs0, bufs0 = vs, avgs, bufs
@@ -111,7 +110,7 @@ module RmsPropKernel =
             let opt (t: Tree option) i = t |> Option.map (fun t -> t.Values[i])
             let tensorsOf i = Array.concat [ [| ps[i]; gs[i]; vs.Values[i] |]; Option.toArray (opt avgs i); Option.toArray (opt bufs i) ]
             use sc = new Kernel.Scalars()
-            let sNegLr, sWd, sA, sC, sEps, sMu, sOne = sc.Of(-lr), sc.Of wd, sc.Of alpha, sc.Of(1.0 - alpha), sc.Of o.Eps, sc.Of mu, sc.Of 1.0
+            let sNegLr, sWd, sA, sC, sEps, sMu, sOne = sc.Of(-lrV), sc.Of wd, sc.Of alphaV, sc.Of(1.0 - alphaV), sc.Of eps, sc.Of mu, sc.Of 1.0
             Kernel.run out parameters.Count tensorsOf
                 (fun i start len ->
                     loop c out.Stream (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len) (Kernel.span vs0.Values[i] start len)
@@ -135,7 +134,3 @@ module RmsPropKernel =
                         p.add_(b, sNegLr) |> ignore
                     | None -> p.addcdiv_(g, denom, sNegLr) |> ignore)
             pOut, out.State(Kernel.stepped state)
-
-    /// RMSProp (RmsProp.create) with its fast path.
-    let create (o: RmsPropOptions) : Transformation =
-        RmsProp.create o |> Transform.withFast [ o.Lr; o.Alpha; o.Momentum; o.WeightDecay ] (kernel o)

@@ -5,7 +5,6 @@ open System.Numerics
 open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
 open Optimizers
-open Optimizers.Handcrafted
 
 /// The per-step constants of the SGD family's fused loop.
 [<Struct>]
@@ -72,27 +71,27 @@ module SgdKernel =
                 let d = if c.Nesterov then gi + bi * c.Mu else bi
                 pOut[i] <- p[i] + d * c.NegLr
 
-    /// The kernel of `Sgd.create o` (state: add_decayed_weights, identity or
+    /// SGD's kernel (Sgd.fs) (state: add_decayed_weights, identity or
     /// trace_momentum, scale_by_learning_rate).
-    let kernel (o: SgdOptions) : Target -> Tree -> State -> Tree -> Tree * State =
-        let momentum = not (Hyper.isZero o.Momentum)
-        let hasWd = not (Hyper.isZero o.WeightDecay)
-        let kinds = [ "add_decayed_weights"; (if momentum then "trace_momentum" else "identity"); "scale_by_learning_rate" ]
+    let kernel (lr: Hyper) (momentum: Hyper) (dampening: Hyper) (weightDecay: Hyper) (nesterov: bool) : Target -> Tree -> State -> Tree -> Tree * State =
+        let hasMomentum = not (Hyper.isZero momentum)
+        let hasWd = not (Hyper.isZero weightDecay)
+        let kinds = [ "add_decayed_weights"; (if hasMomentum then "trace_momentum" else "identity"); "scale_by_learning_rate" ]
         fun target grads state parameters ->
             let s = Kernel.parts "sgd" kinds state
             let wdS, mS, lrS = s[0], s[1], s[2]
-            let bufs = if momentum then Some(mS.Slot "momentum_buffer") else None
+            let bufs = if hasMomentum then Some(mS.Slot "momentum_buffer") else None
             Kernel.checkNames "sgd" parameters
                 [ yield "gradients", grads
                   match bufs with Some b -> yield "momentum buffers", b | None -> () ]
-            let lr = Kernel.value lrS.Count o.Lr
-            let wd = if hasWd then Kernel.value wdS.Count o.WeightDecay else 0.0
-            let mu = if momentum then Kernel.value mS.Count o.Momentum else 0.0
-            let keep = if momentum then 1.0 - Kernel.value mS.Count o.Dampening else 1.0
-            let first = momentum && mS.Count = 0
+            let lrV = Kernel.value lrS.Count lr
+            let wd = if hasWd then Kernel.value wdS.Count weightDecay else 0.0
+            let mu = if hasMomentum then Kernel.value mS.Count momentum else 0.0
+            let keep = if hasMomentum then 1.0 - Kernel.value mS.Count dampening else 1.0
+            let first = hasMomentum && mS.Count = 0
             let c =
-                { NegLr = float32 (-lr); Wd = float32 wd; HasWd = hasWd; Momentum = momentum
-                  Mu = float32 mu; Keep = float32 keep; First = first; Nesterov = o.Nesterov }
+                { NegLr = float32 (-lrV); Wd = float32 wd; HasWd = hasWd; Momentum = hasMomentum
+                  Mu = float32 mu; Keep = float32 keep; First = first; Nesterov = nesterov }
             let out = Kernel.Outputs target
             let pOut = out.Of parameters
             let bufs0, bufs = bufs, Option.map out.Of bufs
@@ -102,7 +101,7 @@ module SgdKernel =
                 | Some b -> [| ps[i]; gs[i]; b.Values[i] |]
                 | None -> [| ps[i]; gs[i] |]
             use sc = new Kernel.Scalars()
-            let sNegLr, sWd, sMu, sKeep = sc.Of(-lr), sc.Of wd, sc.Of mu, sc.Of keep
+            let sNegLr, sWd, sMu, sKeep = sc.Of(-lrV), sc.Of wd, sc.Of mu, sc.Of keep
             Kernel.run out parameters.Count tensorsOf
                 (fun i start len ->
                     loop c out.Stream (Kernel.span ps0[i] start len) (Kernel.span gs[i] start len) (Kernel.spanAt bufs0 i start len)
@@ -115,10 +114,6 @@ module SgdKernel =
                     | Some bs ->
                         let b = bs.Values[i]
                         if first then b.copy_(g) |> ignore else b.mul_(sMu).add_(g, sKeep) |> ignore
-                        let d = if o.Nesterov then g.add(b, sMu) else b
+                        let d = if nesterov then g.add(b, sMu) else b
                         p.add_(d, sNegLr) |> ignore)
-            pOut, out.State { Kernel.counted state with Children = [ Kernel.counted wdS; (if momentum then Kernel.counted mS else mS); Kernel.counted lrS ] }
-
-    /// SGD (Sgd.create) with its fast path.
-    let create (o: SgdOptions) : Transformation =
-        Sgd.create o |> Transform.withFast [ o.Lr; o.Momentum; o.Dampening; o.WeightDecay ] (kernel o)
+            pOut, out.State { Kernel.counted state with Children = [ Kernel.counted wdS; (if hasMomentum then Kernel.counted mS else mS); Kernel.counted lrS ] }

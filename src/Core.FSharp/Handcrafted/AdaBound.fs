@@ -1,6 +1,7 @@
 namespace Optimizers.Handcrafted
 
 open Optimizers
+open Optimizers.Transforms
 
 /// Options of AdaBound and AMSBound (the reference implementation's names and defaults).
 type AdaBoundOptions =
@@ -49,7 +50,7 @@ module AdaBound =
 
     /// The bounds (lower, upper) on the effective learning rate at step t >= 1, with final_lr f.
     let bounds (finalLr: float) (gamma: float) (t: int) : float * float =
-        let lo, hi = Adaptive.adaboundBounds (HValue.Num finalLr) (HValue.Num gamma) t
+        let lo, hi = Moments.adaboundBounds (HValue.Num finalLr) (HValue.Num gamma) t
         HValue.toFloat lo, HValue.toFloat hi
 
     let validate (o: AdaBoundOptions) =
@@ -67,5 +68,24 @@ module AdaBound =
         validate o
         Combine.named (if o.AmsBound then "amsbound" else "adabound") 1
             [ ScaleBy.l2WeightDecay o.WeightDecay
-              Adaptive.adabound o.Lr o.Beta1 o.Beta2 o.FinalLr o.Gamma o.Eps o.AmsBound
+              Moments.adabound o.Lr o.Beta1 o.Beta2 o.FinalLr o.Gamma o.Eps o.AmsBound
               ScaleBy.learningRate (Hyper.Fixed 1.0) ]
+
+    let fields : Field<AdaBoundOptions> list =
+        [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "Adam's learning rate"
+          Field.hyper "beta1" (fun o -> o.Beta1) (fun o v -> { o with Beta1 = v }) "decay of the first moment"
+          Field.hyper "beta2" (fun o -> o.Beta2) (fun o v -> { o with Beta2 = v }) "decay of the second moment"
+          Field.hyper "final_lr" (fun o -> o.FinalLr) (fun o v -> { o with FinalLr = v }) "the SGD learning rate the bounds converge to"
+          Field.hyper "gamma" (fun o -> o.Gamma) (fun o v -> { o with Gamma = v }) "convergence speed of the bounds"
+          Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to sqrt(v)"
+          Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient" ]
+
+    let spec : OptimizerSpec<AdaBoundOptions> =
+        { Summary = "AdaBound: Adam's per-coordinate learning rate clipped into bounds that close in on final_lr"
+          Source = "Luo et al. 2019; reference implementation github.com/Luolc/AdaBound; lecture seed 003"
+          Defaults = defaults
+          Fields = fields
+          Create = create }
+
+    /// "amsbound": AdaBound with AMSGrad's running maximum.
+    let amsboundSpec = { spec with Summary = "AMSBound: AdaBound with AMSGrad's running maximum"; Defaults = amsboundDefaults }

@@ -1,6 +1,8 @@
 namespace Optimizers.Handcrafted
 
 open Optimizers
+open Optimizers.Transforms
+open Optimizers.Fused
 
 /// Options of Adagrad (torch.optim.Adagrad's names and defaults).
 type AdagradOptions =
@@ -35,11 +37,26 @@ module Adagrad =
         Hyper.checkFloat "adagrad" "initial_accumulator_value" (fun v -> v >= 0.0 && not (System.Double.IsInfinity v)) "a finite number >= 0" o.InitialAccumulatorValue
         Hyper.checkFloat "adagrad" "eps" (fun v -> v > 0.0) "> 0" o.Eps
 
-    /// Adagrad as a transformation named "adagrad". Validates its options.
+    /// Adagrad as a transformation named "adagrad", with its fused kernel (AdagradKernel). Validates its options.
     let create (o: AdagradOptions) : Transformation =
         validate o
         Combine.named "adagrad" 1
             [ ScaleBy.l2WeightDecay o.WeightDecay
-              Adaptive.adagrad o.InitialAccumulatorValue o.Eps
-              (if Hyper.isZero o.LrDecay then Transform.identity else Adaptive.inverseTimeDecay o.LrDecay)
+              Accumulators.adagrad o.InitialAccumulatorValue o.Eps
+              (if Hyper.isZero o.LrDecay then Transform.identity else ScaleBy.inverseTimeDecay o.LrDecay)
               ScaleBy.learningRate o.Lr ]
+        |> Transform.withFast [ o.Lr; o.LrDecay; o.WeightDecay ] (AdagradKernel.kernel o.Lr o.LrDecay o.WeightDecay o.Eps)
+
+    let fields : Field<AdagradOptions> list =
+        [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"
+          Field.hyper "lr_decay" (fun o -> o.LrDecay) (fun o v -> { o with LrDecay = v }) "learning rate decay: lr / (1 + (t - 1) lr_decay)"
+          Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient"
+          Field.number "initial_accumulator_value" (fun o -> o.InitialAccumulatorValue) (fun o v -> { o with InitialAccumulatorValue = v }) "start of the sum of squares"
+          Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to the root of the sum" ]
+
+    let spec : OptimizerSpec<AdagradOptions> =
+        { Summary = "Adagrad: per-coordinate steps scaled by the root of the summed squared gradients"
+          Source = "Duchi et al. 2011; torch.optim.Adagrad; lecture seed 003"
+          Defaults = defaults
+          Fields = fields
+          Create = create }

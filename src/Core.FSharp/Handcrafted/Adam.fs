@@ -1,6 +1,8 @@
 namespace Optimizers.Handcrafted
 
 open Optimizers
+open Optimizers.Transforms
+open Optimizers.Fused
 
 /// Options of Adam (torch.optim.Adam's names and defaults, plus optax's eps_root).
 type AdamOptions =
@@ -40,10 +42,28 @@ module Adam =
 
     let validate (o: AdamOptions) = validateMoments "adam" o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay
 
-    /// Adam as a transformation named "adam". Validates its options.
+    /// Adam as a transformation named "adam", with the Adam family's fused kernel. Validates its options.
     let create (o: AdamOptions) : Transformation =
         validate o
         Combine.named "adam" 1
             [ ScaleBy.l2WeightDecay o.WeightDecay
-              ScaleBy.adamMoments o.Beta1 o.Beta2 o.Eps o.EpsRoot
+              Moments.adam o.Beta1 o.Beta2 o.Eps o.EpsRoot
               ScaleBy.learningRate o.Lr ]
+        |> Transform.withFast [ o.Lr; o.Beta1; o.Beta2; o.WeightDecay ]
+            (AdamKernel.kernelWith "adam" AdamDecay.L2
+                { Lr = o.Lr; Beta1 = o.Beta1; Beta2 = o.Beta2; Eps = o.Eps; EpsRoot = o.EpsRoot; WeightDecay = o.WeightDecay; Amsgrad = false; Debias = true })
+
+    let fields : Field<AdamOptions> list =
+        [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"
+          Field.hyper "beta1" (fun o -> o.Beta1) (fun o v -> { o with Beta1 = v }) "decay of the first moment"
+          Field.hyper "beta2" (fun o -> o.Beta2) (fun o v -> { o with Beta2 = v }) "decay of the second moment"
+          Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to the denominator, outside the square root"
+          Field.number "eps_root" (fun o -> o.EpsRoot) (fun o v -> { o with EpsRoot = v }) "added inside the square root (meta-gradients)"
+          Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient" ]
+
+    let spec : OptimizerSpec<AdamOptions> =
+        { Summary = "Adam: bias-corrected first and second moments"
+          Source = "Kingma and Ba 2015; torch.optim.Adam; lecture seed 003"
+          Defaults = defaults
+          Fields = fields
+          Create = create }

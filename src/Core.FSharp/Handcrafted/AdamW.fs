@@ -1,6 +1,8 @@
 namespace Optimizers.Handcrafted
 
 open Optimizers
+open Optimizers.Transforms
+open Optimizers.Fused
 
 /// Options of AdamW (torch.optim.AdamW's names and defaults, plus optax's eps_root).
 type AdamWOptions =
@@ -36,11 +38,31 @@ module AdamW =
 
     let validate (o: AdamWOptions) = Adam.validateMoments "adamw" o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay
 
-    /// AdamW as a transformation named "adamw". Validates its options.
+    /// AdamW as a transformation named "adamw", with the Adam family's fused kernel in its decoupled
+    /// form. Validates its options.
     let create (o: AdamWOptions) : Transformation =
         validate o
         Combine.named "adamw" 1
-            [ (if o.Amsgrad then Adaptive.amsgrad o.Beta1 o.Beta2 o.Eps o.EpsRoot true
-               else ScaleBy.adamMoments o.Beta1 o.Beta2 o.Eps o.EpsRoot)
+            [ (if o.Amsgrad then Moments.amsgrad o.Beta1 o.Beta2 o.Eps o.EpsRoot true
+               else Moments.adam o.Beta1 o.Beta2 o.Eps o.EpsRoot)
               ScaleBy.l2WeightDecay o.WeightDecay
               ScaleBy.learningRate o.Lr ]
+        |> Transform.withFast [ o.Lr; o.Beta1; o.Beta2; o.WeightDecay ]
+            (AdamKernel.kernelWith "adamw" AdamDecay.Decoupled
+                { Lr = o.Lr; Beta1 = o.Beta1; Beta2 = o.Beta2; Eps = o.Eps; EpsRoot = o.EpsRoot; WeightDecay = o.WeightDecay; Amsgrad = o.Amsgrad; Debias = true })
+
+    let fields : Field<AdamWOptions> list =
+        [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"
+          Field.hyper "beta1" (fun o -> o.Beta1) (fun o v -> { o with Beta1 = v }) "decay of the first moment"
+          Field.hyper "beta2" (fun o -> o.Beta2) (fun o v -> { o with Beta2 = v }) "decay of the second moment"
+          Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to the denominator, outside the square root"
+          Field.number "eps_root" (fun o -> o.EpsRoot) (fun o v -> { o with EpsRoot = v }) "added inside the square root (meta-gradients)"
+          Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "decoupled weight decay (scaled by lr)"
+          Field.flag "amsgrad" (fun o -> o.Amsgrad) (fun o v -> { o with Amsgrad = v }) "use the running maximum of v" ]
+
+    let spec : OptimizerSpec<AdamWOptions> =
+        { Summary = "AdamW: Adam with decoupled weight decay"
+          Source = "Loshchilov and Hutter 2019; torch.optim.AdamW; lecture seed 003"
+          Defaults = defaults
+          Fields = fields
+          Create = create }

@@ -1,6 +1,7 @@
 namespace Optimizers.Handcrafted
 
 open Optimizers
+open Optimizers.Transforms
 
 /// Options of Adamax (torch.optim.Adamax's names and defaults).
 type AdamaxOptions =
@@ -38,5 +39,19 @@ module Adamax =
         validate o
         Combine.named "adamax" 1
             [ ScaleBy.l2WeightDecay o.WeightDecay
-              Adaptive.adamax o.Beta1 o.Beta2 o.Eps
+              Moments.adamax o.Beta1 o.Beta2 o.Eps
               ScaleBy.learningRate o.Lr ]
+
+    let fields : Field<AdamaxOptions> list =
+        [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"
+          Field.hyper "beta1" (fun o -> o.Beta1) (fun o v -> { o with Beta1 = v }) "decay of the first moment"
+          Field.hyper "beta2" (fun o -> o.Beta2) (fun o v -> { o with Beta2 = v }) "decay of the second moment"
+          Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to |g| inside the maximum"
+          Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient" ]
+
+    let spec : OptimizerSpec<AdamaxOptions> =
+        { Summary = "Adamax: Adam with the infinity norm"
+          Source = "Kingma and Ba 2015, sec. 7.1; torch.optim.Adamax"
+          Defaults = defaults
+          Fields = fields
+          Create = create }

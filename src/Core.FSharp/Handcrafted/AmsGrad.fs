@@ -1,6 +1,8 @@
 namespace Optimizers.Handcrafted
 
 open Optimizers
+open Optimizers.Transforms
+open Optimizers.Fused
 
 /// Options of AMSGrad (torch.optim.Adam's names with amsgrad=True, plus `Debias`).
 type AmsGradOptions =
@@ -38,10 +40,29 @@ module AmsGrad =
 
     let validate (o: AmsGradOptions) = Adam.validateMoments "amsgrad" o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay
 
-    /// AMSGrad as a transformation named "amsgrad". Validates its options.
+    /// AMSGrad as a transformation named "amsgrad", with the Adam family's fused kernel. Validates its options.
     let create (o: AmsGradOptions) : Transformation =
         validate o
         Combine.named "amsgrad" 1
             [ ScaleBy.l2WeightDecay o.WeightDecay
-              Adaptive.amsgrad o.Beta1 o.Beta2 o.Eps o.EpsRoot o.Debias
+              Moments.amsgrad o.Beta1 o.Beta2 o.Eps o.EpsRoot o.Debias
               ScaleBy.learningRate o.Lr ]
+        |> Transform.withFast [ o.Lr; o.Beta1; o.Beta2; o.WeightDecay ]
+            (AdamKernel.kernelWith "amsgrad" AdamDecay.L2
+                { Lr = o.Lr; Beta1 = o.Beta1; Beta2 = o.Beta2; Eps = o.Eps; EpsRoot = o.EpsRoot; WeightDecay = o.WeightDecay; Amsgrad = true; Debias = o.Debias })
+
+    let fields : Field<AmsGradOptions> list =
+        [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"
+          Field.hyper "beta1" (fun o -> o.Beta1) (fun o v -> { o with Beta1 = v }) "decay of the first moment"
+          Field.hyper "beta2" (fun o -> o.Beta2) (fun o v -> { o with Beta2 = v }) "decay of the second moment"
+          Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to the denominator, outside the square root"
+          Field.number "eps_root" (fun o -> o.EpsRoot) (fun o v -> { o with EpsRoot = v }) "added inside the square root (meta-gradients)"
+          Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient"
+          Field.flag "debias" (fun o -> o.Debias) (fun o v -> { o with Debias = v }) "bias correction (PyTorch); false: the paper's and the lecture's form" ]
+
+    let spec : OptimizerSpec<AmsGradOptions> =
+        { Summary = "AMSGrad: Adam with the running maximum of the second moment"
+          Source = "Reddi et al. 2018; torch.optim.Adam(amsgrad=True); lecture seed 003 (debias=false)"
+          Defaults = defaults
+          Fields = fields
+          Create = create }

@@ -3,6 +3,7 @@ namespace Optimizers.Handcrafted
 open System
 open TorchSharp
 open Optimizers
+open Optimizers.Transforms
 
 /// Options of annealed gradient noise.
 type GradientNoiseOptions =
@@ -42,7 +43,7 @@ module GradientNoise =
 
     /// The variance eta / (1 + t)^gamma at step t (0-based).
     let variance (eta: HValue) (gamma: HValue) (t: int) : HValue =
-        eta / Adaptive.powBase (1.0 + float t) gamma
+        eta / ScaleBy.powBase (1.0 + float t) gamma
 
     /// The transformation that adds the noise to the incoming gradients.
     let addNoise (o: GradientNoiseOptions) : Transformation =
@@ -62,3 +63,16 @@ module GradientNoise =
 
     /// SGD (torch.optim.SGD's options) with annealed gradient noise.
     let create (o: GradientNoiseOptions) (sgd: SgdOptions) : Transformation = wrap o (Sgd.create sgd)
+
+    /// Gradient noise's options and SGD's, as the registry takes them.
+    let spec : OptimizerSpec<GradientNoiseOptions * SgdOptions> =
+        { Summary = "SGD with annealed Gaussian gradient noise, variance eta / (1 + t)^gamma"
+          Source = "Neelakantan et al. 2015; lecture seed 003"
+          Defaults = defaults, Sgd.defaults
+          Fields =
+            (Sgd.fields |> List.map (Field.lift snd (fun (n, _) s -> n, s)))
+            @ ([ Field.hyper "eta" (fun o -> o.Eta) (fun o v -> { o with Eta = v }) "variance of the noise at the first step"
+                 Field.hyper "gamma" (fun o -> o.Gamma) (fun o v -> { o with Gamma = v }) "decay exponent of the variance"
+                 Field.integer "seed" (fun o -> o.Seed) (fun o v -> { o with Seed = v }) "seed of the noise" ]
+               |> List.map (Field.lift fst (fun (_, s) n -> n, s)))
+          Create = fun (noise, sgd) -> create noise sgd }

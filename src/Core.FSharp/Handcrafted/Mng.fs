@@ -2,6 +2,7 @@ namespace Optimizers.Handcrafted
 
 open TorchSharp
 open Optimizers
+open Optimizers.Transforms
 
 /// The history matrices of "Learning to Optimize With Normalized Inputs" (thesis seed 004,
 /// chapter 3): H_x and H_gradL, each [n, k], one row per coordinate of all parameters flattened
@@ -114,3 +115,13 @@ module Mng =
             History.unflatten p (next - x),
             { s with Count = s.Count + 1; Slots = Map.ofList [ "history", Tree.ofSeq [ "x", hx; "grad", hg ] ] }
         Transform.create name init update
+
+    let spec : OptimizerSpec<MngOptions> =
+        { Summary = "MNG: mean of the last k infinity-normalised gradients, shot from the middle of the last k iterates"
+          Source = "Shahid 2017, thesis sec. 3.4.1, Algorithm 1 (seed 004)"
+          Defaults = defaults
+          Fields =
+            [ Field.integer "k" (fun o -> o.K) (fun o v -> { o with K = v }) "number of remembered steps (thesis: 5 on toy problems, 10 on MNIST)"
+              Field.hyper "eta_min" (fun o -> o.EtaMin) (fun o v -> { o with EtaMin = v }) "minimum learning rate added to x_diff"
+              Field.flag "sign_only" (fun o -> o.SignOnly) (fun o v -> { o with SignOnly = v }) "use only the gradients' signs" ]
+          Create = create }

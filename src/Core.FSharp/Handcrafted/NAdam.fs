@@ -1,6 +1,7 @@
 namespace Optimizers.Handcrafted
 
 open Optimizers
+open Optimizers.Transforms
 
 /// Options of Nadam (torch.optim.NAdam's names and defaults).
 type NAdamOptions =
@@ -45,5 +46,20 @@ module NAdam =
         validate o
         Combine.named "nadam" 1
             [ ScaleBy.l2WeightDecay o.WeightDecay
-              Adaptive.nadam o.Beta1 o.Beta2 o.Eps o.MomentumDecay
+              Moments.nadam o.Beta1 o.Beta2 o.Eps o.MomentumDecay
               ScaleBy.learningRate o.Lr ]
+
+    let fields : Field<NAdamOptions> list =
+        [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"
+          Field.hyper "beta1" (fun o -> o.Beta1) (fun o v -> { o with Beta1 = v }) "decay of the first moment"
+          Field.hyper "beta2" (fun o -> o.Beta2) (fun o v -> { o with Beta2 = v }) "decay of the second moment"
+          Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to the bias-corrected root of v"
+          Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient"
+          Field.number "momentum_decay" (fun o -> o.MomentumDecay) (fun o v -> { o with MomentumDecay = v }) "psi of the momentum schedule" ]
+
+    let spec : OptimizerSpec<NAdamOptions> =
+        { Summary = "Nadam: Adam with Nesterov momentum"
+          Source = "Dozat 2016; torch.optim.NAdam; lecture seed 003"
+          Defaults = defaults
+          Fields = fields
+          Create = create }

@@ -1,6 +1,7 @@
 namespace Optimizers.Handcrafted
 
 open Optimizers
+open Optimizers.Transforms
 
 /// Options of RAdam (torch.optim.RAdam's names and defaults, plus the rectification threshold).
 type RAdamOptions =
@@ -33,7 +34,7 @@ module RAdam =
           Threshold = 5.0 }
 
     /// rho_t of RAdam at step t >= 1 for a constant b2.
-    let rho (beta2: float) (t: int) : float = Adaptive.radamRho (HValue.Num beta2) t |> snd |> HValue.toFloat
+    let rho (beta2: float) (t: int) : float = Moments.radamRho (HValue.Num beta2) t |> snd |> HValue.toFloat
 
     let validate (o: RAdamOptions) =
         Hyper.checkNonNegative "radam" "lr" o.Lr
@@ -48,5 +49,20 @@ module RAdam =
         validate o
         Combine.named "radam" 1
             [ ScaleBy.l2WeightDecay o.WeightDecay
-              Adaptive.radam o.Beta1 o.Beta2 o.Eps o.Threshold
+              Moments.radam o.Beta1 o.Beta2 o.Eps o.Threshold
               ScaleBy.learningRate o.Lr ]
+
+    let fields : Field<RAdamOptions> list =
+        [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"
+          Field.hyper "beta1" (fun o -> o.Beta1) (fun o v -> { o with Beta1 = v }) "decay of the first moment"
+          Field.hyper "beta2" (fun o -> o.Beta2) (fun o v -> { o with Beta2 = v }) "decay of the second moment"
+          Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to sqrt(v)"
+          Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient"
+          Field.number "threshold" (fun o -> o.Threshold) (fun o v -> { o with Threshold = v }) "rectify when rho_t > threshold (PyTorch: 5; the paper: 4)" ]
+
+    let spec : OptimizerSpec<RAdamOptions> =
+        { Summary = "RAdam: Adam with the variance of the adaptive learning rate rectified"
+          Source = "Liu et al. 2020; torch.optim.RAdam; lecture seed 003"
+          Defaults = defaults
+          Fields = fields
+          Create = create }

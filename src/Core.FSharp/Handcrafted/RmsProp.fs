@@ -1,6 +1,8 @@
 namespace Optimizers.Handcrafted
 
 open Optimizers
+open Optimizers.Transforms
+open Optimizers.Fused
 
 /// Options of RMSProp (torch.optim.RMSprop's names and defaults).
 type RmsPropOptions =
@@ -42,12 +44,29 @@ module RmsProp =
         Hyper.checkNonNegative "rmsprop" "weight_decay" o.WeightDecay
         Hyper.checkNonNegative "rmsprop" "momentum" o.Momentum
 
-    /// RMSProp as a transformation named "rmsprop". Validates its options.
+    /// RMSProp as a transformation named "rmsprop", with its fused kernel (RmsPropKernel). Validates its options.
     let create (o: RmsPropOptions) : Transformation =
         validate o
         Combine.named "rmsprop" 1
             [ ScaleBy.l2WeightDecay o.WeightDecay
-              Adaptive.rmsprop o.Alpha o.Eps o.Centered
+              Accumulators.rmsprop o.Alpha o.Eps o.Centered
               (if Hyper.isZero o.Momentum then Transform.identity
                else ScaleBy.momentum o.Momentum (Hyper.Fixed 0.0) false)
               ScaleBy.learningRate o.Lr ]
+        |> Transform.withFast [ o.Lr; o.Alpha; o.Momentum; o.WeightDecay ]
+            (RmsPropKernel.kernel o.Lr o.Alpha o.Eps o.WeightDecay o.Momentum o.Centered)
+
+    let fields : Field<RmsPropOptions> list =
+        [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"
+          Field.hyper "alpha" (fun o -> o.Alpha) (fun o v -> { o with Alpha = v }) "decay of the mean square"
+          Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to the root mean square"
+          Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient"
+          Field.hyper "momentum" (fun o -> o.Momentum) (fun o v -> { o with Momentum = v }) "momentum on the scaled gradient"
+          Field.flag "centered" (fun o -> o.Centered) (fun o v -> { o with Centered = v }) "divide by the estimated standard deviation" ]
+
+    let spec : OptimizerSpec<RmsPropOptions> =
+        { Summary = "RMSProp: steps scaled by a running root mean square of the gradients"
+          Source = "Hinton et al. 2012; torch.optim.RMSprop; lecture seed 003"
+          Defaults = defaults
+          Fields = fields
+          Create = create }

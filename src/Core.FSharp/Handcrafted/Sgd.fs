@@ -1,6 +1,8 @@
 namespace Optimizers.Handcrafted
 
 open Optimizers
+open Optimizers.Transforms
+open Optimizers.Fused
 
 /// Options of stochastic gradient descent (torch.optim.SGD's names and defaults).
 type SgdOptions =
@@ -41,10 +43,36 @@ module Sgd =
             Hyper.check "sgd" "momentum" (fun v -> v > 0.0) "> 0 when nesterov = true" o.Momentum
             Hyper.check "sgd" "dampening" (fun v -> v = 0.0) "0 when nesterov = true" o.Dampening
 
-    /// SGD as a transformation named "sgd". Validates its options.
+    /// SGD as a transformation named "sgd", with its fused kernel (SgdKernel). Validates its options.
     let create (o: SgdOptions) : Transformation =
         validate o
         let moves =
             if Hyper.isZero o.Momentum then Transform.identity
             else ScaleBy.momentum o.Momentum o.Dampening o.Nesterov
         Combine.named "sgd" 1 [ ScaleBy.l2WeightDecay o.WeightDecay; moves; ScaleBy.learningRate o.Lr ]
+        |> Transform.withFast [ o.Lr; o.Momentum; o.Dampening; o.WeightDecay ]
+            (SgdKernel.kernel o.Lr o.Momentum o.Dampening o.WeightDecay o.Nesterov)
+
+    /// SGD's options as the registry, the CLI, the configs and the C# facade name them; `decay`
+    /// says what weight_decay does (L2 in the gradient here, decoupled for SGDW).
+    let fieldsWith (decay: string) : Field<SgdOptions> list =
+        [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"
+          Field.hyper "momentum" (fun o -> o.Momentum) (fun o v -> { o with Momentum = v }) "momentum factor mu"
+          Field.hyper "dampening" (fun o -> o.Dampening) (fun o v -> { o with Dampening = v }) "dampening of the momentum buffer"
+          Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) decay
+          Field.flag "nesterov" (fun o -> o.Nesterov) (fun o v -> { o with Nesterov = v }) "Nesterov momentum" ]
+
+    let fields = fieldsWith "L2 penalty added to the gradient"
+
+    let spec : OptimizerSpec<SgdOptions> =
+        { Summary = "stochastic gradient descent"
+          Source = "torch.optim.SGD; lecture seed 003"
+          Defaults = defaults
+          Fields = fields
+          Create = create }
+
+    /// "momentum": SGD with classical momentum 0.9.
+    let momentumSpec = { spec with Summary = "SGD with classical momentum (mu = 0.9)"; Defaults = momentumDefaults }
+
+    /// "nesterov": SGD with Nesterov momentum 0.9.
+    let nesterovSpec = { spec with Summary = "SGD with Nesterov momentum (mu = 0.9)"; Defaults = nesterovDefaults }

@@ -1,6 +1,7 @@
 namespace Optimizers.Handcrafted
 
 open Optimizers
+open Optimizers.Transforms
 
 /// SGDW and SGDWM: SGD (with momentum) and decoupled weight decay (Loshchilov and Hutter,
 /// ICLR 2019, Algorithm 1; lecture seed 003). They take SGD's options (`SgdOptions`), with
@@ -40,3 +41,13 @@ module Sgdw =
             if Hyper.isZero o.Momentum then Transform.identity
             else ScaleBy.momentum o.Momentum o.Dampening o.Nesterov
         Combine.named (nameOf o) 1 [ moves; ScaleBy.l2WeightDecay o.WeightDecay; ScaleBy.learningRate o.Lr ]
+
+    let spec : OptimizerSpec<SgdOptions> =
+        { Summary = "SGDW: SGD with decoupled weight decay"
+          Source = "Loshchilov and Hutter 2019 (Algorithm 1); lecture seed 003"
+          Defaults = defaults
+          Fields = Sgd.fieldsWith "decoupled weight decay (scaled by lr)"
+          Create = create }
+
+    /// "sgdwm": SGDW with momentum 0.9.
+    let momentumSpec = { spec with Summary = "SGDWM: SGD with momentum (mu = 0.9) and decoupled weight decay"; Defaults = momentumDefaults }

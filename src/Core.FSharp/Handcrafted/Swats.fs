@@ -2,6 +2,7 @@ namespace Optimizers.Handcrafted
 
 open TorchSharp
 open Optimizers
+open Optimizers.Transforms
 
 /// Options of SWATS (the paper's names and defaults).
 type SwatsOptions =
@@ -51,8 +52,23 @@ module Swats =
         validate o
         Combine.named "swats" 1
             [ ScaleBy.l2WeightDecay o.WeightDecay
-              Adaptive.swats o.Lr o.Beta1 o.Beta2 o.Eps o.SwitchEps
+              Moments.swats o.Lr o.Beta1 o.Beta2 o.Eps o.SwitchEps
               ScaleBy.learningRate (Hyper.Fixed 1.0) ]
+
+    let fields : Field<SwatsOptions> list =
+        [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "Adam's learning rate"
+          Field.hyper "beta1" (fun o -> o.Beta1) (fun o v -> { o with Beta1 = v }) "decay of the first moment"
+          Field.hyper "beta2" (fun o -> o.Beta2) (fun o v -> { o with Beta2 = v }) "decay of the second moment"
+          Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to sqrt(v) in Adam's step"
+          Field.number "switch_eps" (fun o -> o.SwitchEps) (fun o v -> { o with SwitchEps = v }) "switch when the estimate moves less than this"
+          Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient" ]
+
+    let spec : OptimizerSpec<SwatsOptions> =
+        { Summary = "SWATS: Adam, then SGD with momentum at the learning rate Adam's steps imply"
+          Source = "Keskar and Socher 2017 (Algorithm 1); lecture seed 003"
+          Defaults = defaults
+          Fields = fields
+          Create = create }
 
     let rec private find (s: State) : State option =
         if s.Kind = "scale_by_swats" then Some s else List.tryPick find s.Children

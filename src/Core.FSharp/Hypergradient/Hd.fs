@@ -6,7 +6,7 @@ open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
 open TorchSharp
 open Optimizers
-open Optimizers.Handcrafted
+open Optimizers.Transforms
 open Optimizers.Fused
 
 /// The model optimizer whose learning rate is adapted (the report's "op").
@@ -118,7 +118,7 @@ module Hd =
         match o.Model with
         | SgdOp -> Transform.identity
         | SgdnOp -> ScaleBy.momentum (Hyper.Fixed o.Momentum) (Hyper.Fixed 0.0) true
-        | AdamOp -> ScaleBy.adamMoments (Hyper.Fixed o.Beta1) (Hyper.Fixed o.Beta2) o.Eps 0.0
+        | AdamOp -> Moments.adam (Hyper.Fixed o.Beta1) (Hyper.Fixed o.Beta2) o.Eps 0.0
 
     /// Sum of x . y over the tensors of two trees, as one float64 0-d tensor per rate (products in
     /// the tensors' dtype, summed in float64: a float32 sum of millions of terms that cancel loses
@@ -181,7 +181,7 @@ module Hd =
     /// Adam-HD's model step at one element, written once for a float32 and for a Vector<float32>
     /// of them (the constants of the same type, `sqrt` the type's): g' = g + wd p, the moments,
     /// the direction d = (m / (sqrt(v) / sqrt(bc2) + eps)) / bc1 with the two divisions by scalars
-    /// as multiplications by float32 reciprocals (each within an ulp of ScaleBy.adamMoments' exact
+    /// as multiplications by float32 reciprocals (each within an ulp of Moments.adam's exact
     /// divisions; no loop can equal those bit for bit anyway, LibTorch's vectorised float32 sqrt
     /// being one ulp off in about 15% of elements), and p + (-alpha) d.
     let inline private adamAt sqrt wd b1 c1 b2 c2 invSqrtBc2 invBc1 eps negAlpha p g m v =
@@ -322,3 +322,36 @@ module Hd =
             Model = model
             LrOptimizer = lop
             HypergradLr = Hyper.Fixed(if model = AdamOp then 1e-7 else 1e-3) }
+
+    let private guards = [ "none", Unguarded; "clip", ClipAtZero; "multiplicative", Multiplicative ]
+
+    /// The registration of `model` with its learning rate learnt by `lop`: the options of that
+    /// model and that learning-rate optimizer only.
+    let spec (model: ModelOptimizer) (lop: LrOptimizer) : OptimizerSpec<HdOptions> =
+        let modelFields =
+            match model with
+            | SgdOp -> []
+            | SgdnOp -> [ Field.number "momentum" (fun o -> o.Momentum) (fun o v -> { o with Momentum = v }) "Nesterov momentum of the model optimizer" ]
+            | AdamOp ->
+                [ Field.number "beta1" (fun o -> o.Beta1) (fun o v -> { o with Beta1 = v }) "Adam's first-moment decay"
+                  Field.number "beta2" (fun o -> o.Beta2) (fun o v -> { o with Beta2 = v }) "Adam's second-moment decay"
+                  Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "Adam's eps" ]
+        let lopFields =
+            match lop with
+            | SgdLop -> []
+            | SgdnLop -> [ Field.number "lop_momentum" (fun o -> o.LopMomentum) (fun o v -> { o with LopMomentum = v }) "momentum on the hypergradient (Algorithm 1)" ]
+            | AdamLop ->
+                [ Field.number "lop_beta1" (fun o -> o.LopBeta1) (fun o v -> { o with LopBeta1 = v }) "first-moment decay on the hypergradient (Algorithm 2)"
+                  Field.number "lop_beta2" (fun o -> o.LopBeta2) (fun o v -> { o with LopBeta2 = v }) "second-moment decay on the hypergradient"
+                  Field.number "lop_eps" (fun o -> o.LopEps) (fun o v -> { o with LopEps = v }) "eps of Adam on the hypergradient" ]
+        { Summary = $"{opName model} whose learning rate learns by {lopName lop} on the hypergradient"
+          Source = "Baydin et al. 2018; seed 001 (Mittal 2019)"
+          Defaults = forModel model lop
+          Fields =
+            [ Field.number "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "initial learning rate alpha_0"
+              Field.hyper "hypergrad_lr" (fun o -> o.HypergradLr) (fun o v -> { o with HypergradLr = v }) "hypergradient learning rate beta" ]
+            @ modelFields @ lopFields
+            @ [ Field.number "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient"
+                Field.flag "per_parameter" (fun o -> o.PerParameter) (fun o v -> { o with PerParameter = v }) "one learning rate per parameter tensor"
+                Field.word "lr_guard" guards (fun o -> o.Guard) (fun o v -> { o with Guard = v }) "none | clip (at 0) | multiplicative" ]
+          Create = create }

@@ -1,91 +1,51 @@
-namespace Optimizers.Handcrafted
+namespace Optimizers.Transforms
 
 open System
 open TorchSharp
 open Optimizers
 
-/// The small transformations of the adaptive catalog (Adagrad, RMSProp, Adamax, AMSGrad,
-/// AdaBound, RAdam, Nadam, SWATS). Like ScaleBy, each returns new tensors and a new state and
-/// mutates nothing; hyperparameters are `Hyper` used through `HValue` arithmetic, so the same
-/// code serves numbers, schedules and tensors that carry gradients. Where PyTorch has the
-/// optimizer the operation order follows torch.optim (see each named optimizer's doc comment).
-module Adaptive =
-
-    /// A hyperparameter value as a 0-d tensor of the dtype and device of `like`.
-    let asTensor (like: Tensor) (h: HValue) : Tensor =
-        match h with
-        | HValue.Num v -> torch.tensor(v, dtype = like.dtype, device = like.device)
-        | HValue.Ten t -> t
-
-    /// b ** e for a constant base and a hyperparameter exponent.
-    let powBase (b: float) (e: HValue) : HValue =
-        match e with
-        | HValue.Num v -> HValue.Num(Math.Pow(b, v))
-        | HValue.Ten t -> HValue.Ten(torch.tensor(b, dtype = t.dtype, device = t.device).pow(t))
-
-    /// h / x element-wise (a number over a tensor), as torch.full_like(x, h).div(x).
-    let divInto (h: HValue) (x: Tensor) : Tensor =
-        match h with
-        | HValue.Num v -> torch.full_like(x, Scalar.op_Implicit v).div(x)
-        | HValue.Ten t -> t / x
-
-    /// Clamp element-wise into [lo, hi]; differentiable in the bounds when they are tensors.
-    let clampH (lo: HValue) (hi: HValue) (x: Tensor) : Tensor =
-        match lo, hi with
-        | HValue.Num a, HValue.Num b -> x.clamp(Scalar.op_Implicit a, Scalar.op_Implicit b)
-        | _ -> x.clamp(asTensor x lo, asTensor x hi)
+/// The Adam family's moment scalings (Adam, AMSGrad, Adamax, Nadam, RAdam, AdaBound, SWATS),
+/// all on the one pair of moving averages below.
+module Moments =
 
     let private num (v: float) = HValue.Num v
 
-    /// A 0-d float64 tensor on the device of the first parameter (state scalars).
-    let scalarLike (p: Tree) (v: float) : Tensor =
-        let device = if p.Count > 0 then p.Values[0].device else torch.CPU
-        torch.tensor(v, dtype = torch.ScalarType.Float64, device = device)
+    /// The first moving average of the Adam family (and RMSProp's centred mean):
+    ///   m_t = b1 m_{t-1} + (1 - b1) g_t
+    let first (b1: HValue) (m: Tree) (g: Tree) : Tree =
+        Tree.map2 (fun m g -> Tensors.add (b1 * m) ((1.0 - b1) * g)) m g
 
-    /// The first and second moment updates of the Adam family, in torch.optim's order:
-    ///   m_t = b1 m_{t-1} + (1 - b1) g_t,   v_t = b2 v_{t-1} + ((1 - b2) g_t) g_t
-    let private moments (b1: HValue) (b2: HValue) (s: State) (u: Tree) : Tree * Tree =
-        let m' = Tree.map2 (fun m g -> Tensors.add (b1 * m) ((1.0 - b1) * g)) (s.Slot "exp_avg") u
-        let v' = Tree.map2 (fun v g -> Tensors.add (b2 * v) ((1.0 - b2) * g * g)) (s.Slot "exp_avg_sq") u
-        m', v'
+    /// The second moving average, in the operation order of every fused kernel:
+    ///   v_t = b2 v_{t-1} + (1 - b2) (g_t g_t)
+    let second (b2: HValue) (v: Tree) (g: Tree) : Tree =
+        Tree.map2 (fun v g -> Tensors.add (b2 * v) ((1.0 - b2) * (g * g))) v g
 
-    /// Adagrad's accumulator (Duchi et al. 2011; torch.optim.Adagrad):
-    ///   s_t = s_{t-1} + g_t^2 with s_0 = initialAccumulator,   out = g_t / (sqrt(s_t) + eps)
-    let adagrad (initialAccumulator: float) (eps: float) : Transformation =
-        let name = "scale_by_adagrad"
-        let init (p: Tree) = State.withSlots name [ "sum", Tree.map (fun x -> torch.full_like(x, Scalar.op_Implicit initialAccumulator)) p ]
+    /// Both averages over a state's "exp_avg" and "exp_avg_sq" slots.
+    let both (b1: HValue) (b2: HValue) (s: State) (g: Tree) : Tree * Tree =
+        first b1 (s.Slot "exp_avg") g, second b2 (s.Slot "exp_avg_sq") g
+
+    /// Adam's moment scaling (Kingma and Ba 2015, in torch.optim.Adam's operation order):
+    ///   m_t = b1 m_{t-1} + (1 - b1) g_t,   v_t = b2 v_{t-1} + (1 - b2) g_t^2
+    ///   out = (m_t / (1 - b1^t)) / (sqrt(v_t) / sqrt(1 - b2^t) + eps)
+    /// With epsRoot > 0 the denominator is sqrt(v_t / (1 - b2^t) + epsRoot) + eps (optax's
+    /// eps_root), whose derivative stays finite at v = 0 when meta-differentiating.
+    let adam (beta1: Hyper) (beta2: Hyper) (eps: float) (epsRoot: float) : Transformation =
+        let name = "scale_by_adam"
+        let init p = State.withSlots name [ "exp_avg", Tree.zerosLike p; "exp_avg_sq", Tree.zerosLike p ]
         let update (u: Tree) (s: State) (_: Tree) =
-            let sum' = Tree.map2 (fun a g -> Tensors.add a (g * g)) (s.Slot "sum") u
-            let out = Tree.map2 (fun g a -> g / Tensors.addNum (a.sqrt()) eps) u sum'
-            out, { s with Count = s.Count + 1; Slots = Map.ofList [ "sum", sum' ] }
-        Transform.create name init update
-
-    /// torch.optim.Adagrad's learning-rate decay: u / (1 + k * decay) at the k-th update
-    /// (k = 0, 1, ...), i.e. lr / (1 + (t - 1) * lr_decay) with t counted from 1.
-    let inverseTimeDecay (decay: Hyper) : Transformation =
-        ScaleBy.counted "scale_by_inverse_time_decay" (fun k u _ ->
-            let f = num 1.0 + num (float k) * Hyper.at k decay
-            Tree.map (fun x -> x / f) u)
-
-    /// RMSProp's scaling (Hinton et al. 2012; torch.optim.RMSprop):
-    ///   v_t = a v_{t-1} + (1 - a) g_t^2
-    ///   centered: gbar_t = a gbar_{t-1} + (1 - a) g_t,  d_t = sqrt(v_t - gbar_t^2) + eps
-    ///   otherwise d_t = sqrt(v_t) + eps;   out = g_t / d_t
-    let rmsprop (alpha: Hyper) (eps: float) (centered: bool) : Transformation =
-        let name = "scale_by_rms"
-        let init (p: Tree) =
-            State.withSlots name
-                [ yield "square_avg", Tree.zerosLike p
-                  if centered then yield "grad_avg", Tree.zerosLike p ]
-        let update (u: Tree) (s: State) (_: Tree) =
-            let a = Hyper.at s.Count alpha
-            let sq' = Tree.map2 (fun v g -> Tensors.add (a * v) ((1.0 - a) * g * g)) (s.Slot "square_avg") u
-            let slots, avg =
-                if centered then
-                    let ga' = Tree.map2 (fun m g -> Tensors.add (a * m) ((1.0 - a) * g)) (s.Slot "grad_avg") u
-                    [ "square_avg", sq'; "grad_avg", ga' ], Tree.map2 (fun v m -> Tensors.addNum ((Tensors.sub v (m * m)).sqrt()) eps) sq' ga'
-                else [ "square_avg", sq' ], Tree.map (fun v -> Tensors.addNum (v.sqrt()) eps) sq'
-            Tree.map2 (fun g d -> g / d) u avg, { s with Count = s.Count + 1; Slots = Map.ofList slots }
+            let t = s.Count + 1
+            let b1 = Hyper.at s.Count beta1
+            let b2 = Hyper.at s.Count beta2
+            let bc1 = 1.0 - HValue.pow t b1
+            let bc2 = 1.0 - HValue.pow t b2
+            let m', v' = both b1 b2 s u
+            let out =
+                Tree.map2 (fun m v ->
+                    let denom =
+                        if epsRoot = 0.0 then Tensors.addNum (v.sqrt() / HValue.sqrt bc2) eps
+                        else Tensors.addNum (Tensors.safeSqrt epsRoot (v / bc2)) eps
+                    (m / denom) / bc1) m' v'
+            out, { s with Count = t; Slots = Map.ofList [ "exp_avg", m'; "exp_avg_sq", v' ] }
         Transform.create name init update
 
     /// Adamax's scaling (Kingma and Ba 2015, sec. 7.1; torch.optim.Adamax):
@@ -99,7 +59,7 @@ module Adaptive =
             let b1 = Hyper.at s.Count beta1
             let b2 = Hyper.at s.Count beta2
             let bc1 = 1.0 - HValue.pow t b1
-            let m' = Tree.map2 (fun m g -> Tensors.add (b1 * m) ((1.0 - b1) * g)) (s.Slot "exp_avg") u
+            let m' = first b1 (s.Slot "exp_avg") u
             let inf' = Tree.map2 (fun n g -> torch.maximum(b2 * n, Tensors.addNum (g.abs()) eps)) (s.Slot "exp_inf") u
             let out = Tree.map2 (fun m n -> (m / n) / bc1) m' inf'
             out, { s with Count = t; Slots = Map.ofList [ "exp_avg", m'; "exp_inf", inf' ] }
@@ -111,7 +71,7 @@ module Adaptive =
     ///       out = (m_t / (1 - b1^t)) / (sqrt(vmax_t) / sqrt(1 - b2^t) + eps)
     ///   debias = false (Reddi et al.'s Algorithm 2, the lecture seed 003's form):
     ///       out = m_t / (sqrt(vmax_t) + eps)
-    /// epsRoot > 0 puts a constant inside the square root as in ScaleBy.adamMoments.
+    /// epsRoot > 0 puts a constant inside the square root as in Moments.adam.
     let amsgrad (beta1: Hyper) (beta2: Hyper) (eps: float) (epsRoot: float) (debias: bool) : Transformation =
         let name = "scale_by_amsgrad"
         let init (p: Tree) =
@@ -120,7 +80,7 @@ module Adaptive =
             let t = s.Count + 1
             let b1 = Hyper.at s.Count beta1
             let b2 = Hyper.at s.Count beta2
-            let m', v' = moments b1 b2 s u
+            let m', v' = both b1 b2 s u
             let vmax' = Tree.map2 (fun a b -> torch.maximum(a, b)) (s.Slot "max_exp_avg_sq") v'
             let out =
                 if debias then
@@ -163,14 +123,14 @@ module Adaptive =
             let b1 = Hyper.at k beta1
             let b2 = Hyper.at k beta2
             let a = Hyper.at k lr
-            let m', v' = moments b1 b2 s u
+            let m', v' = both b1 b2 s u
             let vmax' = if amsbound then Some(Tree.map2 (fun a b -> torch.maximum(a, b)) (s.Slot "max_exp_avg_sq") v') else None
             let bc1 = 1.0 - HValue.pow t b1
             let bc2 = 1.0 - HValue.pow t b2
             let stepSize = a * HValue.sqrt bc2 / bc1
             let lo, hi = adaboundBounds (Hyper.at k finalLr * a / Hyper.at 0 lr) (Hyper.at k gamma) t
             let out =
-                Tree.map2 (fun m v -> (divInto stepSize (Tensors.addNum (v.sqrt()) eps) |> clampH lo hi) * m) m' (defaultArg vmax' v')
+                Tree.map2 (fun m v -> (ScaleBy.divInto stepSize (Tensors.addNum (v.sqrt()) eps) |> ScaleBy.clampH lo hi) * m) m' (defaultArg vmax' v')
             let slots =
                 [ yield "exp_avg", m'
                   yield "exp_avg_sq", v'
@@ -196,7 +156,7 @@ module Adaptive =
             let t = s.Count + 1
             let b1 = Hyper.at s.Count beta1
             let b2 = Hyper.at s.Count beta2
-            let m', v' = moments b1 b2 s u
+            let m', v' = both b1 b2 s u
             let bc1 = 1.0 - HValue.pow t b1
             let bc2 = 1.0 - HValue.pow t b2
             let rhoInf, rhoT = radamRho b2 t
@@ -225,7 +185,7 @@ module Adaptive =
         let name = "scale_by_nadam"
         let init (p: Tree) =
             { State.withSlots name [ "exp_avg", Tree.zerosLike p; "exp_avg_sq", Tree.zerosLike p ] with
-                Scalars = Map.ofList [ "mu_product", scalarLike p 1.0 ] }
+                Scalars = Map.ofList [ "mu_product", ScaleBy.scalarLike p 1.0 ] }
         let update (u: Tree) (s: State) (_: Tree) =
             let t = s.Count + 1
             let b1 = Hyper.at s.Count beta1
@@ -238,7 +198,7 @@ module Adaptive =
             let prevH = if prev.requires_grad then HValue.Ten prev else HValue.Num(prev.ToDouble())
             let prod = prevH * mu
             let prodNext = prod * muNext
-            let m', v' = moments b1 b2 s u
+            let m', v' = both b1 b2 s u
             let c1 = (num 1.0 - mu) / (num 1.0 - prod)
             let c2 = muNext / (num 1.0 - prodNext)
             let out =
@@ -274,7 +234,7 @@ module Adaptive =
         let name = "scale_by_swats"
         let init (p: Tree) =
             { State.withSlots name [ "exp_avg", Tree.zerosLike p; "exp_avg_sq", Tree.zerosLike p; "momentum_buffer", Tree.zerosLike p ] with
-                Scalars = Map.ofList [ "lambda", scalarLike p 0.0; "sgd_lr", scalarLike p 0.0; "switch_step", scalarLike p 0.0 ] }
+                Scalars = Map.ofList [ "lambda", ScaleBy.scalarLike p 0.0; "sgd_lr", ScaleBy.scalarLike p 0.0; "switch_step", ScaleBy.scalarLike p 0.0 ] }
         let update (u: Tree) (s: State) (_: Tree) =
             let k = s.Count + 1
             let b1 = Hyper.at s.Count beta1
@@ -287,7 +247,7 @@ module Adaptive =
                 out, { s with Count = k; Slots = s.Slots.Add("momentum_buffer", buf') }
             else
                 let a = Hyper.at s.Count lr
-                let m', v' = moments b1 b2 s u
+                let m', v' = both b1 b2 s u
                 let bc1 = 1.0 - HValue.pow k b1
                 let bc2 = 1.0 - HValue.pow k b2
                 let stepSize = a * HValue.sqrt bc2 / bc1

@@ -1,4 +1,4 @@
-namespace Optimizers.Handcrafted
+namespace Optimizers.Transforms
 
 open TorchSharp
 open Optimizers
