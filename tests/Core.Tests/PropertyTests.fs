@@ -6,6 +6,7 @@ open FsCheck
 open FsCheck.FSharp
 open Optimizers
 open Optimizers.Handcrafted
+open Optimizers.Transforms
 open Optimizers.Tests.Check
 
 /// A short sequence of gradients (steps x dim) and a start point of the same dim.
@@ -60,6 +61,15 @@ let tests =
             let sgd = Sgd.create { Sgd.momentumDefaults with Lr = Hyper.Fixed 0.1 }
             let unit = updates sgd pr 1.0 |> List.map (Array.map (fun x -> c * x))
             List.iter2 (fun a b -> closeRel 1e-12 a b $"scaled by {c}") (updates sgd pr c) unit
+
+        testPropertyWithConfig config "chain is associative: (a, b), c = a, (b, c) = a, b, c" <| fun (pr: Problem) ->
+            // three parts with state and with different effects, so an order or nesting mistake shows
+            let a = Clip.byValue (Hyper.Fixed 5.0)
+            let b = Moments.adam (Hyper.Fixed 0.9) (Hyper.Fixed 0.999) 1e-8 0.0
+            let c = ScaleBy.momentum (Hyper.Fixed 0.5) (Hyper.Fixed 0.0) false
+            let flat = updates (Combine.chain [ a; b; c ]) pr 3.0
+            Expect.equal (updates (Combine.chain [ Combine.chain [ a; b ]; c ]) pr 3.0) flat "left-nested"
+            Expect.equal (updates (Combine.chain [ a; Combine.chain [ b; c ] ]) pr 3.0) flat "right-nested"
 
         for name, opt in all do
             testPropertyWithConfig config $"{name}: update never changes its inputs" <| fun (pr: Problem) ->
