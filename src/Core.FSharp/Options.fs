@@ -38,7 +38,7 @@ type OptionValues(owner: string, specs: OptionSpec list, given: (string * string
     do
         for KeyValue(name, _) in hypers do
             if (specOf name).IsNone && not forwards then
-                Tensors.invalidArg name $"{owner}: '{name}' is not one of its options, so it cannot be given as a schedule or tensor; valid options: {valid ()}"
+                Tensors.invalidArg name $"{owner}: unknown option '{name}'; valid options: {valid ()}"
         for name, _ in given do
             if (specOf name).IsNone && not forwards then
                 Tensors.invalidArg name $"{owner}: unknown option '{name}'; valid options: {valid ()}"
@@ -61,7 +61,12 @@ type OptionValues(owner: string, specs: OptionSpec list, given: (string * string
     /// The name of the spec that makes an owner accept undeclared options (see `Rest`).
     static member RestName = "*"
     member _.Owner = owner
-    member _.Float(name: string) : float = parseFloat name (text name)
+    /// A plain number: a `Hyper.Fixed` given in `hypers` (a typed value, never printed and parsed),
+    /// else the text value.
+    member _.Float(name: string) : float =
+        match hypers.TryFind name with
+        | Some(Hyper.Fixed v) -> hypersRead.Add name |> ignore; v
+        | _ -> parseFloat name (text name)
     /// The hyperparameter: the schedule or tensor given for it in `hypers`, else the number.
     member o.Hyper(name: string) : Hyper =
         match hypers.TryFind name with
@@ -69,8 +74,12 @@ type OptionValues(owner: string, specs: OptionSpec list, given: (string * string
         | None -> Hyper.Fixed(o.Float name)
     /// True when the option was given (as text or in `hypers`), false when it takes its default.
     member _.IsGiven(name: string) : bool = List.exists (fun (n, _) -> n = name) given || hypers.ContainsKey name
-    /// The raw text of an option (its default when not given).
-    member _.Text(name: string) : string = (text name).Trim()
+    /// The raw text of an option (its default when not given); a number given typed, as text (for
+    /// the learned optimizers, whose options travel in their files as text).
+    member _.Text(name: string) : string =
+        match hypers.TryFind name with
+        | Some(Hyper.Fixed v) -> hypersRead.Add name |> ignore; v.ToString("R", CultureInfo.InvariantCulture)
+        | _ -> (text name).Trim()
     /// The given options that the owner does not declare (accepted when it has a "*" spec).
     member _.Rest : (string * string) list = given |> List.filter (fun (n, _) -> (specOf n).IsNone)
     /// The non-text hyperparameters, by option name.
@@ -189,17 +198,17 @@ module Field =
 
 /// A named optimizer's registration in its own file: what it is, its typed fields, and its
 /// constructor from the options record.
-type OptimizerSpec<'O> =
+type Registration<'O> =
     { Summary: string
       Source: string
       Defaults: 'O
       Fields: Field<'O> list
       Create: 'O -> Transformation }
 
-module OptimizerSpec =
+module Registration =
 
     /// The registry entry of an optimizer spec under a name.
-    let entry (name: string) (s: OptimizerSpec<'O>) : OptimizerEntry =
+    let entry (name: string) (s: Registration<'O>) : OptimizerEntry =
         { Name = name
           Summary = s.Summary
           Source = s.Source

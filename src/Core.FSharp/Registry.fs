@@ -22,7 +22,7 @@ module Registry =
     let private flag name (d: bool) doc = { Name = name; Type = Flag; Default = (if d then "true" else "false"); Doc = doc }
     let private int name (d: int) doc = { Name = name; Type = Integer; Default = string d; Doc = doc }
     let private word name (d: string) doc = { Name = name; Type = Word; Default = d; Doc = doc }
-    let private entry = OptimizerSpec.entry
+    let private entry = Registration.entry
 
     /// The closed-form hypergradient optimizers: the nine {op}_op-{lop}_lop and the classic aliases.
     let private hdEntries =
@@ -462,6 +462,23 @@ module Registry =
     let createSchedule (name: string) (lr: float) (steps: int option) (options: (string * string) list) : Schedule =
         let e = findSchedule name
         e.Create lr steps (OptionValues(e.Name, e.Options, options))
+
+    /// An optimizer, its learning rate given as a typed number (or left at its default), and
+    /// optionally driven by a registered schedule (name and options) that starts from or peaks at
+    /// that learning rate over a run of `steps`: the one way the CLI, the configs and the
+    /// experiment host build "an optimizer with a scheduled lr". Also the schedule, for reporting
+    /// the learning rate per step.
+    let createScheduled (name: string) (options: (string * string) list) (lr: float option)
+                        (schedule: (string * (string * string) list) option) (steps: int option) : Transformation * Schedule option =
+        if lr.IsSome && options |> List.exists (fun (n, _) -> n = "lr") then
+            Tensors.invalidArg "lr" $"{name}: the learning rate is given twice (as lr and among the options); give it once"
+        let fixedLr = match lr with Some v -> Map.ofList [ "lr", Hyper.Fixed v ] | None -> Map.empty
+        match schedule with
+        | None -> createOptimizerWith name options fixedLr, None
+        | Some(scheduleName, scheduleOptions) ->
+            let baseLr = match lr with Some v -> v | None -> learningRateOf name options
+            let f = createSchedule scheduleName baseLr steps scheduleOptions
+            createOptimizerWith name options (Map.ofList [ "lr", Hyper.Scheduled f ]), Some f
 
     /// Split "name=value" into its parts, with a clear error otherwise.
     let parseAssignment (text: string) : string * string =

@@ -431,16 +431,13 @@ module Cli =
               match r.TryGetResult TraceArgs.Dim with
               | Some d -> yield "dim", string d
               | None -> () ]
-        let optOptions =
-            [ match r.TryGetResult TraceArgs.Lr with
-              | Some lr -> yield "lr", Output.num lr
-              | None -> ()
-              for a in r.GetResults TraceArgs.Opt -> Registry.parseAssignment a ]
+        let optOptions = [ for a in r.GetResults TraceArgs.Opt -> Registry.parseAssignment a ]
         Trace.run
             { Task = r.GetResult TraceArgs.Task
               TaskOptions = taskOptions
               Optimizer = r.GetResult TraceArgs.Optimizer
               OptimizerOptions = optOptions
+              Lr = r.TryGetResult TraceArgs.Lr
               Steps = r.GetResult(TraceArgs.Steps, 100)
               Schedule = r.TryGetResult TraceArgs.Schedule
               ScheduleOptions = [ for a in r.GetResults TraceArgs.Sched_Opt -> Registry.parseAssignment a ]

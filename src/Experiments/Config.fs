@@ -380,15 +380,13 @@ module Config =
         | None when grid.Lrs.IsEmpty -> [ None ]
         | None -> grid.Lrs |> List.map Some
 
+    /// The optimizer of a run with its learning rate and schedule, and the schedule. Raises
+    /// InvalidOptionException.
+    let createScheduled (o: OptimizerSpec) (lr: float option) (steps: int) : Transformation * Schedule option =
+        Registry.createScheduled o.Name o.Options lr (o.Schedule |> Option.map (fun s -> s.Name, s.Options)) (Some steps)
+
     /// The optimizer of a run: with its learning rate and schedule. Raises InvalidOptionException.
-    let createOptimizer (o: OptimizerSpec) (lr: float option) (steps: int) : Transformation =
-        let given = (match lr with Some v -> [ "lr", Output.num v ] | None -> []) @ o.Options
-        match o.Schedule with
-        | None -> Registry.createOptimizer o.Name given
-        | Some s ->
-            let baseLr = match lr with Some v -> v | None -> Registry.learningRateOf o.Name o.Options
-            let f = Registry.createSchedule s.Name baseLr (Some steps) s.Options
-            Registry.createOptimizerWith o.Name given (Map.ofList [ "lr", Hyper.Scheduled f ])
+    let createOptimizer (o: OptimizerSpec) (lr: float option) (steps: int) : Transformation = createScheduled o lr steps |> fst
 
     /// Why an optimizer cannot be built on this machine although its config is right: a learned
     /// optimizer given neither `file` nor `init_seed` uses the trained model shipped in

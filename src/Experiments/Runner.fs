@@ -197,11 +197,7 @@ module Runner =
         try
             let task = Registry.createTask r.Task r.TaskOptions
             let spec = { Name = r.Optimizer; Label = r.OptimizerLabel; Options = r.OptimizerOptions; Schedule = r.Schedule; Lrs = None }
-            let opt = Config.createOptimizer spec r.Lr r.Steps
-            let schedule =
-                r.Schedule |> Option.map (fun s ->
-                    let baseLr = match r.Lr with Some v -> v | None -> Registry.learningRateOf r.Optimizer r.OptimizerOptions
-                    Registry.createSchedule s.Name baseLr (Some r.Steps) s.Options)
+            let opt, schedule = Config.createScheduled spec r.Lr r.Steps
             let wantLr = List.contains TaskMetrics.lr r.Metrics
             let taskMetrics = TaskMetrics.forTask r.Task |> List.filter (fun m -> List.contains m.Name r.Metrics)
             let start = task.Init { TaskInit.Default with Seed = r.Seed; Dtype = Tensors.parseDtype r.Dtype }

@@ -20,6 +20,8 @@ module Trace =
           TaskOptions: (string * string) list
           Optimizer: string
           OptimizerOptions: (string * string) list
+          /// The learning rate (--lr), or None for the optimizer's own.
+          Lr: float option
           Steps: int
           /// A learning-rate schedule by name (Registry.schedules), or None for a constant lr.
           Schedule: string option
@@ -43,14 +45,8 @@ module Trace =
         let task = Registry.createTask s.Task s.TaskOptions
         if s.Schedule.IsNone && not s.ScheduleOptions.IsEmpty then
             Tensors.invalidArg "sched-opt" "schedule options were given without a schedule; add --schedule NAME"
-        let schedule =
-            s.Schedule |> Option.map (fun name ->
-                let lr = Registry.learningRateOf s.Optimizer s.OptimizerOptions
-                Registry.createSchedule name lr (Some s.Steps) s.ScheduleOptions)
-        let opt =
-            match schedule with
-            | None -> Registry.createOptimizer s.Optimizer s.OptimizerOptions
-            | Some f -> Registry.createOptimizerWith s.Optimizer s.OptimizerOptions (Map.ofList [ "lr", Hyper.Scheduled f ])
+        let opt, schedule =
+            Registry.createScheduled s.Optimizer s.OptimizerOptions s.Lr (s.Schedule |> Option.map (fun n -> n, s.ScheduleOptions)) (Some s.Steps)
         let lrColumn = match schedule with Some _ -> ",lr" | None -> ""
         let lrAt step = match schedule with Some f -> "," + Output.num (f step) | None -> ""
         let start = task.Init { TaskInit.Default with Seed = s.Seed; Dtype = dtype }

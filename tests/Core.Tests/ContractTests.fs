@@ -54,7 +54,12 @@ let tests =
                 Expect.equal (u1.Values |> Array.map (fun x -> x.shape)) (p.Values |> Array.map (fun x -> x.shape)) "updates shaped like the parameters"
                 Expect.all u1.Values (fun x -> x.dtype = torch.ScalarType.Float32) "float32 stays float32"
                 let u1', _ = opt.Update (grads p) (opt.Init p) p
-                Expect.equal (Tree.toFloats u1') (Tree.toFloats u1) "deterministic"
+                // exact for element-wise rules; learned ones run matrix products, whose summation order
+                // MKL may change with the threads it gets on a loaded machine (last-place differences)
+                let same (a: Tree) (b: Tree) what =
+                    if e.Options |> List.exists (fun o -> o.Name = "init_seed") then Check.closeRel 1e-5 (Tree.toFloats a) (Tree.toFloats b) what
+                    else Expect.equal (Tree.toFloats a) (Tree.toFloats b) what
+                same u1' u1 "deterministic"
                 let file = Path.Combine(Path.GetTempPath(), $"contract-{Guid.NewGuid():N}.state")
                 Serialization.saveState file opt s1
                 let loaded = Serialization.loadState file opt
@@ -62,7 +67,7 @@ let tests =
                 let p1 = Transform.applyUpdates p u1
                 let a, _ = opt.Update (grads p1) s1 p1
                 let b, _ = opt.Update (grads p1) loaded p1
-                Expect.equal (Tree.toFloats b) (Tree.toFloats a) "a loaded state continues exactly"
+                same b a "a loaded state continues exactly"
                 // 50 steps on sum(x^2): the parameters move, stay finite and, with a trained or
                 // hand-designed rule, the loss falls by at least 1%.
                 let q = run50 opt p

@@ -153,8 +153,18 @@ let private validationTests =
             throwsOption "length" "t_max is required" (fun () -> Registry.createSchedule "cosine" 0.1 None [])
 
         testCase "a hyperparameter that is read as a plain number cannot be a schedule" <| fun () ->
-            throwsOption "eps" "eps" (fun () -> Registry.createOptimizerWith "adam" [] (Map.ofList [ "eps", Hyper.Fixed 1e-3 ]))
-            throwsOption "unknown" "not one of its options" (fun () -> Registry.createOptimizerWith "sgd" [] (Map.ofList [ "beta9", Hyper.Fixed 1.0 ]))
+            throwsOption "eps" "eps" (fun () -> Registry.createOptimizerWith "adam" [] (Map.ofList [ "eps", Hyper.Scheduled(fun _ -> 1e-3) ]))
+            throwsOption "unknown" "unknown option 'beta9'" (fun () -> Registry.createOptimizerWith "sgd" [] (Map.ofList [ "beta9", Hyper.Fixed 1.0 ]))
+
+        testCase "a plain number given typed is read as that number, never through text" <| fun () ->
+            // eps = 1: a step of lr * g / (|g| + 1) instead of lr * sign(g)
+            let typed = Registry.createOptimizerWith "adam" [ "lr", "0.1" ] (Map.ofList [ "eps", Hyper.Fixed 1.0 ])
+            let texted = Registry.createOptimizer "adam" [ "lr", "0.1"; "eps", "1" ]
+            let p = tree1 [ 2.0 ]
+            let step (o: Transformation) = floats (fst (Transform.stepOps o (tree1 [ 1.0 ]) (o.Init p) p))
+            Expect.equal (step typed) (step texted) "the same step as eps=1 given as text"
+            Expect.floatClose Accuracy.veryHigh (step typed).[0] (2.0 - 0.1 * 1.0 / (1.0 + 1.0)) "2 - lr g / (|g| + eps)"
+            throwsOption "twice" "given twice" (fun () -> Registry.createScheduled "adam" [ "lr", "0.1" ] (Some 0.2) None None |> ignore)
     ]
 
 /// Gradient of 0.5 ||x||^2: the parameters themselves.

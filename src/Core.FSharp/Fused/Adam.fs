@@ -70,6 +70,14 @@ type AdamHypers =
 /// AMSGrad without bias correction (Reddi et al.) is the same with 1 - b1^t = 1 - b2^t = 1.
 module AdamKernel =
 
+    /// Adam's moments at one element, written once for a float32 and for a Vector<float32> of them
+    /// (the constants of the same type), in the order of every path (Moments.first / second):
+    ///   m' = m b1 + g (1 - b1),   v' = v b2 + (g g) (1 - b2)
+    let inline moments b1 c1 b2 c2 m v g = struct (m * b1 + g * c1, v * b2 + (g * g) * c2)
+
+    /// Adam's denominator at one element: sqrt(v) / sqrt(1 - b2^t) + eps as sqrt(v) * (1 / sqrt(1 - b2^t)) + eps.
+    let inline denominator sqrt invSqrtBc2 eps v = sqrt v * invSqrtBc2 + eps
+
     /// The loop over one chunk (compiled optimized at once: tier-0 code of a Vector<T> loop is
     /// several times slower, and the first steps of a run would pay for it).
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
@@ -92,33 +100,29 @@ module AdamKernel =
         if not (c.HasL2 || c.HasDecoupled || c.HasEpsRoot || c.HasMax) then
             // torch.optim.Adam's defaults: no branch in the loop
             for k in 0 .. pv.Length - 1 do
-                let gk = gv[k]
-                let mk = mv[k] * b1 + gk * c1
-                let vk = vv[k] * b2 + (gk * gk) * c2
+                let struct (mk, vk) = moments b1 c1 b2 c2 mv[k] vv[k] gv[k]
                 Kernel.store stream mo k mk
                 Kernel.store stream vo k vk
-                Kernel.store stream po k (pv[k] + (mk * step) / (Vector.SquareRoot vk * invSqrtBc2 + eps))
+                Kernel.store stream po k (pv[k] + (mk * step) / denominator (fun (x: Vector<float32>) -> Vector.SquareRoot x) invSqrtBc2 eps vk)
         else
             for k in 0 .. pv.Length - 1 do
                 let pk = pv[k]
                 let gk = if c.HasL2 then gv[k] + pk * l2 else gv[k]
-                let mk = mv[k] * b1 + gk * c1
-                let vk = vv[k] * b2 + (gk * gk) * c2
+                let struct (mk, vk) = moments b1 c1 b2 c2 mv[k] vv[k] gk
                 Kernel.store stream mo k mk
                 Kernel.store stream vo k vk
                 let vk = if c.HasMax then (let x = Vector.Max(xv[k], vk) in Kernel.store stream xo k x; x) else vk
-                let denom = if c.HasEpsRoot then Vector.SquareRoot(vk * invBc2 + epsRoot) + eps else Vector.SquareRoot vk * invSqrtBc2 + eps
+                let denom = if c.HasEpsRoot then Vector.SquareRoot(vk * invBc2 + epsRoot) + eps else denominator (fun (x: Vector<float32>) -> Vector.SquareRoot x) invSqrtBc2 eps vk
                 let pk' = if c.HasDecoupled then pk + ((mk * invBc1) / denom + pk * dwd) * negLr else pk + (mk * step) / denom
                 Kernel.store stream po k pk'
         for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
             let pi = p[i]
             let gi = if c.HasL2 then g[i] + pi * c.L2 else g[i]
-            let mi = m[i] * c.B1 + gi * c.C1
-            let vi = v[i] * c.B2 + (gi * gi) * c.C2
+            let struct (mi, vi) = moments c.B1 c.C1 c.B2 c.C2 m[i] v[i] gi
             mOut[i] <- mi
             vOut[i] <- vi
             let vi = if c.HasMax then (let x = MathF.Max(vmax[i], vi) in vmaxOut[i] <- x; x) else vi
-            let denom = if c.HasEpsRoot then MathF.Sqrt(vi * c.InvBc2 + c.EpsRoot) + c.Eps else MathF.Sqrt vi * c.InvSqrtBc2 + c.Eps
+            let denom = if c.HasEpsRoot then MathF.Sqrt(vi * c.InvBc2 + c.EpsRoot) + c.Eps else denominator MathF.Sqrt c.InvSqrtBc2 c.Eps vi
             pOut[i] <-
                 if c.HasDecoupled then pi + ((mi * c.InvBc1) / denom + pi * c.Decoupled) * c.NegLr
                 else pi + (mi * c.Step) / denom

@@ -80,7 +80,7 @@ module AdaBound =
           Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to sqrt(v)"
           Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient" ]
 
-    let spec : OptimizerSpec<AdaBoundOptions> =
+    let spec : Registration<AdaBoundOptions> =
         { Summary = "AdaBound: Adam's per-coordinate learning rate clipped into bounds that close in on final_lr"
           Source = "Luo et al. 2019; reference implementation github.com/Luolc/AdaBound; lecture seed 003"
           Defaults = defaults

@@ -54,7 +54,7 @@ module Adagrad =
           Field.number "initial_accumulator_value" (fun o -> o.InitialAccumulatorValue) (fun o v -> { o with InitialAccumulatorValue = v }) "start of the sum of squares"
           Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to the root of the sum" ]
 
-    let spec : OptimizerSpec<AdagradOptions> =
+    let spec : Registration<AdagradOptions> =
         { Summary = "Adagrad: per-coordinate steps scaled by the root of the summed squared gradients"
           Source = "Duchi et al. 2011; torch.optim.Adagrad; lecture seed 003"
           Defaults = defaults

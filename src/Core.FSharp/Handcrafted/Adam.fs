@@ -61,7 +61,7 @@ module Adam =
           Field.number "eps_root" (fun o -> o.EpsRoot) (fun o v -> { o with EpsRoot = v }) "added inside the square root (meta-gradients)"
           Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient" ]
 
-    let spec : OptimizerSpec<AdamOptions> =
+    let spec : Registration<AdamOptions> =
         { Summary = "Adam: bias-corrected first and second moments"
           Source = "Kingma and Ba 2015; torch.optim.Adam; lecture seed 003"
           Defaults = defaults

@@ -60,7 +60,7 @@ module AdamW =
           Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "decoupled weight decay (scaled by lr)"
           Field.flag "amsgrad" (fun o -> o.Amsgrad) (fun o v -> { o with Amsgrad = v }) "use the running maximum of v" ]
 
-    let spec : OptimizerSpec<AdamWOptions> =
+    let spec : Registration<AdamWOptions> =
         { Summary = "AdamW: Adam with decoupled weight decay"
           Source = "Loshchilov and Hutter 2019; torch.optim.AdamW; lecture seed 003"
           Defaults = defaults

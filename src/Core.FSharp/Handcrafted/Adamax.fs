@@ -49,7 +49,7 @@ module Adamax =
           Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to |g| inside the maximum"
           Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient" ]
 
-    let spec : OptimizerSpec<AdamaxOptions> =
+    let spec : Registration<AdamaxOptions> =
         { Summary = "Adamax: Adam with the infinity norm"
           Source = "Kingma and Ba 2015, sec. 7.1; torch.optim.Adamax"
           Defaults = defaults

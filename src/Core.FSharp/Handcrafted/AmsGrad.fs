@@ -60,7 +60,7 @@ module AmsGrad =
           Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient"
           Field.flag "debias" (fun o -> o.Debias) (fun o v -> { o with Debias = v }) "bias correction (PyTorch); false: the paper's and the lecture's form" ]
 
-    let spec : OptimizerSpec<AmsGradOptions> =
+    let spec : Registration<AmsGradOptions> =
         { Summary = "AMSGrad: Adam with the running maximum of the second moment"
           Source = "Reddi et al. 2018; torch.optim.Adam(amsgrad=True); lecture seed 003 (debias=false)"
           Defaults = defaults

@@ -65,7 +65,7 @@ module GradientNoise =
     let create (o: GradientNoiseOptions) (sgd: SgdOptions) : Transformation = wrap o (Sgd.create sgd)
 
     /// Gradient noise's options and SGD's, as the registry takes them.
-    let spec : OptimizerSpec<GradientNoiseOptions * SgdOptions> =
+    let spec : Registration<GradientNoiseOptions * SgdOptions> =
         { Summary = "SGD with annealed Gaussian gradient noise, variance eta / (1 + t)^gamma"
           Source = "Neelakantan et al. 2015; lecture seed 003"
           Defaults = defaults, Sgd.defaults

@@ -116,7 +116,7 @@ module Mng =
             { s with Count = s.Count + 1; Slots = Map.ofList [ "history", Tree.ofSeq [ "x", hx; "grad", hg ] ] }
         Transform.create name init update
 
-    let spec : OptimizerSpec<MngOptions> =
+    let spec : Registration<MngOptions> =
         { Summary = "MNG: mean of the last k infinity-normalised gradients, shot from the middle of the last k iterates"
           Source = "Shahid 2017, thesis sec. 3.4.1, Algorithm 1 (seed 004)"
           Defaults = defaults

@@ -57,7 +57,7 @@ module NAdam =
           Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient"
           Field.number "momentum_decay" (fun o -> o.MomentumDecay) (fun o v -> { o with MomentumDecay = v }) "psi of the momentum schedule" ]
 
-    let spec : OptimizerSpec<NAdamOptions> =
+    let spec : Registration<NAdamOptions> =
         { Summary = "Nadam: Adam with Nesterov momentum"
           Source = "Dozat 2016; torch.optim.NAdam; lecture seed 003"
           Defaults = defaults

@@ -60,7 +60,7 @@ module RAdam =
           Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient"
           Field.number "threshold" (fun o -> o.Threshold) (fun o v -> { o with Threshold = v }) "rectify when rho_t > threshold (PyTorch: 5; the paper: 4)" ]
 
-    let spec : OptimizerSpec<RAdamOptions> =
+    let spec : Registration<RAdamOptions> =
         { Summary = "RAdam: Adam with the variance of the adaptive learning rate rectified"
           Source = "Liu et al. 2020; torch.optim.RAdam; lecture seed 003"
           Defaults = defaults

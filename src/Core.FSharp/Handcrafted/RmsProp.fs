@@ -64,7 +64,7 @@ module RmsProp =
           Field.hyper "momentum" (fun o -> o.Momentum) (fun o v -> { o with Momentum = v }) "momentum on the scaled gradient"
           Field.flag "centered" (fun o -> o.Centered) (fun o v -> { o with Centered = v }) "divide by the estimated standard deviation" ]
 
-    let spec : OptimizerSpec<RmsPropOptions> =
+    let spec : Registration<RmsPropOptions> =
         { Summary = "RMSProp: steps scaled by a running root mean square of the gradients"
           Source = "Hinton et al. 2012; torch.optim.RMSprop; lecture seed 003"
           Defaults = defaults

@@ -64,7 +64,7 @@ module Sgd =
 
     let fields = fieldsWith "L2 penalty added to the gradient"
 
-    let spec : OptimizerSpec<SgdOptions> =
+    let spec : Registration<SgdOptions> =
         { Summary = "stochastic gradient descent"
           Source = "torch.optim.SGD; lecture seed 003"
           Defaults = defaults

@@ -42,7 +42,7 @@ module Sgdw =
             else ScaleBy.momentum o.Momentum o.Dampening o.Nesterov
         Combine.named (nameOf o) 1 [ moves; ScaleBy.l2WeightDecay o.WeightDecay; ScaleBy.learningRate o.Lr ]
 
-    let spec : OptimizerSpec<SgdOptions> =
+    let spec : Registration<SgdOptions> =
         { Summary = "SGDW: SGD with decoupled weight decay"
           Source = "Loshchilov and Hutter 2019 (Algorithm 1); lecture seed 003"
           Defaults = defaults

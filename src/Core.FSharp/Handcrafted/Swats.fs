@@ -63,7 +63,7 @@ module Swats =
           Field.number "switch_eps" (fun o -> o.SwitchEps) (fun o v -> { o with SwitchEps = v }) "switch when the estimate moves less than this"
           Field.hyper "weight_decay" (fun o -> o.WeightDecay) (fun o v -> { o with WeightDecay = v }) "L2 penalty added to the gradient" ]
 
-    let spec : OptimizerSpec<SwatsOptions> =
+    let spec : Registration<SwatsOptions> =
         { Summary = "SWATS: Adam, then SGD with momentum at the learning rate Adam's steps imply"
           Source = "Keskar and Socher 2017 (Algorithm 1); lecture seed 003"
           Defaults = defaults

@@ -179,16 +179,16 @@ module Hd =
         total
 
     /// Adam-HD's model step at one element, written once for a float32 and for a Vector<float32>
-    /// of them (the constants of the same type, `sqrt` the type's): g' = g + wd p, the moments,
+    /// of them (the constants of the same type, `sqrt` the type's): g' = g + wd p, Adam's moments and
+    /// denominator (AdamKernel's, so Adam's arithmetic is written once for every fused path),
     /// the direction d = (m / (sqrt(v) / sqrt(bc2) + eps)) / bc1 with the two divisions by scalars
     /// as multiplications by float32 reciprocals (each within an ulp of Moments.adam's exact
     /// divisions; no loop can equal those bit for bit anyway, LibTorch's vectorised float32 sqrt
     /// being one ulp off in about 15% of elements), and p + (-alpha) d.
     let inline private adamAt sqrt wd b1 c1 b2 c2 invSqrtBc2 invBc1 eps negAlpha p g m v =
         let g' = g + p * wd
-        let m' = m * b1 + g' * c1
-        let v' = v * b2 + (g' * g') * c2
-        let d = (m' / (sqrt v' * invSqrtBc2 + eps)) * invBc1
+        let struct (m', v') = AdamKernel.moments b1 c1 b2 c2 m v g'
+        let d = (m' / AdamKernel.denominator sqrt invSqrtBc2 eps v') * invBc1
         struct (m', v', d, p + negAlpha * d)
 
     /// One pass of `adamAt` over a chunk: Vector<float32>s, then the tail element by element.
@@ -327,7 +327,7 @@ module Hd =
 
     /// The registration of `model` with its learning rate learnt by `lop`: the options of that
     /// model and that learning-rate optimizer only.
-    let spec (model: ModelOptimizer) (lop: LrOptimizer) : OptimizerSpec<HdOptions> =
+    let spec (model: ModelOptimizer) (lop: LrOptimizer) : Registration<HdOptions> =
         let modelFields =
             match model with
             | SgdOp -> []
