@@ -572,6 +572,15 @@ let tests =
             for part in [ "memory-bandwidth bound"; "fast path: fused SIMD kernel"; "TorchSharp in-place fallback"; "torch.optim.Adam"
                           "torch.optim.SGD"; "pure path: fused kernel into new tensors"; "pure path op by op"; "RSS before MB"; "native memory"; "Reproduce: optimizers bench --quick"
                           "torch.optim.AdamW"; "torch.optim.RMSProp"; "torch.optim.Adagrad"; "adam-hd: whole training step"; "adam-hd / adam ="
-                          "meta-training on mlp-mnist, T = 20"; "issue 10 target"; "5. adam-hd <= 1.2x adam" ] do
+                          "meta-training on mlp-mnist, T = 20"; "issue 10 target"; "5. adam-hd <= 1.2x adam"
+                          "bandwidth kernel"; "read (sum)"; "triad"; "copy (TorchSharp copy_)"; "issue 15, 3. adam fast path <= 1.15x" ] do
                 Expect.stringContains out part "the table"))
+
+        testCase "the bandwidth kernels move the bytes they claim, fastest first" <| fun () ->
+            let ms = Optimizers.Experiments.Bandwidth.measure 200000 2
+            Expect.isGreaterThanOrEqual ms.Length 4 "read, copy, TorchSharp's copy and triad at least"
+            Expect.equal (ms |> List.map (fun m -> m.Rate)) (ms |> List.map (fun m -> m.Rate) |> List.sortDescending) "fastest first"
+            for m in ms do
+                Expect.floatClose Accuracy.high m.Rate (m.BytesPerElement * 200000.0 / (m.BestMs / 1000.0)) $"{m.Name}: rate = bytes / best time"
+            Expect.equal (ms |> List.find (fun m -> m.Name = "triad")).BytesPerElement 12.0 "a triad reads two arrays and writes one"
     ]
