@@ -16,7 +16,8 @@ open TorchSharp
 /// (layout, counts and values), so the paths interchange and saved states load into either.
 /// `Transform.stepInPlace` runs it over the parameters' and state's own tensors (the fast path of
 /// ordinary training); `Transform.step` runs it into new tensors whenever no gradient has to flow
-/// through the step, and runs `Update` op by op (a differentiable expression) otherwise.
+/// through the step, and otherwise its differentiable fused step where it has one (Fused/AdamGrad)
+/// or `Update` op by op (a differentiable expression).
 /// `Transform.create` and the combinators leave it None; the kernels in Fused/ set it.
 type Transformation =
     { /// The name, stored in the state's Kind and in saved files.
@@ -40,7 +41,10 @@ and [<RequireQualifiedAccess>] Target =
 /// `Transform.step` differentiate op by op instead).
 and FusedKernel =
     { Apply: Target -> Tree -> State -> Tree -> Tree * State
-      Hypers: Hyper list }
+      Hypers: Hyper list
+      /// The step as fused autograd functions, for when a gradient must flow through it (None
+      /// where the tensors or options are ones it does not take: then `stepOps`).
+      Differentiable: (Tree -> State -> Tree -> (Tree * State) option) option }
 
 module Transform =
 
@@ -89,12 +93,24 @@ module Transform =
     let step (t: Transformation) (grads: Tree) (state: State) (parameters: Tree) : Tree * State =
         match t.Fast with
         | Some k when not (needsGraph k grads state parameters) -> k.Apply Target.Fresh grads state parameters
+        | Some { Differentiable = Some d } ->
+            match d grads state parameters with
+            | Some result -> result
+            | None -> stepOps t grads state parameters
         | _ -> stepOps t grads state parameters
 
     /// The same transformation with a fused kernel (see `Transformation`) reading `hypers`. The
     /// kernel must give the numbers and the state of `stepOps`; FastPathTests check it.
     let withFast (hypers: Hyper list) (kernel: Target -> Tree -> State -> Tree -> Tree * State) (t: Transformation) : Transformation =
-        { t with Fast = Some { Apply = (fun target g s p -> checkKind t.Name s; kernel target g s p); Hypers = hypers } }
+        { t with Fast = Some { Apply = (fun target g s p -> checkKind t.Name s; kernel target g s p); Hypers = hypers; Differentiable = None } }
+
+    /// The same transformation (which has a fused kernel) with a differentiable fused step, which
+    /// `step` runs when a gradient must flow through the step. It must give the values and the
+    /// gradients of `stepOps` (tests compare them in float64), or None for inputs it does not take.
+    let withDifferentiable (d: Tree -> State -> Tree -> (Tree * State) option) (t: Transformation) : Transformation =
+        match t.Fast with
+        | Some k -> { t with Fast = Some { k with Differentiable = Some(fun g s p -> checkKind t.Name s; d g s p) } }
+        | None -> invalidArg "t" $"'{t.Name}' has no fused kernel to add a differentiable step to"
 
     /// One optimizer step in place, for ordinary training: the parameters' tensors are updated
     /// in place under no_grad, and the new state is returned. With a kernel (`Fast`) the state's

@@ -218,3 +218,11 @@ module Kernel =
             if not (obj.ReferenceEquals(t.Names, parameters.Names) || t.Names = parameters.Names) then
                 Tensors.invalidArg "tree"
                     $"'{name}' (fast path): the {what} have the names [{Tensors.commas t.Names}], the parameters [{Tensors.commas parameters.Names}]; gradients and state must have the names of the parameters"
+
+    let private warned = System.Collections.Concurrent.ConcurrentDictionary<string, bool>()
+
+    /// Say once per message that a hand-written backward pass is being differentiated: LibTorch
+    /// runs a backward pass under grad mode only for create_graph (second derivatives), which such
+    /// a pass does not give.
+    let warnIfDifferentiated (message: string) =
+        if torch.is_grad_enabled () && warned.TryAdd(message, true) then eprintfn "warning: %s" message

@@ -42,7 +42,8 @@ module Adam =
 
     let validate (o: AdamOptions) = validateMoments "adam" o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay
 
-    /// Adam as a transformation named "adam", with the Adam family's fused kernel. Validates its options.
+    /// Adam as a transformation named "adam", with the Adam family's fused kernel and its
+    /// differentiable fused step (AdamGrad, when a gradient flows through the step). Validates its options.
     let create (o: AdamOptions) : Transformation =
         validate o
         Combine.named "adam" 1
@@ -52,6 +53,7 @@ module Adam =
         |> Transform.withFast [ o.Lr; o.Beta1; o.Beta2; o.WeightDecay ]
             (AdamKernel.kernelWith "adam" AdamDecay.L2
                 { Lr = o.Lr; Beta1 = o.Beta1; Beta2 = o.Beta2; Eps = o.Eps; EpsRoot = o.EpsRoot; WeightDecay = o.WeightDecay; Amsgrad = false; Debias = true })
+        |> Transform.withDifferentiable (AdamGrad.treeStep o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay)
 
     let fields : Field<AdamOptions> list =
         [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"

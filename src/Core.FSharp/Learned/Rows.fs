@@ -55,16 +55,12 @@ module Rows =
                 let r1 = min n (r0 + size)
                 if r0 < r1 then body r0 r1)
             |> ignore
-
-    let private warned = Collections.Concurrent.ConcurrentDictionary<string, bool>()
-
     /// Called by a fused cell's backward pass. LibTorch runs a backward pass with gradients on only
     /// for create_graph (second derivatives); the fused cells' backward passes are not themselves
     /// differentiable, so say so once rather than let a second derivative through them be zero
     /// without a word.
     let warnIfDifferentiated (cell: string) =
-        if torch.is_grad_enabled () && warned.TryAdd(cell, true) then
-            eprintfn "warning: %s: second derivatives (create_graph) through this fused cell are not computed (its backward pass is hand-written); use float64 tensors or set Optimizers.Fused.Kernel.useSimd <- false for the op-by-op form" cell
+        Kernel.warnIfDifferentiated $"{cell}: second derivatives (create_graph) through this fused cell are not computed (its backward pass is hand-written); use float64 tensors or set Optimizers.Fused.Kernel.useSimd <- false for the op-by-op form"
 
     /// All elements of a direct tensor (Kernel.isDirect) as a span over its storage.
     let span (t: torch.Tensor) = Kernel.span t 0 (int (t.numel ()))

@@ -1,0 +1,165 @@
+/// Adam's differentiable fused step (Fused/AdamGrad.fs) against the op-by-op step it replaces
+/// when a gradient flows: values and first derivatives with respect to every input and
+/// hyperparameter, on random shapes and states, and a T = 100 unroll's hypergradients.
+module Optimizers.Tests.AdamGradTests
+
+open System
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open TorchSharp
+open Optimizers
+open Optimizers.Fused
+open Optimizers.Handcrafted
+open Optimizers.Tests.Check
+
+/// How the case's hyperparameters are given.
+type HyperForm =
+    | Numbers
+    | Schedules
+    | Tensors
+
+type Case =
+    { Shapes: int list list
+      Steps: int
+      Seed: int
+      Form: HyperForm
+      WeightDecay: bool
+      Transposed: bool }
+
+type Arbs =
+    static member Case() : Arbitrary<Case> =
+        gen {
+            let! count = Gen.choose (1, 3)
+            let! shapes = Gen.listOfLength count (Gen.elements [ [ 1 ]; [ 7 ]; [ 33 ]; [ 4; 5 ]; [ 3; 2; 4 ]; [ 70 ] ])
+            let! steps = Gen.choose (0, 6)
+            let! seed = Gen.choose (0, 100000)
+            let! form = Gen.elements [ Numbers; Schedules; Tensors ]
+            let! wd = Gen.elements [ true; false ]
+            let! transposed = Gen.frequency [ 4, Gen.constant false; 1, Gen.constant true ]
+            return { Shapes = shapes; Steps = steps; Seed = seed; Form = form; WeightDecay = wd; Transposed = transposed }
+        }
+        |> Arb.fromGen
+
+let config = { FsCheckConfig.defaultConfig with maxTest = 40; arbitrary = [ typeof<Arbs> ] }
+
+/// The hyperparameters of a case in its form, and the tensors among them (to differentiate).
+let hypers (form: HyperForm) (wd: bool) =
+    let values = [ "lr", 0.01; "beta1", 0.8; "beta2", 0.95; "weight_decay", (if wd then 0.05 else 0.0) ]
+    let tensors = values |> List.map (fun (n, v) -> n, torch.tensor(v, dtype = f64, requires_grad = true))
+    let h (n: string) (v: float) =
+        match form with
+        | Numbers -> Hyper.Fixed v
+        | Schedules -> Hyper.Scheduled(fun k -> v * (1.0 + 0.01 * float k))
+        | Tensors -> Hyper.Learnable(tensors |> List.find (fun (m, _) -> m = n) |> snd)
+    let get n = values |> List.find (fun (m, _) -> m = n) |> snd
+    let adam =
+        Adam.create
+            { Adam.defaults with
+                Lr = h "lr" (get "lr"); Beta1 = h "beta1" (get "beta1"); Beta2 = h "beta2" (get "beta2")
+                WeightDecay = (if wd then h "weight_decay" (get "weight_decay") else Hyper.Fixed 0.0) }
+    let used = tensors |> List.filter (fun (n, _) -> wd || n <> "weight_decay") |> List.map snd
+    adam, (if form = Tensors then used else [])
+
+/// Leaf tensors of a shape (transposed views when asked: not contiguous).
+let leaf (gen: torch.Generator) (dtype: torch.ScalarType) (transposed: bool) (positive: bool) (shape: int list) =
+    let raw = torch.randn(shape |> List.map int64 |> Array.ofList, dtype = dtype, generator = gen)
+    let raw = if positive then raw.abs() + 0.1 else raw
+    let x = if transposed && shape.Length = 2 then raw.t().contiguous().t() else raw
+    x.detach().requires_grad_(true)
+
+/// Parameters, gradients and a state after `steps` warm-up steps whose moments are replaced by
+/// fresh leaves, all requiring grad.
+let setup (dtype: torch.ScalarType) (c: Case) (adam: Transformation) =
+    use gen = new torch.Generator(uint64 c.Seed)
+    let names = c.Shapes |> List.mapi (fun i _ -> $"t{i}")
+    let make positive = Tree.ofSeq (List.zip names (c.Shapes |> List.map (leaf gen dtype c.Transposed positive)))
+    let p, g = make false, make false
+    let mutable s = adam.Init p
+    using (torch.no_grad ()) (fun _ ->
+        for _ in 1 .. c.Steps do s <- Transform.stepOps adam (make false) s p |> snd)
+    let inner = s.Children[1]
+    let moments = { inner with Slots = Map.ofList [ "exp_avg", make false; "exp_avg_sq", make true ] }
+    p, g, { s with Children = [ s.Children[0]; moments; s.Children[2] ] }
+
+/// A scalar of the step's outputs (random weights), so that every output's gradient is nonzero.
+let objective (seed: int) (p': Tree) (s': State) =
+    use gen = new torch.Generator(uint64 (seed + 1))
+    let weigh (t: Tensor) = (t * torch.randn(t.shape, dtype = t.dtype, generator = gen)).sum()
+    let m', v' = s'.Children[1].Slot "exp_avg", s'.Children[1].Slot "exp_avg_sq"
+    Array.concat [ p'.Values; m'.Values; v'.Values ] |> Array.map weigh |> Array.reduce (+)
+
+/// Values and gradients (inputs p, g, m, v, then the tensor hyperparameters) of one step.
+let run (stepFn: Transformation -> Tree -> State -> Tree -> Tree * State) (adam: Transformation) (tensors: Tensor list) (p: Tree) (g: Tree) (s: State) (seed: int) =
+    let p', s' = stepFn adam g s p
+    let inputs = Array.concat [ p.Values; g.Values; (s.Children[1].Slot "exp_avg").Values; (s.Children[1].Slot "exp_avg_sq").Values; Array.ofList tensors ]
+    let grads = torch.autograd.grad([| objective seed p' s' |], inputs, retain_graph = false)
+    let values = Array.concat [ p'.Values; (s'.Children[1].Slot "exp_avg").Values; (s'.Children[1].Slot "exp_avg_sq").Values ]
+    values |> Array.map (fun t -> t.detach().to_type(f64).contiguous().data<float>().ToArray()) |> Array.concat,
+    grads |> Seq.map (fun t -> t.to_type(f64).reshape(-1L).data<float>().ToArray()) |> Array.concat
+
+let relNorm (a: float[]) (b: float[]) =
+    let d = Array.map2 (fun x y -> (x - y) * (x - y)) a b |> Array.sum |> sqrt
+    let n = b |> Array.sumBy (fun y -> y * y) |> sqrt
+    d / max n 1e-300
+
+[<Tests>]
+let tests =
+    testSequenced <| testList "adamgrad" [
+        testPropertyWithConfig config "float64: the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) ->
+            use _ = torch.NewDisposeScope()
+            let adam, tensors = hypers c.Form c.WeightDecay
+            let p, g, s = setup f64 c adam
+            let before = AdamGrad.calls
+            let fusedV, fusedG = run Transform.step adam tensors p g s c.Seed
+            let ran = AdamGrad.calls > before
+            Expect.equal ran (not c.Transposed || c.Shapes |> List.forall (fun sh -> sh.Length <> 2)) "the fused function ran exactly when every tensor is contiguous"
+            let opsV, opsG = run Transform.stepOps adam tensors p g s c.Seed
+            Expect.isLessThan (relNorm fusedV opsV) 1e-12 "values"
+            Expect.isLessThan (relNorm fusedG opsG) 1e-10 "gradients w.r.t. p, g, m, v and the tensor hyperparameters"
+
+        testPropertyWithConfig config "float32: the fused step's gradients are the op-by-op step's to float32 rounding" <| fun (c: Case) ->
+            use _ = torch.NewDisposeScope()
+            let adam, tensors = hypers c.Form c.WeightDecay
+            let p, g, s = setup torch.ScalarType.Float32 { c with Transposed = false } adam
+            let fusedV, fusedG = run Transform.step adam tensors p g s c.Seed
+            let opsV, opsG = run Transform.stepOps adam tensors p g s c.Seed
+            Expect.isLessThan (relNorm fusedV opsV) 1e-5 "values"
+            Expect.isLessThan (relNorm fusedG opsG) 1e-4 "gradients"
+
+        testCase "T = 100 unroll: the hypergradients of lr and beta1 equal the op-by-op ones (float64)" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(7UL)
+            let a = torch.rand([| 50L |], dtype = f64, generator = gen) * 4.0 + 0.1
+            let p0 = torch.randn([| 50L |], dtype = f64, generator = gen)
+            let unroll (stepFn: Transformation -> Tree -> State -> Tree -> Tree * State) =
+                let lr = torch.tensor(0.02, dtype = f64, requires_grad = true)
+                let b1 = torch.tensor(0.85, dtype = f64, requires_grad = true)
+                let adam = Adam.create { Adam.defaults with Lr = Hyper.Learnable lr; Beta1 = Hyper.Learnable b1 }
+                let mutable p = Tree.single "x" p0
+                let mutable s = adam.Init p
+                for _ in 1 .. 100 do
+                    let g = Tree.map (fun x -> 2.0 * a * x) p  // the gradient of sum(a x^2), differentiable in x
+                    let p', s' = stepFn adam g s p
+                    p <- p'
+                    s <- s'
+                let loss = (a * p.Values[0] * p.Values[0]).sum()
+                let grads = torch.autograd.grad([| loss |], [| lr; b1 |])
+                loss.ToDouble(), grads[0].ToDouble(), grads[1].ToDouble()
+            let before = AdamGrad.calls
+            let lf, glrF, gb1F = unroll Transform.step
+            Expect.isGreaterThanOrEqual (AdamGrad.calls - before) 100L "the fused step ran at every step"
+            let lo, glrO, gb1O = unroll Transform.stepOps
+            closeRel 1e-10 [| lf; glrF; gb1F |] [| lo; glrO; gb1O |] "loss, d loss / d lr, d loss / d beta1"
+            Expect.isTrue (abs glrO > 1e-6 && abs gb1O > 1e-6) "hypergradients that are not trivially zero"
+
+        testCase "eps_root and non-contiguous tensors take the op-by-op step" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let lr = torch.tensor(0.01, dtype = f64, requires_grad = true)
+            let adam = Adam.create { Adam.defaults with Lr = Hyper.Learnable lr; EpsRoot = 1e-8 }
+            let p = Tree.single "x" (vec [ 1.0; 2.0 ])
+            let before = AdamGrad.calls
+            let p', _ = Transform.step adam (grad2x p) (adam.Init p) p
+            Expect.equal AdamGrad.calls before "not fused with eps_root"
+            Expect.isTrue p'.Values[0].requires_grad "and still differentiable"
+    ]
