@@ -226,6 +226,21 @@ module Bench =
             Memory.trimEvery <- saved
           Dispose = fun () -> Tree.dispose p.Value; State.dispose s.Value }
 
+    /// The forward pass of a step that a gradient must flow through (the parameters require grad,
+    /// the graph is recorded): `step` is Transform.step (the differentiable fused step where the
+    /// optimizer has one) or Transform.stepOps (op by op). Every step starts from the same
+    /// parameters and state, and its outputs and graph are freed with its DisposeScope.
+    let gradRunner (step: Transformation -> Tree -> State -> Tree -> Tree * State) (opt: Transformation) (start: Tree) (grads: Tree) : Runner =
+        let p = Tree.clone start |> Tree.map (fun x -> x.requires_grad_(true)) |> detachTree
+        let s = opt.Init p |> State.detachFromScopes
+        { Step = fun () ->
+            do
+                use _ = torch.NewDisposeScope()
+                use _ = torch.enable_grad ()
+                step opt grads s p |> ignore
+            Memory.afterStep ()
+          Dispose = fun () -> Tree.dispose p; State.dispose s }
+
     /// TorchSharp's own optimizer (torch.optim.Adam, SGD, ...) on Parameters holding the gradients,
     /// with nothing of ours around it: the default allocator as a TorchSharp user has it.
     let torchRunner (family: Family) (start: Tree) (grads: Tree) : Runner =
@@ -266,6 +281,10 @@ module Bench =
             yield { Key = $"{f.Label}/ops"; Family = f; Label = $"pure path op by op (what meta-gradients use), trim every {Memory.trimEvery}"
                     Make = pureRunner Transform.stepOps ours Memory.trimEvery; InChild = f.Detailed }
             if f.Detailed then
+                yield { Key = $"{f.Label}/diff"; Family = f; Label = "differentiable step, forward (Transform.step with a gradient flowing)"
+                        Make = gradRunner Transform.step ours; InChild = false }
+                yield { Key = $"{f.Label}/diff-ops"; Family = f; Label = "differentiable step op by op, forward (graph recorded)"
+                        Make = gradRunner Transform.stepOps ours; InChild = false }
                 yield { Key = $"{f.Label}/pure-cached"; Family = f; Label = "pure path: fused, ordinary stores (no non-temporal)"
                         Make = pureRunner withoutStreaming ours Memory.trimEvery; InChild = false }
                 yield { Key = $"{f.Label}/pure4"; Family = f; Label = "pure path: fused, trim every 4"; Make = pureRunner Transform.step ours 4; InChild = false }
@@ -636,6 +655,10 @@ module Bench =
                     trow $"1. {f.Label} fast path <= 1.3x bound, <= 0.5x {f.TorchName}"
                         $"{ratio (fastMs / boundOf f)} bound, {ratio (fastMs / torchMs)} torch.optim ({ms fastMs} / {ms (boundOf f)} / {ms torchMs} ms)"
                         (fastMs <= 1.3 * boundOf f && fastMs <= 0.5 * torchMs)
+                for f in Family.All |> List.filter (fun f -> f.Detailed) do
+                    let diffMs, fastMs, opsMs = msOf $"{f.Label}/diff", msOf $"{f.Label}/fast", msOf $"{f.Label}/diff-ops"
+                    trow $"issue 15, 2. {f.Label} differentiable step's forward <= 2x the fused in-place step"
+                        $"{ratio (diffMs / fastMs)} ({ms diffMs} / {ms fastMs} ms; op by op {ratio (opsMs / fastMs)})" (diffMs <= 2.0 * fastMs)
                 for f in Family.All |> List.filter (fun f -> f.Label = "adam" || f.Label = "sgd-momentum") do
                     let fastMs = msOf $"{f.Label}/fast"
                     trow $"issue 15, 3. {f.Label} fast path <= 1.15x the bound (fastest streaming kernel)"
