@@ -43,7 +43,8 @@ module Sgd =
             Hyper.check "sgd" "momentum" (fun v -> v > 0.0) "> 0 when nesterov = true" o.Momentum
             Hyper.check "sgd" "dampening" (fun v -> v = 0.0) "0 when nesterov = true" o.Dampening
 
-    /// SGD as a transformation named "sgd", with its fused kernel (SgdKernel). Validates its options.
+    /// SGD as a transformation named "sgd", with its fused kernel (SgdKernel) and, with momentum,
+    /// its differentiable fused step (SgdGrad). Validates its options.
     let create (o: SgdOptions) : Transformation =
         validate o
         let moves =
@@ -52,6 +53,7 @@ module Sgd =
         Combine.named "sgd" 1 [ ScaleBy.l2WeightDecay o.WeightDecay; moves; ScaleBy.learningRate o.Lr ]
         |> Transform.withFast [ o.Lr; o.Momentum; o.Dampening; o.WeightDecay ]
             (SgdKernel.kernel o.Lr o.Momentum o.Dampening o.WeightDecay o.Nesterov)
+        |> Transform.withDifferentiable (SgdGrad.treeStep o.Lr o.Momentum o.Dampening o.WeightDecay o.Nesterov)
 
     /// SGD's options as the registry, the CLI, the configs and the C# facade name them; `decay`
     /// says what weight_decay does (L2 in the gradient here, decoupled for SGDW).

@@ -1,7 +1,7 @@
-/// Adam's differentiable fused step (Fused/AdamGrad.fs) against the op-by-op step it replaces
-/// when a gradient flows: values and first derivatives with respect to every input and
-/// hyperparameter, on random shapes and states, and a T = 100 unroll's hypergradients.
-module Optimizers.Tests.AdamGradTests
+/// The differentiable fused steps (Fused/AdamGrad.fs, Fused/SgdGrad.fs) against the op-by-op step
+/// they replace when a gradient flows: values and first derivatives with respect to every input
+/// and hyperparameter, on random shapes and states, and T = 100 unrolls' hypergradients.
+module Optimizers.Tests.FusedGradTests
 
 open System
 open Expecto
@@ -105,7 +105,7 @@ let relNorm (a: float[]) (b: float[]) =
 
 [<Tests>]
 let tests =
-    testSequenced <| testList "adamgrad" [
+    testSequenced <| testList "fusedgrad" [
         testPropertyWithConfig config "float64: the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) ->
             use _ = torch.NewDisposeScope()
             let adam, tensors = hypers c.Form c.WeightDecay
@@ -152,6 +152,79 @@ let tests =
             let lo, glrO, gb1O = unroll Transform.stepOps
             closeRel 1e-10 [| lf; glrF; gb1F |] [| lo; glrO; gb1O |] "loss, d loss / d lr, d loss / d beta1"
             Expect.isTrue (abs glrO > 1e-6 && abs gb1O > 1e-6) "hypergradients that are not trivially zero"
+
+        testPropertyWithConfig config "SGD with momentum, float64: the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (nesterov: bool) ->
+            use _ = torch.NewDisposeScope()
+            let values = [ "lr", 0.05; "momentum", 0.9; "dampening", (if nesterov then 0.0 else 0.3); "weight_decay", (if c.WeightDecay then 0.02 else 0.0) ]
+            let tensors = values |> List.map (fun (n, v) -> n, torch.tensor(v, dtype = f64, requires_grad = true))
+            let h (n: string) =
+                let v = values |> List.find (fun (m, _) -> m = n) |> snd
+                match c.Form with
+                | Numbers -> Hyper.Fixed v
+                | Schedules -> Hyper.Scheduled(fun k -> v * (1.0 - 0.01 * float k))
+                | Tensors -> Hyper.Learnable(tensors |> List.find (fun (m, _) -> m = n) |> snd)
+            let damp = if nesterov then Hyper.Fixed 0.0 else h "dampening"
+            let wd = if c.WeightDecay then h "weight_decay" else Hyper.Fixed 0.0
+            let sgd = Sgd.create { Lr = h "lr"; Momentum = h "momentum"; Dampening = damp; WeightDecay = wd; Nesterov = nesterov }
+            use gen = new torch.Generator(uint64 c.Seed)
+            let names = c.Shapes |> List.mapi (fun i _ -> $"t{i}")
+            let make () = Tree.ofSeq (List.zip names (c.Shapes |> List.map (leaf gen f64 c.Transposed false)))
+            let p, g = make (), make ()
+            let mutable s = sgd.Init p
+            using (torch.no_grad ()) (fun _ -> for _ in 1 .. c.Steps do s <- Transform.stepOps sgd (make ()) s p |> snd)
+            let buf = make ()
+            let s = if c.Steps > 0 then { s with Children = [ s.Children[0]; { s.Children[1] with Slots = Map.ofList [ "momentum_buffer", buf ] }; s.Children[2] ] } else s
+            // what the step depends on: at the first step the buffer is not read, so not an input
+            let used =
+                [ yield "lr"; yield "momentum"
+                  if c.WeightDecay then yield "weight_decay"
+                  if not nesterov && c.Steps > 0 then yield "dampening" ]
+            let hyperTensors = if c.Form = Tensors then tensors |> List.filter (fun (n, _) -> List.contains n used) |> List.map snd else []
+            let once (stepFn: Transformation -> Tree -> State -> Tree -> Tree * State) =
+                let p', s' = stepFn sgd g s p
+                let b' = s'.Children[1].Slot "momentum_buffer"
+                let objective =
+                    use wgen = new torch.Generator(uint64 (c.Seed + 1))
+                    Array.append p'.Values b'.Values |> Array.map (fun t -> (t * torch.randn(t.shape, dtype = f64, generator = wgen)).sum()) |> Array.reduce (+)
+                let inputs = Array.concat [ p.Values; g.Values; (if c.Steps > 0 then buf.Values else [||]); Array.ofList hyperTensors ]
+                // allow_unused: an input a form of the step does not read has no gradient (zeros here)
+                let grads = torch.autograd.grad([| objective |], inputs, allow_unused = true)
+                Array.append p'.Values b'.Values |> Array.collect (fun t -> t.detach().contiguous().data<float>().ToArray()),
+                Seq.zip grads inputs
+                |> Seq.collect (fun (d: Tensor, x: Tensor) -> (if isNull d || d.IsInvalid then torch.zeros_like x else d).reshape(-1L).data<float>().ToArray())
+                |> Array.ofSeq
+            let before = SgdGrad.calls
+            let fusedV, fusedG = once Transform.step
+            Expect.equal (SgdGrad.calls > before) (not c.Transposed || c.Shapes |> List.forall (fun sh -> sh.Length <> 2)) "the fused function ran exactly when every tensor is contiguous"
+            let opsV, opsG = once Transform.stepOps
+            Expect.isLessThan (relNorm fusedV opsV) 1e-12 "values"
+            Expect.isLessThan (relNorm fusedG opsG) 1e-10 "gradients w.r.t. p, g, b and the tensor hyperparameters"
+
+        testCase "SGD with Nesterov momentum, T = 100 unroll: the hypergradients of lr and momentum equal the op-by-op ones" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(11UL)
+            let a = torch.rand([| 40L |], dtype = f64, generator = gen) * 4.0 + 0.1
+            let p0 = torch.randn([| 40L |], dtype = f64, generator = gen)
+            let unroll (stepFn: Transformation -> Tree -> State -> Tree -> Tree * State) =
+                let lr = torch.tensor(0.01, dtype = f64, requires_grad = true)
+                let mu = torch.tensor(0.8, dtype = f64, requires_grad = true)
+                let sgd = Sgd.create { Sgd.nesterovDefaults with Lr = Hyper.Learnable lr; Momentum = Hyper.Learnable mu }
+                let mutable p = Tree.single "x" p0
+                let mutable s = sgd.Init p
+                for _ in 1 .. 100 do
+                    let p', s' = stepFn sgd (Tree.map (fun x -> 2.0 * a * x) p) s p
+                    p <- p'
+                    s <- s'
+                let loss = (a * p.Values[0] * p.Values[0]).sum()
+                let grads = torch.autograd.grad([| loss |], [| lr; mu |])
+                loss.ToDouble(), grads[0].ToDouble(), grads[1].ToDouble()
+            let before = SgdGrad.calls
+            let fused = unroll Transform.step
+            Expect.isGreaterThanOrEqual (SgdGrad.calls - before) 100L "the fused step ran at every step"
+            let l, glr, gmu = unroll Transform.stepOps
+            let fl, fglr, fgmu = fused
+            closeRel 1e-10 [| fl; fglr; fgmu |] [| l; glr; gmu |] "loss, d loss / d lr, d loss / d momentum"
+            Expect.isTrue (abs glr > 1e-6 && abs gmu > 1e-6) "hypergradients that are not trivially zero"
 
         testCase "eps_root and non-contiguous tensors take the op-by-op step" <| fun () ->
             use _ = torch.NewDisposeScope()
