@@ -241,6 +241,12 @@ module Bench =
             Memory.afterStep ()
           Dispose = fun () -> Tree.dispose p; State.dispose s }
 
+    /// Transform.step with the differentiable fused steps on.
+    let private fusedStep (t: Transformation) (g: Tree) (s: State) (p: Tree) =
+        let saved = Transform.fuseGradients
+        Transform.fuseGradients <- true
+        try Transform.step t g s p finally Transform.fuseGradients <- saved
+
     /// TorchSharp's own optimizer (torch.optim.Adam, SGD, ...) on Parameters holding the gradients,
     /// with nothing of ours around it: the default allocator as a TorchSharp user has it.
     let torchRunner (family: Family) (start: Tree) (grads: Tree) : Runner =
@@ -281,8 +287,8 @@ module Bench =
             yield { Key = $"{f.Label}/ops"; Family = f; Label = $"pure path op by op (what meta-gradients use), trim every {Memory.trimEvery}"
                     Make = pureRunner Transform.stepOps ours Memory.trimEvery; InChild = f.Detailed }
             if f.Detailed then
-                yield { Key = $"{f.Label}/diff"; Family = f; Label = "differentiable step, forward (Transform.step with a gradient flowing)"
-                        Make = gradRunner Transform.step ours; InChild = false }
+                yield { Key = $"{f.Label}/diff"; Family = f; Label = "differentiable fused step, forward (Transform.fuseGradients)"
+                        Make = gradRunner fusedStep ours; InChild = false }
                 yield { Key = $"{f.Label}/diff-ops"; Family = f; Label = "differentiable step op by op, forward (graph recorded)"
                         Make = gradRunner Transform.stepOps ours; InChild = false }
                 yield { Key = $"{f.Label}/pure-cached"; Family = f; Label = "pure path: fused, ordinary stores (no non-temporal)"

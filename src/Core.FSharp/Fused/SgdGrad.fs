@@ -2,6 +2,8 @@ namespace Optimizers.Fused
 
 open System
 open System.Collections.Generic
+open System.Numerics
+open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
 open TorchSharp
 open Optimizers
@@ -15,8 +17,8 @@ open Optimizers
 ///   db' = B + D (mu D for Nesterov),   dgg = (1 for Nesterov) D + (1 | k) db',   db = mu db' (0 at the first step)
 ///   dp = P + wd dgg,   dg = dgg,   dlr = -sum P d,   dwd = sum dgg p,   ddampening = -sum db' gg (not first)
 ///   dmu = sum db' b (not first) + sum D b' (Nesterov)
-/// Element by element (float32 and float64 alike: SGD's step is light, the graph it saves is what
-/// costs); every tensor contiguous on the CPU, else `Transform.stepOps` takes the step.
+/// float32 Vector<float32> wide over the fused kernels' chunks in parallel, float64 element by
+/// element; every tensor contiguous on the CPU, else `Transform.stepOps` takes the step.
 module SgdGrad =
 
     /// The element's forward values: gg, b', d.
@@ -66,6 +68,61 @@ module SgdGrad =
 
     let private value (t: Tensor) = t.ToDouble()
 
+    let private V (x: float) = Vector<float32>(float32 x)
+
+    /// The float32 forward over one chunk, Vector<float32> wide, then the tail.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    let private forward32 (c: Coeffs) (p: Span<float32>) (g: Span<float32>) (b: Span<float32>) (pO: Span<float32>) (bO: Span<float32>) =
+        let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
+        let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
+        let bv = MemoryMarshal.Cast<float32, Vector<float32>> b
+        let po = MemoryMarshal.Cast<float32, Vector<float32>> pO
+        let bo = MemoryMarshal.Cast<float32, Vector<float32>> bO
+        let wd, mu, keep, negLr = V c.Wd, V c.Mu, V c.Keep, V(-c.Lr)
+        for k in 0 .. pv.Length - 1 do
+            let struct (_, bk, dk) = forwardAt c.First c.Nesterov wd mu keep pv[k] gv[k] (if c.First then pv[k] else bv[k])
+            bo[k] <- bk
+            po[k] <- pv[k] + dk * negLr
+        let tail = pv.Length * Vector<float32>.Count
+        forwardLoop c float32 (p.Slice tail) (g.Slice tail) (b.Slice tail) (pO.Slice tail) (bO.Slice tail)
+
+    /// The float32 backward over one chunk, Vector<float32> wide, then the tail; returns the sums.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    let private backward32 (c: Coeffs) (p: Span<float32>) (g: Span<float32>) (b: Span<float32>) (dP: Span<float32>) (dB: Span<float32>)
+                           (dp: Span<float32>) (dg: Span<float32>) (db: Span<float32>) =
+        let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
+        let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
+        let bv = MemoryMarshal.Cast<float32, Vector<float32>> b
+        let dPv = MemoryMarshal.Cast<float32, Vector<float32>> dP
+        let dBv = MemoryMarshal.Cast<float32, Vector<float32>> dB
+        let dpv = MemoryMarshal.Cast<float32, Vector<float32>> dp
+        let dgv = MemoryMarshal.Cast<float32, Vector<float32>> dg
+        let dbv = MemoryMarshal.Cast<float32, Vector<float32>> db
+        let wd, mu, keep, negLr = V c.Wd, V c.Mu, V c.Keep, V(-c.Lr)
+        let mutable sLr, sWd, sDamp, sMu = Vector<float32>.Zero, Vector<float32>.Zero, Vector<float32>.Zero, Vector<float32>.Zero
+        for k in 0 .. pv.Length - 1 do
+            let bk = if c.First then pv[k] else bv[k]
+            let struct (gg, b', d) = forwardAt c.First c.Nesterov wd mu keep pv[k] gv[k] bk
+            let dD = dPv[k] * negLr
+            let db' = if c.Nesterov then dBv[k] + dD * mu else dBv[k] + dD
+            let fromB = if c.First then db' else db' * keep
+            let dgg = if c.Nesterov then dD + fromB else fromB
+            dpv[k] <- dPv[k] + dgg * wd
+            dgv[k] <- dgg
+            dbv[k] <- (if c.First then Vector<float32>.Zero else db' * mu)
+            sLr <- sLr - dPv[k] * d
+            sWd <- sWd + dgg * pv[k]
+            if not c.First then
+                sDamp <- sDamp - db' * gg
+                sMu <- sMu + db' * bk
+            if c.Nesterov then sMu <- sMu + dD * b'
+        let tail = pv.Length * Vector<float32>.Count
+        let struct (tLr, tWd, tDamp, tMu) =
+            backwardLoop c float32 (p.Slice tail) (g.Slice tail) (b.Slice tail) (dP.Slice tail) (dB.Slice tail) (dp.Slice tail) (dg.Slice tail) (db.Slice tail)
+        let sum (x: Vector<float32>) = float (Vector.Sum x)
+        struct (sum sLr + tLr, sum sWd + tWd, sum sDamp + tDamp, sum sMu + tMu)
+
+
     /// The autograd function. Inputs: p, g, b (tensors of one shape and dtype), lr, mu, dampening,
     /// wd (0-d tensors), first and nesterov (bools).
     type private Step() =
@@ -83,7 +140,8 @@ module SgdGrad =
             ctx.save_data("nesterov", box c.Nesterov)
             let pO, bO = torch.empty_like p, torch.empty_like b
             if p.dtype = torch.ScalarType.Float32 then
-                forwardLoop c float32 (spanOf<float32> p) (spanOf<float32> g) (spanOf<float32> b) (spanOf<float32> pO) (spanOf<float32> bO)
+                Kernel.forChunks [| 0, int (p.numel ()) |] (fun _ s l ->
+                    forward32 c (Kernel.span p s l) (Kernel.span g s l) (Kernel.span b s l) (Kernel.span pO s l) (Kernel.span bO s l))
             else forwardLoop c float (spanOf<float> p) (spanOf<float> g) (spanOf<float> b) (spanOf<float> pO) (spanOf<float> bO)
             List [ pO; bO ]
 
@@ -98,8 +156,14 @@ module SgdGrad =
             let dp, dg, db = torch.empty_like p, torch.empty_like g, torch.empty_like b
             let struct (sLr, sWd, sDamp, sMu) =
                 if p.dtype = torch.ScalarType.Float32 then
-                    backwardLoop c float32 (spanOf<float32> p) (spanOf<float32> g) (spanOf<float32> b) (spanOf<float32> dP) (spanOf<float32> dB)
-                        (spanOf<float32> dp) (spanOf<float32> dg) (spanOf<float32> db)
+                    let n = int (p.numel ())
+                    let chunk = max 1024 Kernel.chunkElements
+                    let parts = Array.zeroCreate<struct (float * float * float * float)> ((n + chunk - 1) / chunk)
+                    Kernel.forChunks [| 0, n |] (fun _ s l ->
+                        parts[s / chunk] <-
+                            backward32 c (Kernel.span p s l) (Kernel.span g s l) (Kernel.span b s l) (Kernel.span dP s l) (Kernel.span dB s l)
+                                (Kernel.span dp s l) (Kernel.span dg s l) (Kernel.span db s l))
+                    parts |> Array.fold (fun (struct (a, b, c, d)) (struct (w, x, y, z)) -> struct (a + w, b + x, c + y, d + z)) (struct (0.0, 0.0, 0.0, 0.0))
                 else
                     backwardLoop c float (spanOf<float> p) (spanOf<float> g) (spanOf<float> b) (spanOf<float> dP) (spanOf<float> dB)
                         (spanOf<float> dp) (spanOf<float> dg) (spanOf<float> db)
