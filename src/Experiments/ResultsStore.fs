@@ -135,10 +135,14 @@ module StoreCheck =
                 if pageSize < 512 || pageSize > 65536 || (pageSize &&& (pageSize - 1)) <> 0 then fail path "has a corrupt header (page size)"
                 let be (o: int) = (uint32 header[o] <<< 24) ||| (uint32 header[o + 1] <<< 16) ||| (uint32 header[o + 2] <<< 8) ||| uint32 header[o + 3]
                 let pages = be 28
-                // The in-header size is valid when the version-valid-for number equals the change counter.
-                if pages > 0u && be 92 = be 24 && length < int64 pages * int64 pageSize then
-                    fail path $"is truncated ({length} bytes; its header says {int64 pages * int64 pageSize})"
-                if length % int64 pageSize <> 0L then fail path $"is truncated or damaged ({length} bytes is not a whole number of {pageSize}-byte pages)"
+                // With a write-ahead log not yet checkpointed, the log holds pages the file lacks
+                // (an interrupted checkpoint may have written page 1 first): quick_check judges then.
+                let wal = FileInfo(full + "-wal")
+                if not (wal.Exists && wal.Length > 0L) then
+                    // The in-header size is valid when the version-valid-for number equals the change counter.
+                    if pages > 0u && be 92 = be 24 && length < int64 pages * int64 pageSize then
+                        fail path $"is truncated ({length} bytes; its header says {int64 pages * int64 pageSize})"
+                    if length % int64 pageSize <> 0L then fail path $"is truncated or damaged ({length} bytes is not a whole number of {pageSize}-byte pages)"
                 if write then
                     try
                         use _ = new FileStream(full, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite)
@@ -186,10 +190,16 @@ type ResultsStore(path: string, ?readOnly: bool) =
         StoreCheck.validate path (not readOnly) (not readOnly)
         match Path.GetDirectoryName fullPath with
         | null | "" -> ()
-        | dir -> Directory.CreateDirectory dir |> ignore
+        | dir ->
+            try Directory.CreateDirectory dir |> ignore
+            with :? IOException | :? UnauthorizedAccessException as e ->
+                raise (InvalidDataException($"results database '{path}' cannot be created: its folder '{dir}' cannot be made ({e.Message}); give a file in a writable folder", e))
     let conn =
         let c = new SqliteConnection(SqliteConnectionStringBuilder(DataSource = fullPath, Pooling = false, DefaultTimeout = 60).ToString())
-        c.Open()
+        try c.Open()
+        with :? SqliteException as e ->
+            c.Dispose()
+            raise (InvalidDataException($"results database '{path}' {StoreCheck.describe e}", e))
         c
     let gate = obj ()
 

@@ -378,8 +378,11 @@ module Runner =
             Progress.run s.Progress $"{s.Config.Name}: {todo.Length} runs" todo.Length jobs (fun sink ->
                 let queue = ConcurrentQueue<RunSpec>(todo)
                 // More than one job: each in a worker process (WorkerProtocol), unless asked for threads.
+                // Live bars redraw from a thread of their own, which allocates too: one job then
+                // runs in a worker as well.
+                let bars = match s.Progress with ProgressMode.Bars _ -> true | _ -> false
                 let processes =
-                    if jobs > 1 && Environment.GetEnvironmentVariable WorkerProtocol.modeVar <> "threads" then workerCommand () else None
+                    if (jobs > 1 || bars) && Environment.GetEnvironmentVariable WorkerProtocol.modeVar <> "threads" then workerCommand () else None
                 let worker (w: int) () =
                     let proc = processes |> Option.map (fun (exe, args) -> Worker(exe, args, threads))
                     try
@@ -402,7 +405,13 @@ module Runner =
                     finally
                         proc |> Option.iter (fun p -> p.Stop())
                 let threads = [ for w in 0 .. jobs - 1 -> Threading.Tasks.Task.Factory.StartNew(worker w, Threading.Tasks.TaskCreationOptions.LongRunning) ]
-                Threading.Tasks.Task.WaitAll(Array.ofList threads))
+                try Threading.Tasks.Task.WaitAll(Array.ofList threads)
+                with :? AggregateException as a ->
+                    // A database that fails while the sweep writes (a full disk, a file made
+                    // read-only) is named, in one line; finished runs are already stored.
+                    match a.Flatten().InnerExceptions |> Seq.tryPick (fun e -> match e with :? Microsoft.Data.Sqlite.SqliteException as q -> Some q | _ -> None) with
+                    | Some q -> raise (InvalidDataException($"results database '{s.Db}' {StoreCheck.describe q}; the finished runs are stored, rerun to do the rest", q))
+                    | None -> raise (a.Flatten().InnerExceptions[0]))
         finally
             ResultsStore.EndOwner owner
             torch.set_num_threads threadsBefore
