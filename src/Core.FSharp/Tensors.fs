@@ -56,6 +56,20 @@ module Tensors =
         GC.KeepAlive b
         r
 
+    /// 1.0 as a Scalar that lives as long as the process (ELU's scale and input scale).
+    let private oneF : Scalar = Scalar.op_Implicit 1.0
+
+    /// ELU(x) = x for x > 0, alpha (exp x - 1) otherwise, as torch.nn.functional.elu. TorchSharp's
+    /// `elu(x, alpha)` makes three implicit Scalars (alpha, scale, input scale) that nothing holds
+    /// during the native call: with two jobs in one process, a GC started by the other job's
+    /// thread let the finalizer free them under THSTensor_elu ("Expected false to be true" in
+    /// c10::Scalar::toFloat, issue 20). Here alpha is owned and freed after the call.
+    let elu (x: Tensor) (alpha: float) : Tensor =
+        use a = scalar alpha
+        let r = x.elu(a, oneF, oneF)
+        GC.KeepAlive x
+        r
+
     /// x + v for a number v, as `withScalar`.
     let addNum (x: Tensor) (v: float) : Tensor = withScalar (fun t s -> t.add(s, one)) x v
 

@@ -30,7 +30,7 @@ type TraceArgs =
             | Start _ -> "start point, comma-separated (e.g. -1.5,2); default: drawn from --seed"
             | Dim _ -> "dimension of sum-of-squares (default 1000)"
             | Seed _ -> "seed of the start point when --start is not given (default 0)"
-            | Optimizer _ -> "optimizer: " + Tensors.commas Registry.optimizerNames
+            | Optimizer _ -> "optimizer: NAME or NAME:opt=value,opt=value (as evaluate takes it); NAME one of " + Tensors.commas Registry.optimizerNames
             | Lr _ -> "learning rate (default: the optimizer's)"
             | Opt _ -> "optimizer option name=value, repeatable (momentum, beta1, beta2, eps, weight_decay, ...)"
             | Steps _ -> "number of optimizer steps (default 100)"
@@ -90,7 +90,7 @@ type LrRangeTestArgs =
             | Start _ -> "start point, comma-separated; default: drawn from --seed"
             | Dim _ -> "dimension of sum-of-squares (default 1000)"
             | Seed _ -> "seed of the start point when --start is not given (default 0)"
-            | Optimizer _ -> "optimizer: " + Tensors.commas Registry.optimizerNames
+            | Optimizer _ -> "optimizer: NAME or NAME:opt=value,opt=value (as evaluate takes it); NAME one of " + Tensors.commas Registry.optimizerNames
             | Opt _ -> "optimizer option name=value except lr, repeatable"
             | Min_Lr _ -> "first learning rate of the sweep (default 1e-7)"
             | Max_Lr _ -> "last learning rate of the sweep (default 10)"
@@ -423,19 +423,39 @@ module Cli =
             out.WriteLine($"  {e.Name,-16} {e.Summary}")
             for o in e.Options do out.WriteLine($"      {o.Name,-14} default {o.Default,-8} {o.Doc}")
 
+    /// --start: every coordinate a finite number (a NaN or infinite start is bad input, not a
+    /// divergence at step 0). Returns the text unchanged for the task's own parser.
+    let private checkStart (text: string) =
+        for x in text.Split(',', StringSplitOptions.TrimEntries) do
+            match Double.TryParse(x, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
+            | true, v when Double.IsFinite v -> ()
+            | true, _ -> Tensors.invalidArg "start" $"--start = '{text}': coordinate '{x}' is not finite; give finite numbers, e.g. -1.5,2"
+            | _ -> Tensors.invalidArg "start" $"--start = '{text}' is not a list of numbers, e.g. -1.5,2"
+        text
+
+    /// --optimizer NAME or NAME:opt=value,opt=value (as `evaluate` takes it), then the --opt
+    /// assignments; an option given both ways is an error.
+    let private optimizerSpec (spec: string) (more: (string * string) list) =
+        let name, fromSpec = Evaluation.parseSpec spec
+        for n, _ in more do
+            if fromSpec |> List.exists (fun (m, _) -> m = n) then
+                Tensors.invalidArg "opt" $"option '{n}' is given both in --optimizer {spec} and as --opt/--lr; give it once"
+        name, fromSpec @ more
+
     let private trace (r: ParseResults<TraceArgs>) (out: TextWriter) =
         let taskOptions =
             [ match r.TryGetResult TraceArgs.Start with
-              | Some s -> yield "start", s
+              | Some s -> yield "start", checkStart s
               | None -> ()
               match r.TryGetResult TraceArgs.Dim with
               | Some d -> yield "dim", string d
               | None -> () ]
         let optOptions = [ for a in r.GetResults TraceArgs.Opt -> Registry.parseAssignment a ]
+        let optName, optOptions = optimizerSpec (r.GetResult TraceArgs.Optimizer) optOptions
         Trace.run
             { Task = r.GetResult TraceArgs.Task
               TaskOptions = taskOptions
-              Optimizer = r.GetResult TraceArgs.Optimizer
+              Optimizer = optName
               OptimizerOptions = optOptions
               Lr = r.TryGetResult TraceArgs.Lr
               Steps = r.GetResult(TraceArgs.Steps, 100)
@@ -460,7 +480,7 @@ module Cli =
             { Task = r.GetResult SensitivityArgs.Task
               TaskOptions =
                 [ match r.TryGetResult SensitivityArgs.Start with
-                  | Some s -> yield "start", s
+                  | Some s -> yield "start", checkStart s
                   | None -> ()
                   match r.TryGetResult SensitivityArgs.Dim with
                   | Some d -> yield "dim", string d
@@ -478,17 +498,18 @@ module Cli =
         | f -> Tensors.invalidArg "format" $"unknown format '{f}'; valid: table, csv"
     let private lrRangeTest (r: ParseResults<LrRangeTestArgs>) (out: TextWriter) =
         let d = LrRangeTest.defaults
+        let optName, optOptions = optimizerSpec (r.GetResult LrRangeTestArgs.Optimizer) [ for a in r.GetResults LrRangeTestArgs.Opt -> Registry.parseAssignment a ]
         LrRange.run
             { Task = r.GetResult LrRangeTestArgs.Task
               TaskOptions =
                 [ match r.TryGetResult LrRangeTestArgs.Start with
-                  | Some s -> yield "start", s
+                  | Some s -> yield "start", checkStart s
                   | None -> ()
                   match r.TryGetResult LrRangeTestArgs.Dim with
                   | Some n -> yield "dim", string n
                   | None -> () ]
-              Optimizer = r.GetResult LrRangeTestArgs.Optimizer
-              OptimizerOptions = [ for a in r.GetResults LrRangeTestArgs.Opt -> Registry.parseAssignment a ]
+              Optimizer = optName
+              OptimizerOptions = optOptions
               Test =
                 { d with
                     MinLr = r.GetResult(LrRangeTestArgs.Min_Lr, d.MinLr)
@@ -642,6 +663,40 @@ module Cli =
         Host.export (r.GetResult ExportArgs.Db) (r.GetResult(ExportArgs.Format, "csv")) (r.GetResult(ExportArgs.Table, "runs"))
             (r.TryGetResult ExportArgs.Config) (r.TryGetResult ExportArgs.Out) out
 
+    /// A message as one line: its lines joined, up to LibTorch's stack that native errors carry.
+    let private oneLine (m: string) =
+        let ls =
+            m.Split([| '\n'; '\r' |], StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+            |> Array.takeWhile (fun l -> not (l.StartsWith "Exception raised from" || l.StartsWith "frame #"))
+        if ls.Length = 0 then m.Trim() else String.Join(" ", ls)
+
+    /// Errors that escape the verbs' own handling (issue 20): one line, never a stack trace.
+    /// A database error, malformed JSON and an unparsable number are bad input (exit 2); anything
+    /// else is ours (exit 1), said as such.
+    let rec private unexpected (e: exn) (out: TextWriter) (err: TextWriter) : int =
+        out.Flush()
+        match e with
+        | :? AggregateException as a when a.InnerExceptions.Count >= 1 -> unexpected (a.Flatten().InnerExceptions[0]) out err
+        | :? Reflection.TargetInvocationException as t when not (isNull t.InnerException) -> unexpected t.InnerException out err
+        | :? ArgumentException | :? FileNotFoundException | :? DirectoryNotFoundException | :? InvalidDataException ->
+            err.WriteLine $"optimizers: {oneLine e.Message}"
+            2
+        | :? Microsoft.Data.Sqlite.SqliteException as s ->
+            err.WriteLine $"optimizers: a results database {StoreCheck.describe s}"
+            2
+        | :? Text.Json.JsonException | :? FormatException | :? OverflowException ->
+            err.WriteLine $"optimizers: {oneLine e.Message}"
+            2
+        | :? UnauthorizedAccessException ->
+            err.WriteLine $"optimizers: {oneLine e.Message}; check the file's permissions"
+            2
+        | :? IOException ->
+            err.WriteLine $"optimizers: {oneLine e.Message}"
+            1
+        | _ ->
+            err.WriteLine $"optimizers: internal error ({e.GetType().Name}: {oneLine e.Message}); please report it with the command line"
+            1
+
     /// Run the command line; returns the exit code. Output goes to `out`, errors to `err`.
     let run (argv: string[]) (out: TextWriter) (err: TextWriter) : int =
         let parser = ArgumentParser.Create<Args>(programName = "optimizers")
@@ -678,7 +733,7 @@ module Cli =
             2
         | :? ArgumentException as e ->
             out.Flush()
-            err.WriteLine $"optimizers: {e.Message}"
+            err.WriteLine $"optimizers: {oneLine e.Message}"
             2
         | DivergedException(step, loss) ->
             out.Flush()
@@ -686,17 +741,18 @@ module Cli =
             1
         | :? FileNotFoundException as e ->
             out.Flush()
-            err.WriteLine $"optimizers: {e.Message}"
+            err.WriteLine $"optimizers: {oneLine e.Message}"
             2
         | :? DirectoryNotFoundException as e ->
             out.Flush()
-            err.WriteLine $"optimizers: {e.Message}"
+            err.WriteLine $"optimizers: {oneLine e.Message}"
             2
         | :? InvalidDataException as e ->
             out.Flush()
-            err.WriteLine $"optimizers: {e.Message}"
+            err.WriteLine $"optimizers: {oneLine e.Message}"
             2
         | :? IOException as e ->
             out.Flush()
-            err.WriteLine $"optimizers: {e.Message}"
+            err.WriteLine $"optimizers: {oneLine e.Message}"
             1
+        | e -> unexpected e out err

@@ -206,6 +206,8 @@ module Host =
         if inputs.IsEmpty then Tensors.invalidArg "merge" "merge needs an output and at least one input database: merge OUT.db IN.db..."
         for i in inputs do
             if not (File.Exists i) then Tensors.invalidArg "merge" $"merge: input database '{i}' not found"
+            StoreCheck.validate i false false
+        // Every input is checked before the output is created or touched.
         use store = new ResultsStore(output)
         let taken =
             match Progress.console err with
@@ -251,7 +253,7 @@ module Host =
         | _ -> ()
         let dbPath, config =
             match db with
-            | Some d -> d, (use st = new ResultsStore(d) in configOf configPath (Some st) name)
+            | Some d -> d, (use st = new ResultsStore(d, readOnly = true) in configOf configPath (Some st) name)
             | None ->
                 let c = configOf configPath None name
                 let d = defaultDb c.Name None
@@ -292,7 +294,14 @@ module Host =
         let what = what.Trim().ToLowerInvariant()
         if not (List.contains what tables) then Tensors.invalidArg "table" $"--table: unknown table '{what}'; valid: {Tensors.commas tables}"
         if not (File.Exists db) then Tensors.invalidArg "db" $"--db: database '{db}' not found"
-        use store = new ResultsStore(db)
+        use store = new ResultsStore(db, readOnly = true)
+        match config with
+        | Some c ->
+            let names = store.Runs() |> List.map (fun r -> r.Config) |> List.distinct |> List.sort
+            if not (List.contains c names) then
+                if names.IsEmpty then Tensors.invalidArg "config" $"--config: no config '{c}' in {db}: it holds no runs"
+                else Tensors.invalidArg "config" $"--config: no config '{c}' in {db}; valid: {Tensors.commas names}"
+        | None -> ()
         let runs = store.Runs() |> List.filter (fun r -> match config with Some c -> r.Config = c | None -> true)
         let keys = runs |> List.map (fun r -> r.Key)
         let header, rows =

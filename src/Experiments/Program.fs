@@ -5,4 +5,6 @@ open System
 [<EntryPoint>]
 let main argv =
     Optimizers.OpenMp.limitSpinning () |> ignore // before LibTorch loads
-    Cli.run argv Console.Out Console.Error
+    match Environment.GetEnvironmentVariable WorkerProtocol.envVar with
+    | null | "" -> Cli.run argv Console.Out Console.Error
+    | _ -> Runner.serveWorker () // a worker process of a sweep's --jobs (WorkerProtocol)

@@ -68,15 +68,138 @@ type RunOwner =
 /// so the database never holds half a run. A run marked running whose process is gone is redone
 /// (its leftovers deleted) by the next invocation; one whose process still runs is left alone.
 /// WAL journal mode lets readers (report, export) work while a sweep writes.
-type ResultsStore(path: string) =
+/// Checks a file before it is opened as a results database (issue 20): every problem is bad input,
+/// an InvalidDataException whose message names the file, says what is wrong and what to do, and
+/// nothing writes to the file before the checks pass.
+module StoreCheck =
+
+    let private fix = "give a results database written by `optimizers run` (or a new file name)"
+
+    let private fail (path: string) (what: string) : 'a =
+        let what = what.Replace("\r", " ").Replace("\n", " ").Replace("***", "").Replace("  ", " ")
+        raise (InvalidDataException $"results database '{path}' {what}; {fix}")
+
+    /// The tables of a results database and the columns each must have.
+    let expected =
+        [ "meta", [ "key"; "value" ]
+          "configs", [ "name"; "hash"; "source"; "json"; "added_at" ]
+          "runs", [ "run_key"; "spec"; "config"; "task"; "task_options"; "optimizer"; "optimizer_options"; "lr"; "seed"; "steps"; "dtype"; "status"; "error" ]
+          "metrics", [ "run_key"; "name"; "step"; "value" ]
+          "measures", [ "run_key"; "name"; "value" ]
+          "seeds", [ "task"; "task_options"; "dtype"; "seed"; "start_hash" ] ]
+
+    /// What SQLite's error code means for the user, for messages about a database file.
+    let describe (e: SqliteException) =
+        match e.SqliteErrorCode with
+        | 5 | 6 -> "is locked by another process; wait for it or give another file"
+        | 8 -> "cannot be written (read-only file or file system); make it writable or give another file"
+        | 10 -> "could not be read or written (I/O error); check the disk and the file"
+        | 11 | 26 -> "is corrupt or not an SQLite database"
+        | 13 -> "cannot grow: the disk is full; free some space or give a file on another disk"
+        | 14 -> "cannot be opened; check that its folder exists and is writable"
+        | 23 -> "cannot be accessed (permission denied); check its permissions"
+        | c ->
+            let first = e.Message.Split('\n').[0].Trim()
+            $"gave SQLite error {c} ({first})"
+
+    /// Validate `path` as a results database. `create`: a missing or empty file is fine (it will be
+    /// created); otherwise the file must exist. Checks, in order: not a folder, the SQLite header and
+    /// the size it announces (truncation), writability (when `write`), then, read-only, SQLite's
+    /// quick_check and the schema (our tables with their columns, or no tables at all).
+    let validate (path: string) (create: bool) (write: bool) =
+        let full = Path.GetFullPath path
+        if Directory.Exists full then fail path "is a folder, not a file"
+        if not (File.Exists full) then
+            if not create then raise (FileNotFoundException($"results database '{path}' not found; check the path (run the config first to create it)", path))
+            match Path.GetDirectoryName full with
+            | null | "" -> ()
+            | dir when File.Exists dir -> fail path $"cannot be created: '{dir}' is a file, not a folder"
+            | _ -> ()
+        else
+            let length = FileInfo(full).Length
+            if length = 0L then
+                if not create then fail path "is empty"
+            else
+                let header = Array.zeroCreate<byte> 100
+                let n =
+                    try
+                        use f = new FileStream(full, FileMode.Open, FileAccess.Read, FileShare.ReadWrite)
+                        f.Read(header, 0, 100)
+                    with :? UnauthorizedAccessException -> fail path "cannot be read (permission denied); check its permissions"
+                let magic = "SQLite format 3\000"B
+                if n < 16 || header[0..15] <> magic then fail path "is not an SQLite database"
+                if n < 100 then fail path $"is truncated ({length} bytes, less than an SQLite header)"
+                let pageSize =
+                    let p = (int header[16] <<< 8) ||| int header[17]
+                    if p = 1 then 65536 else p
+                if pageSize < 512 || pageSize > 65536 || (pageSize &&& (pageSize - 1)) <> 0 then fail path "has a corrupt header (page size)"
+                let be (o: int) = (uint32 header[o] <<< 24) ||| (uint32 header[o + 1] <<< 16) ||| (uint32 header[o + 2] <<< 8) ||| uint32 header[o + 3]
+                let pages = be 28
+                // With a write-ahead log not yet checkpointed, the log holds pages the file lacks
+                // (an interrupted checkpoint may have written page 1 first): quick_check judges then.
+                let wal = FileInfo(full + "-wal")
+                if not (wal.Exists && wal.Length > 0L) then
+                    // The in-header size is valid when the version-valid-for number equals the change counter.
+                    if pages > 0u && be 92 = be 24 && length < int64 pages * int64 pageSize then
+                        fail path $"is truncated ({length} bytes; its header says {int64 pages * int64 pageSize})"
+                    if length % int64 pageSize <> 0L then fail path $"is truncated or damaged ({length} bytes is not a whole number of {pageSize}-byte pages)"
+                if write then
+                    try
+                        use _ = new FileStream(full, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite)
+                        ()
+                    with
+                    | :? UnauthorizedAccessException -> fail path "cannot be written (read-only); make it writable or give another file"
+                    | :? IOException as e -> fail path $"cannot be opened for writing ({e.Message})"
+                let tables, problems =
+                    try
+                        let cs = SqliteConnectionStringBuilder(DataSource = full, Mode = SqliteOpenMode.ReadOnly, Pooling = false, DefaultTimeout = 60)
+                        use c = new SqliteConnection(cs.ToString())
+                        c.Open()
+                        let query (sql: string) =
+                            use cmd = c.CreateCommand()
+                            cmd.CommandText <- sql
+                            use r = cmd.ExecuteReader()
+                            [ while r.Read() do yield (if r.IsDBNull 0 then "" else r.GetValue(0).ToString()) ]
+                        let check = query "PRAGMA quick_check(5)"
+                        let tables = query "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                        let missing =
+                            [ for t, cols in expected do
+                                if List.contains t tables then
+                                    let have = query $"SELECT name FROM pragma_table_info('{t}')"
+                                    for col in cols do
+                                        if not (List.contains col have) then yield $"{t}.{col}" ]
+                        tables, (check, missing)
+                    with :? SqliteException as e -> fail path (describe e)
+                let check, missing = problems
+                let join (xs: string list) = String.Join(", ", xs |> List.truncate 5)
+                if check <> [ "ok" ] then fail path $"is corrupt (SQLite's integrity check: {join check})"
+                let ours = expected |> List.map fst
+                let foreign = tables |> List.filter (fun t -> not (List.contains t ours))
+                let present = tables |> List.filter (fun t -> List.contains t ours)
+                if not tables.IsEmpty && present.IsEmpty then
+                    fail path $"is an SQLite database of something else (tables: {join foreign})"
+                if not present.IsEmpty && present.Length < ours.Length && not foreign.IsEmpty then
+                    fail path $"is an SQLite database of something else (tables: {join tables})"
+                if not missing.IsEmpty then
+                    fail path $"has a foreign schema (missing columns: {join missing})"
+
+type ResultsStore(path: string, ?readOnly: bool) =
     let fullPath = Path.GetFullPath path
+    let readOnly = defaultArg readOnly false
     do
+        StoreCheck.validate path (not readOnly) (not readOnly)
         match Path.GetDirectoryName fullPath with
         | null | "" -> ()
-        | dir -> Directory.CreateDirectory dir |> ignore
+        | dir ->
+            try Directory.CreateDirectory dir |> ignore
+            with :? IOException | :? UnauthorizedAccessException as e ->
+                raise (InvalidDataException($"results database '{path}' cannot be created: its folder '{dir}' cannot be made ({e.Message}); give a file in a writable folder", e))
     let conn =
         let c = new SqliteConnection(SqliteConnectionStringBuilder(DataSource = fullPath, Pooling = false, DefaultTimeout = 60).ToString())
-        c.Open()
+        try c.Open()
+        with :? SqliteException as e ->
+            c.Dispose()
+            raise (InvalidDataException($"results database '{path}' {StoreCheck.describe e}", e))
         c
     let gate = obj ()
 
@@ -144,9 +267,11 @@ CREATE TABLE IF NOT EXISTS seeds (
 
     do
         try init ()
-        with _ ->
+        with e ->
             conn.Dispose()
-            reraise ()
+            match e with
+            | :? SqliteException as e -> raise (InvalidDataException($"results database '{path}' {StoreCheck.describe e}", e))
+            | _ -> reraise ()
 
     let readRun (r: SqliteDataReader) : RunRow =
         { Key = r.GetString 0; Spec = str r 1; Config = str r 2; Task = str r 3; TaskLabel = str r 4; TaskOptions = str r 5

@@ -228,7 +228,125 @@ module Runner =
                 Tree.dispose start
         with
         | DivergedException(step, loss) -> outcome "diverged" $"loss = {loss} at step {step}" (Some step)
-        | e -> outcome "failed" $"{e.GetType().Name}: {e.Message}" None
+        | e ->
+            let first = e.Message.Split([| '\n'; '\r' |], StringSplitOptions.RemoveEmptyEntries) |> Array.tryHead |> Option.defaultValue "" 
+            outcome "failed" $"{e.GetType().Name}: {first.Trim()}" None
+
+    /// The worker side of WorkerProtocol: read runs from standard input, one JSON line each, run
+    /// them one after the other, write steps and outcomes to standard output. Returns 0 at the end
+    /// of the input (the parent closed it).
+    let serveWorker () : int =
+        match Environment.GetEnvironmentVariable "OPTIMIZERS_WORKER_THREADS" with
+        | null | "" -> ()
+        | t -> match Int32.TryParse t with | true, n when n > 0 -> torch.set_num_threads n | _ -> ()
+        let stdout' = Console.Out
+        let mutable line = Console.In.ReadLine()
+        while not (isNull line) do
+            if line.Trim() <> "" then
+                let run, tensorboard = WorkerProtocol.parseRun line
+                // Fault injection for the tests of a worker's death: CONFIG:INDEX aborts the process
+                // (SIGABRT) when it is given that run.
+                if Environment.GetEnvironmentVariable "OPTIMIZERS_WORKER_ABORT_AT" = $"{run.Config}:{run.Index}" then
+                    Environment.FailFast "OPTIMIZERS_WORKER_ABORT_AT: aborting this worker as asked"
+                let every = max 1 (run.Steps / 100)
+                let o =
+                    use _scope = torch.NewDisposeScope()
+                    execute run tensorboard (fun k ->
+                        if k % every = 0 then
+                            stdout'.WriteLine(WorkerProtocol.stepJson k)
+                            stdout'.Flush())
+                stdout'.WriteLine(WorkerProtocol.outcomeJson o)
+                stdout'.Flush()
+            line <- Console.In.ReadLine()
+        0
+
+    /// The executable and leading arguments that start a worker, when this installation has one.
+    let private workerCommand () : (string * string list) option =
+        let dir = AppContext.BaseDirectory
+        let host = Path.Combine(dir, (if OperatingSystem.IsWindows() then "optimizers.exe" else "optimizers"))
+        let dll = Path.Combine(dir, "optimizers.dll")
+        if File.Exists host then Some(host, [])
+        elif File.Exists dll then
+            match Environment.ProcessPath with
+            | null -> None
+            | p when Path.GetFileNameWithoutExtension(p) = "dotnet" -> Some(p, [ dll ])
+            | _ -> None
+        else None
+
+    /// How a process that ended by itself or by a signal is described (exit 134 is SIGABRT).
+    let private exitText (code: int) =
+        let signals = Map.ofList [ 4, "SIGILL"; 6, "SIGABRT"; 7, "SIGBUS"; 8, "SIGFPE"; 9, "SIGKILL"; 11, "SIGSEGV"; 15, "SIGTERM" ]
+        match signals.TryFind(code - 128) with
+        | Some name when code > 128 -> $"exit {code}, {name}"
+        | _ -> $"exit {code}"
+
+    /// One worker process: started on demand, restarted after it dies.
+    type private Worker(exe: string, args: string list, threads: int) =
+        let mutable proc: Process option = None
+        let errors = ConcurrentQueue<string>()
+
+        member _.Start() =
+            let psi = ProcessStartInfo(exe, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+            for a in args do psi.ArgumentList.Add a
+            psi.Environment[WorkerProtocol.envVar] <- string Environment.ProcessId
+            psi.Environment["OPTIMIZERS_WORKER_THREADS"] <- string threads
+            let p = Process.Start psi
+            errors.Clear()
+            p.ErrorDataReceived.Add(fun e ->
+                if not (isNull e.Data) && e.Data.Trim() <> "" then
+                    errors.Enqueue e.Data
+                    let mutable dropped = ""
+                    while errors.Count > 200 && errors.TryDequeue(&dropped) do ())
+            p.BeginErrorReadLine()
+            proc <- Some p
+            p
+
+        /// Run one run in the worker; a worker that dies fails the run with why it died.
+        member this.Run(r: RunSpec, tensorboard: string option, onStep: int -> unit) : RunOutcome =
+            let sw = Stopwatch.StartNew()
+            let p = match proc with Some p when not p.HasExited -> p | _ -> this.Start()
+            let died () =
+                (try p.StandardInput.Close() with _ -> ())
+                if not (p.WaitForExit 30000) then (try p.Kill true with _ -> ())
+                p.WaitForExit()
+                let code = p.ExitCode
+                proc <- None
+                p.Dispose()
+                let lines = List.ofSeq errors
+                // LibTorch's abort says what() on one line; otherwise the first line the worker wrote.
+                let why =
+                    lines |> List.tryFind (fun l -> l.Contains "what():")
+                    |> Option.orElse (lines |> List.tryFind (fun l -> l.StartsWith "terminate called"))
+                    |> Option.orElse (List.tryHead lines)
+                    |> Option.map (fun l -> let l = l.Trim() in if l.Length > 300 then l.Substring(0, 300) + "..." else l)
+                let why = match why with Some w -> ": " + w | None -> ""
+                { Status = "failed"; Metrics = []; Measures = []; FinalLoss = None; MeanLoss = None; DivergedStep = None
+                  Error = $"the worker process running it died ({exitText code}), a native crash{why}; the other runs went on, and a rerun redoes this one"
+                  WallSeconds = sw.Elapsed.TotalSeconds; StartHash = ""; StartLoss = None }
+            try
+                p.StandardInput.WriteLine(WorkerProtocol.runJson r tensorboard)
+                p.StandardInput.Flush()
+                let mutable result = None
+                while result.IsNone do
+                    match p.StandardOutput.ReadLine() with
+                    | null -> result <- Some(died ())
+                    | line when line.StartsWith "{" ->
+                        match (try Some(WorkerProtocol.parseLine line) with _ -> None) with
+                        | Some(Choice1Of2 k) -> onStep k
+                        | Some(Choice2Of2 o) -> result <- Some o
+                        | None -> ()
+                    | _ -> ()
+                result.Value
+            with :? IOException -> died ()
+
+        member _.Stop() =
+            match proc with
+            | Some p ->
+                (try p.StandardInput.Close() with _ -> ())
+                if not (p.WaitForExit 30000) then (try p.Kill true with _ -> ())
+                p.Dispose()
+                proc <- None
+            | None -> ()
 
     /// Run every run of the settings that the database does not hold finished; `jobs` at a time.
     let sweep (s: Settings) : SweepSummary =
@@ -255,22 +373,41 @@ module Runner =
         try
             Progress.run s.Progress $"{s.Config.Name}: {todo.Length} runs" todo.Length jobs (fun sink ->
                 let queue = ConcurrentQueue<RunSpec>(todo)
+                // More than one job: each in a worker process (WorkerProtocol), unless asked for threads.
+                // Live bars redraw from a thread of their own, which allocates too: one job then
+                // runs in a worker as well.
+                let bars = match s.Progress with ProgressMode.Bars _ -> true | _ -> false
+                let processes =
+                    if (jobs > 1 || bars) && Environment.GetEnvironmentVariable WorkerProtocol.modeVar <> "threads" then workerCommand () else None
                 let worker (w: int) () =
-                    let mutable r = Unchecked.defaultof<RunSpec>
-                    while queue.TryDequeue(&r) do
-                        let run = r
-                        let claimed =
-                            store.Claim(run, s.Command, s.Reproduce run, owner, optionsJson run.TaskOptions, optionsJson run.OptimizerOptions,
-                                        scheduleText run.Schedule, incomplete.Contains run.Key)
-                        if claimed then
-                            sink.Started w run
-                            let o = execute run s.TensorBoard (sink.Step w run)
-                            store.Finish(run, o)
-                            outcomes.Add((run, o))
-                            sink.Ended w run o
-                        else Interlocked.Increment(&raced) |> ignore
+                    let proc = processes |> Option.map (fun (exe, args) -> Worker(exe, args, threads))
+                    try
+                        let mutable r = Unchecked.defaultof<RunSpec>
+                        while queue.TryDequeue(&r) do
+                            let run = r
+                            let claimed =
+                                store.Claim(run, s.Command, s.Reproduce run, owner, optionsJson run.TaskOptions, optionsJson run.OptimizerOptions,
+                                            scheduleText run.Schedule, incomplete.Contains run.Key)
+                            if claimed then
+                                sink.Started w run
+                                let o =
+                                    match proc with
+                                    | Some p -> p.Run(run, s.TensorBoard, sink.Step w run)
+                                    | None -> execute run s.TensorBoard (sink.Step w run)
+                                store.Finish(run, o)
+                                outcomes.Add((run, o))
+                                sink.Ended w run o
+                            else Interlocked.Increment(&raced) |> ignore
+                    finally
+                        proc |> Option.iter (fun p -> p.Stop())
                 let threads = [ for w in 0 .. jobs - 1 -> Threading.Tasks.Task.Factory.StartNew(worker w, Threading.Tasks.TaskCreationOptions.LongRunning) ]
-                Threading.Tasks.Task.WaitAll(Array.ofList threads))
+                try Threading.Tasks.Task.WaitAll(Array.ofList threads)
+                with :? AggregateException as a ->
+                    // A database that fails while the sweep writes (a full disk, a file made
+                    // read-only) is named, in one line; finished runs are already stored.
+                    match a.Flatten().InnerExceptions |> Seq.tryPick (fun e -> match e with :? Microsoft.Data.Sqlite.SqliteException as q -> Some q | _ -> None) with
+                    | Some q -> raise (InvalidDataException($"results database '{s.Db}' {StoreCheck.describe q}; the finished runs are stored, rerun to do the rest", q))
+                    | None -> raise (a.Flatten().InnerExceptions[0]))
         finally
             ResultsStore.EndOwner owner
             torch.set_num_threads threadsBefore

@@ -154,7 +154,7 @@ module Ref =
                     p[i] - lr * mhat * r * sqrt (1.0 - b2 ** tt) / (sqrt v[i] + eps)
                 else p[i] - lr * mhat)
 
-    /// Nadam (Dozat 2016) with PyTorch's momentum schedule and the corrected mu product.
+    /// Nadam (Dozat 2016) with PyTorch's momentum schedule and torch.optim.NAdam's (1.13) momentum-term product P_t mu_t mu_{t+1}.
     let nadam lr b1 b2 eps wd psi =
         let mutable t = 0
         let mutable prod = 1.0
@@ -168,7 +168,7 @@ module Ref =
             let mu = b1 * (1.0 - 0.5 * 0.96 ** (float t * psi))
             let muNext = b1 * (1.0 - 0.5 * 0.96 ** (float (t + 1) * psi))
             prod <- prod * mu
-            let prodNext = prod * muNext
+            let prodNext = prod * mu * muNext
             Array.init p.Length (fun i ->
                 let gi = g[i] + wd * p[i]
                 m[i] <- b1 * m[i] + (1.0 - b1) * gi

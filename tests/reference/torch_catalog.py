@@ -15,9 +15,10 @@ gradients agree to the last bit.
 
 Notes on the sources:
 * Every optimizer PyTorch has is run by torch.optim itself (foreach=False, the single-tensor
-  code), except NAdam, which runs foreach=True: in PyTorch 1.13 the single-tensor NAdam
-  multiplies mu_t into the next product twice (fixed in PyTorch 2.0, pytorch/pytorch#92699);
-  the foreach code of 1.13 already had the corrected formula.
+  code, which is what 1.13 runs by default). For NAdam that code multiplies mu_t into the
+  momentum term's product twice (mu_product_next = mu_product * mu * mu_next); PyTorch 2.0 and
+  1.13's foreach code use mu_product * mu_next (pytorch/pytorch#92699). Ours follows the default
+  (torch_nadam.py has more NAdam cases).
 * AMSGrad is torch.optim.Adam(amsgrad=True).
 * PyTorch has no SGDW: the sgdw cases run torch.optim.SGD (no weight decay) after the decoupled
   decay p <- p (1 - lr wd), the way torch.optim.AdamW applies it ("emulated" in the manifest).
@@ -155,14 +156,14 @@ CASES = [
      lambda: run_torch(lambda ps: O.RAdam(ps, foreach=False))),
     ("radam_b2", "radam", "lr=0.005;beta1=0.8;beta2=0.9;weight_decay=0.01", "torch.optim.RAdam",
      lambda: run_torch(lambda ps: O.RAdam(ps, lr=0.005, betas=(0.8, 0.9), weight_decay=0.01, foreach=False))),
-    ("nadam_default", "nadam", "", "torch.optim.NAdam(foreach=True)",
-     lambda: run_torch(lambda ps: O.NAdam(ps, foreach=True))),
+    ("nadam_default", "nadam", "", "torch.optim.NAdam",
+     lambda: run_torch(lambda ps: O.NAdam(ps, foreach=False))),
     ("nadam_wd", "nadam", "lr=0.01;momentum_decay=0.01;weight_decay=0.01;beta2=0.99",
-     "torch.optim.NAdam(foreach=True)",
+     "torch.optim.NAdam",
      lambda: run_torch(lambda ps: O.NAdam(ps, lr=0.01, betas=(0.9, 0.99), momentum_decay=0.01,
-                                          weight_decay=0.01, foreach=True))),
-    ("nadam_fast", "nadam", "lr=0.02;beta1=0.95", "torch.optim.NAdam(foreach=True)",
-     lambda: run_torch(lambda ps: O.NAdam(ps, lr=0.02, betas=(0.95, 0.999), foreach=True))),
+                                          weight_decay=0.01, foreach=False))),
+    ("nadam_fast", "nadam", "lr=0.02;beta1=0.95", "torch.optim.NAdam",
+     lambda: run_torch(lambda ps: O.NAdam(ps, lr=0.02, betas=(0.95, 0.999), foreach=False))),
     ("adamw_default", "adamw", "", "torch.optim.AdamW",
      lambda: run_torch(lambda ps: O.AdamW(ps, foreach=False))),
     ("adamw_wd", "adamw", "lr=0.01;weight_decay=0.1", "torch.optim.AdamW",

@@ -61,7 +61,7 @@ type AdamHypers =
 
 /// The fast path of Adam (Adam.fs), AdamW (AdamW.fs: moments, then decoupled decay) and AMSGrad
 /// (AmsGrad.fs, and AdamW's amsgrad): one pass over p, g, m, v (and vmax) computing what
-/// ScaleBy.adamMoments / Adaptive.amsgrad compute, with one division per element (the bias
+/// Moments.adam / Moments.amsgrad compute, with one division per element (the bias
 /// corrections folded into constants, as torch.optim.Adam does), so float32 results match the
 /// pure path to a few units in the last place:
 ///   g' = g + wd p (L2);  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  [AMSGrad: v* = vmax = max(vmax, v)]

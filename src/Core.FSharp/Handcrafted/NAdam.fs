@@ -15,12 +15,13 @@ type NAdamOptions =
       MomentumDecay: float }
 
 /// Nadam, Adam with Nesterov momentum (Dozat, ICLR workshop 2016; lecture seed 003), as
-/// torch.optim.NAdam (PyTorch >= 2.0; PyTorch 1.13's single-tensor code multiplied mu_t into
-/// the next product twice, fixed by pytorch/pytorch#92699; its foreach code was right):
+/// torch.optim.NAdam computes it by default in PyTorch 1.13 (the single-tensor code, which
+/// multiplies mu_t into the momentum term's product twice; PyTorch 2.0 dropped the second
+/// mu_t, pytorch/pytorch#92699; see Moments.nadam):
 ///   g_t = grad_t + wd * theta_{t-1}
 ///   mu_t = b1 (1 - 0.5 * 0.96^(t psi)),   P_t = mu_1 ... mu_t
 ///   m_t = b1 m_{t-1} + (1 - b1) g_t,   v_t = b2 v_{t-1} + (1 - b2) g_t^2,   d_t = sqrt(v_t / (1 - b2^t)) + eps
-///   theta_t = theta_{t-1} - lr (1 - mu_t) / (1 - P_t) g_t / d_t - lr mu_{t+1} / (1 - P_t mu_{t+1}) m_t / d_t
+///   theta_t = theta_{t-1} - lr (1 - mu_t) / (1 - P_t) g_t / d_t - lr mu_{t+1} / (1 - P_t mu_t mu_{t+1}) m_t / d_t
 /// With psi = 0 the schedule is constant (mu = b1/2); the lecture's form (constant b1) has the
 /// same structure: a gradient term and a look-ahead momentum term.
 module NAdam =

@@ -41,7 +41,7 @@ module MomentField =
         let bh = torch.lerp(one, bh0, beta)
         let gh = torch.lerp(one, gh0, gamma)
         let field = (m / Tensors.addNum bh eps) * torch.rsqrt(Tensors.addNum (v / Tensors.addNum gh eps) eps)
-        let rho = torch.nn.functional.elu(q, 1.0)
+        let rho = Tensors.elu q 1.0
         { M = m; V = v; BetaHat = bh; GammaHat = gh; D = (field * rho).sum(1L) }
 
     // The per-element arithmetic, written once for one float32 and for a Vector<float32> of
@@ -198,7 +198,7 @@ module MomentField =
             let n, j = int m0.shape[0], int m0.shape[1]
             // not disposed here: the context takes its references after forward returns
             let rates = torch.sigmoid z
-            let rho = torch.nn.functional.elu(q, 1.0)
+            let rho = Tensors.elu q 1.0
             ctx.save_for_backward(List [ g; m0; v0; bh0; gh0; rates; rho ])
             ctx.save_data("eps", box eps)
             let m, v, bh, gh = torch.empty_like m0, torch.empty_like m0, torch.empty_like m0, torch.empty_like m0

@@ -109,6 +109,6 @@ module Layers =
         match name.Trim().ToLowerInvariant() with
         | "sigmoid" -> fun x -> x.sigmoid()
         | "relu" -> fun x -> x.relu()
-        | "elu" -> fun x -> F.elu(x, 1.0)
+        | "elu" -> fun x -> Tensors.elu x 1.0
         | "tanh" -> fun x -> x.tanh()
         | other -> Tensors.invalidArg "activation" $"activation '{other}' is invalid; valid: {Tensors.commas activationNames}"

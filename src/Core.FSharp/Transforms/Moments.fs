@@ -176,11 +176,17 @@ module Moments =
     let nadamMu (b1: HValue) (momentumDecay: float) (t: int) : HValue =
         b1 * (num 1.0 - num 0.5 * num (Math.Pow(0.96, float t * momentumDecay)))
 
-    /// Nadam's scaling (Dozat, ICLR workshop 2016; torch.optim.NAdam, as corrected in PyTorch 2.0
-    /// by pytorch/pytorch#92699):
+    /// Nadam's scaling (Dozat, ICLR workshop 2016), as torch.optim.NAdam computes it with its
+    /// default single-tensor code (PyTorch 1.13, Debian's python3-torch, which the reference
+    /// trajectories in tests/reference come from):
     ///   mu_t as nadamMu,  P_t = P_{t-1} mu_t (P_0 = 1, the state scalar "mu_product")
     ///   m_t, v_t as Adam,  d_t = sqrt(v_t / (1 - b2^t)) + eps
-    ///   out = (1 - mu_t) / (1 - P_t) * g_t / d_t + mu_{t+1} / (1 - P_t mu_{t+1}) * m_t / d_t
+    ///   out = (1 - mu_t) / (1 - P_t) * g_t / d_t + mu_{t+1} / (1 - P_t mu_t mu_{t+1}) * m_t / d_t
+    /// The momentum term's product is P_t mu_t mu_{t+1} (torch's `mu_product_next = mu_product *
+    /// mu * mu_next` after `mu_product *= mu`), not the paper's P_t mu_{t+1}: PyTorch 2.0 changed
+    /// it to P_t mu_{t+1} (pytorch/pytorch#92699; 1.13's foreach code already had it). The two
+    /// differ only while P_t is not negligible (the first few dozen steps), but that moves a
+    /// 200-step Rosenbrock trajectory by about 3e-4 (relative).
     let nadam (beta1: Hyper) (beta2: Hyper) (eps: float) (momentumDecay: float) : Transformation =
         let name = "scale_by_nadam"
         let init (p: Tree) =
@@ -197,7 +203,7 @@ module Moments =
             // Numbers stay numbers unless a hyperparameter (or the stored product) carries a graph.
             let prevH = if prev.requires_grad then HValue.Ten prev else HValue.Num(prev.ToDouble())
             let prod = prevH * mu
-            let prodNext = prod * muNext
+            let prodNext = prod * mu * muNext
             let m', v' = both b1 b2 s u
             let c1 = (num 1.0 - mu) / (num 1.0 - prod)
             let c2 = muNext / (num 1.0 - prodNext)
