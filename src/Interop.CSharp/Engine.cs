@@ -73,7 +73,7 @@ public static class Engine
         get => TorchSharp.torch.get_num_threads();
         set
         {
-            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1, nameof(Threads));
+            if (value < 1) throw new ArgumentOutOfRangeException(nameof(Threads), $"Threads = {value} is invalid; it must be >= 1");
             TorchSharp.torch.set_num_threads(value);
         }
     }

@@ -46,6 +46,7 @@ internal static class Errors
     private static string Bare(ArgumentException a)
     {
         var suffix = $" (Parameter '{a.ParamName}')";
-        return a.Message.EndsWith(suffix, StringComparison.Ordinal) ? a.Message[..^suffix.Length] : a.Message;
+        int at = a.Message.IndexOf(suffix, StringComparison.Ordinal);
+        return at >= 0 ? a.Message[..at] : a.Message;
     }
 }

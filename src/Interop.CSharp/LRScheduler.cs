@@ -49,7 +49,7 @@ public sealed class LRScheduler
         get => _lastEpoch;
         set
         {
-            ArgumentOutOfRangeException.ThrowIfNegative(value, nameof(LastEpoch));
+            if (value < 0) throw new ArgumentOutOfRangeException(nameof(LastEpoch), $"LastEpoch = {value} is invalid; it must be >= 0");
             _lastEpoch = value;
             Apply();
         }

@@ -397,7 +397,7 @@ public sealed partial class Optimizer
     {
         ArgumentNullException.ThrowIfNull(parameters);
         if (initSeed is < 0)
-            throw new ArgumentOutOfRangeException("init_seed", initSeed, "init_seed must be >= 0");
+            throw new ArgumentOutOfRangeException("init_seed", $"init_seed = {initSeed} is invalid; it must be >= 0");
         if (file is null && initSeed is null && Core.Learned.LearnedOptimizer.shipped(kind) is null)
             throw new ArgumentException(
                 $"no trained {kind} was found: models/{kind}.bin is not next to the program ({AppContext.BaseDirectory}) nor in a clone of the repository above the current directory; " +
