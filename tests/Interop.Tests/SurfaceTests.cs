@@ -122,6 +122,8 @@ public class SurfaceTests
                 }
             }
             Assert.True(wrong.Count == 0, string.Join("\n", wrong));
+            // the README's example, word for word
+            Assert.Equal("adam: lr = -1 is invalid; it must be a finite number >= 0 (Parameter 'lr')", Catch(() => Optimizer.Adam(ps, lr: -1)).Message);
             var noModel = (ArgumentException)Catch(() => Optimizer.Learned(ps, "msadam-la"));
             Assert.Contains("init_seed: N", noModel.Message);
             Assert.Contains("file: \"PATH\"", noModel.Message);
