@@ -39,6 +39,9 @@ public sealed partial class Optimizer : IDisposable
         ArgumentNullException.ThrowIfNull(groups, "parameters");
         _name = Core.Registry.findOptimizer(name).Name;
         _defaults = Fs.Texts(options);
+        var list = groups.ToList();
+        RequireModel(_name, _defaults, list);
+        groups = list;
         try
         {
             foreach (var g in groups) add_param_group(g);
@@ -50,6 +53,19 @@ public sealed partial class Optimizer : IDisposable
             Dispose();
             throw;
         }
+    }
+
+    /// A learned optimizer given neither a file nor init_seed needs its shipped model: say so in
+    /// the terms of Create's options (the named factories check the same in their own terms).
+    private static void RequireModel(string name, List<KeyValuePair<string, string>> defaults, List<ParamGroup> groups)
+    {
+        if (!Core.Registry.learnedKinds.Any(k => k.Kind == name)) return;
+        bool given(IEnumerable<KeyValuePair<string, string>> o) => o.Any(kv => kv.Key is "file" or "init_seed");
+        if (given(defaults) || groups.Count == 0 || groups.All(g => given(g.OwnOptions))) return;
+        if (Core.Learned.LearnedOptimizer.shipped(name) is not null) return;
+        throw new ArgumentException(
+            $"no trained {name} was found: models/{name}.bin is not next to the program ({AppContext.BaseDirectory}) nor in a clone of the repository above the current directory; " +
+            $"give the options [\"file\"] = \"PATH\" (a file made by optimizers meta-train --kind {name} --out PATH) or [\"init_seed\"] = N for untrained meta-parameters", "file");
     }
 
     /// <summary>The optimizer's registered name (e.g. "adam").</summary>

@@ -96,6 +96,7 @@ public class SurfaceTests
                 ("option not a number", () => Optimizer.Create("sgd", ps, new Dictionary<string, object> { ["momentum"] = "lots" }), typeof(ArgumentException), "momentum"),
                 ("unknown learned kind", () => Optimizer.Learned(ps, "hyperbole"), typeof(ArgumentException), "kind"),
                 ("no shipped model", () => Optimizer.Learned(ps, "msadam-la"), typeof(ArgumentException), "file"),
+                ("no shipped model, by name", () => Optimizer.Create("msadam-la", ps), typeof(ArgumentException), "file"),
                 ("negative init_seed", () => Optimizer.HyperAdam(ps, init_seed: -2), typeof(ArgumentOutOfRangeException), "init_seed"),
                 ("missing model file", () => Optimizer.HyperAdam(ps, file: missing), typeof(FileNotFoundException), null),
                 ("corrupt model file", () => Optimizer.HyperAdam(ps, file: notAModel), typeof(InvalidDataException), null),
