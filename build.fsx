@@ -74,7 +74,12 @@ match fsi.CommandLineArgs |> Array.toList |> List.tail with
 | "demo" :: rest -> build (); cli ("demo" :: rest)
 | "run" :: "--" :: rest
 | "run" :: rest -> build (); cli rest
-| [ "pack" ] -> run "dotnet" [ "pack"; "Optimizers.sln"; "-c"; config; "-o"; "artifacts" ]
+| [ "pack" ] ->
+    // the two libraries (their buildTransitive targets, models and MNIST subset included; see README,
+    // "Use it from your own project"), from the build just made
+    build ()
+    for project in [ "src/Core.FSharp"; "src/Interop.CSharp" ] do
+        run "dotnet" [ "pack"; project; "-c"; config; "--no-build"; "-nologo"; "-o"; "artifacts" ]
 | _ ->
     eprintfn "usage: dotnet fsi build.fsx build | test | demo | run -- ARGS | pack"
     exit 2

@@ -21,9 +21,10 @@ int steps = args.Length > 0 ? int.Parse(args[0]) : 1000;
 string name = args.Length > 1 ? args[1] : "adam-hd";
 const int batchSize = 128;
 
-// Before the first tensor: LibTorch's worker threads spin only briefly before they sleep, which
+// Nothing to set up: the library's startup hook (runtimeconfig STARTUP_HOOKS, from its build
+// targets) has already made LibTorch's worker threads spin only briefly before they sleep, which
 // keeps a step fast when another process shares the cores (README, "Engine notes").
-Optimizers.OpenMp.limitSpinning();
+Console.WriteLine($"OpenMP at start: GOMP_SPINCOUNT={Environment.GetEnvironmentVariable("GOMP_SPINCOUNT") ?? "unset"}");
 torch.manual_seed(0);
 var data = Mnist.Load();
 Console.WriteLine($"MNIST subset: {data.Train.Count} training, {data.Test.Count} test images");
@@ -70,7 +71,7 @@ for (int step = 1; step <= steps; step++)
         Console.Error.WriteLine($"the loss is {l} at step {step}: the run diverged");
         return 1;
     }
-    if (step % 100 == 0 || step == steps) Console.WriteLine($"step {step,5}  loss {l:F4}");
+    if (step == 1 || step % 50 == 0 || step == steps) Console.WriteLine($"step {step,5}  loss {l:F4}");
 }
 
 using (torch.no_grad())

@@ -104,14 +104,19 @@ module Tensors =
 /// other core): libgomp's default 490-550 quiet / 1440 loaded; OMP_WAIT_POLICY=ACTIVE 435 / 1994-2580;
 /// PASSIVE 629 / 663; GOMP_SPINCOUNT=1000 440-530 / 966. A short spin keeps the quiet machine's
 /// speed and avoids most of the loaded machine's stall, so that is what `limitSpinning` asks for.
-/// The setting is read once, when LibTorch loads: the CLI and the test runners call it first
-/// thing; C# and F# programs can do the same (or set the variables themselves).
+/// The setting is read once, when LibTorch loads: a startup hook (StartupHook.fs, named in the
+/// runtimeconfig of every program built against the library) calls it before Main; the CLI, the
+/// facade and the learned optimizers call it again at first use (too late to matter when LibTorch
+/// is already loaded, harmless then). Setting either variable yourself wins.
 module OpenMp =
 
     [<DllImport("libc", EntryPoint = "setenv")>]
     extern int private setenv(string name, string value, int overwrite)
 
-    /// The spin count `limitSpinning` sets.
+    /// The spin count `limitSpinning` sets. A literal: the startup hook (StartupHook.fs) calls
+    /// `limitSpinning` before Main, and must not start this file's static initialisation (which
+    /// makes TorchSharp Scalars and so would load LibTorch before the variable is set).
+    [<Literal>]
     let spinCount = "1000"
 
     /// Set GOMP_SPINCOUNT to `spinCount` unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is already set

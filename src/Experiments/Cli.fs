@@ -122,11 +122,13 @@ type MetaTrainArgs =
     | [<Unique>] Dtype of string
     | [<Mandatory; Unique>] Out of file: string
     | [<Unique>] Threads of int
+    | [<Unique>] Tensorboard of dir: string
     | Quiet
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | Tensorboard _ -> "also write TensorBoard event files (meta_loss, validation_loss per episode; the settings as text) under this directory"
             | Kind _ -> "learned optimizer kind: " + Tensors.commas (Registry.learnedKinds |> List.map (fun k -> k.Kind))
             | Opt _ -> "option of the kind, name=value, repeatable (hyperadam: j, hidden, lr, eps; every kind's options: see `list`)"
             | Task _ -> "optimizee task: " + Tensors.commas Registry.taskNames
@@ -158,10 +160,12 @@ type EvaluateArgs =
     | [<Unique>] Seeds of int
     | [<Unique>] Dtype of string
     | [<Unique>] Format of string
+    | [<Unique>] Tensorboard of dir: string
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | Tensorboard _ -> "also write TensorBoard event files, one folder per optimizer and seed (loss, lr, learned_lr per step; the settings as text), under this directory"
             | Task _ -> "task: " + Tensors.commas Registry.taskNames
             | Task_Opt _ -> "task option name=value, repeatable"
             | Optimizer _ -> "repeatable: NAME or NAME:opt=value,opt=value (e.g. hyperadam:file=h.bin, adam:lr=0.03125)"
@@ -546,6 +550,7 @@ module Cli =
               Out = r.GetResult MetaTrainArgs.Out
               Quiet = r.Contains MetaTrainArgs.Quiet
               Threads = r.GetResult(MetaTrainArgs.Threads, 1)
+              TensorBoard = r.TryGetResult MetaTrainArgs.Tensorboard
               CommandLine = "optimizers " + String.Join(" ", argv |> Array.map (fun a -> if a.Contains ' ' then $"'{a}'" else a)) }
             out
 
@@ -563,10 +568,12 @@ module Cli =
 
     let private evaluate (r: ParseResults<EvaluateArgs>) (out: TextWriter) =
         let taskName = r.GetResult EvaluateArgs.Task
-        let task = Registry.createTask taskName [ for a in r.GetResults EvaluateArgs.Task_Opt -> Registry.parseAssignment a ]
+        let taskOptions = [ for a in r.GetResults EvaluateArgs.Task_Opt -> Registry.parseAssignment a ]
+        let task = Registry.createTask taskName taskOptions
         let steps = r.GetResult(EvaluateArgs.Steps, 100)
         let seeds = [ 0 .. r.GetResult(EvaluateArgs.Seeds, 20) - 1 ]
-        let rows = Evaluation.run task (r.GetResults EvaluateArgs.Optimizer) steps seeds (Tensors.parseDtype (r.GetResult(EvaluateArgs.Dtype, "float32")))
+        let tensorboard = r.TryGetResult EvaluateArgs.Tensorboard |> Option.map (fun dir -> dir, [ "task", taskName; "task options", TensorBoard.options taskOptions ])
+        let rows = Evaluation.runLogged task (r.GetResults EvaluateArgs.Optimizer) steps seeds (Tensors.parseDtype (r.GetResult(EvaluateArgs.Dtype, "float32"))) tensorboard
         match r.GetResult(EvaluateArgs.Format, "table") with
         | "table" -> Evaluation.writeTable $"{taskName}, {steps} steps, {seeds.Length} seeds" rows
         | "csv" -> Evaluation.writeCsv out rows

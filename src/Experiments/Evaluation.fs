@@ -28,7 +28,13 @@ module Evaluation =
             spec.Substring(i + 1).Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
             |> Array.map Registry.parseAssignment |> List.ofArray
 
-    let run (task: Task) (optimizers: string list) (steps: int) (seeds: int list) (dtype: TorchSharp.torch.ScalarType) : Row list =
+    let rec run (task: Task) (optimizers: string list) (steps: int) (seeds: int list) (dtype: TorchSharp.torch.ScalarType) : Row list =
+        runLogged task optimizers steps seeds dtype None
+
+    /// `run`, writing TensorBoard event files when `tensorboard` is Some(dir, hyperparameters):
+    /// one folder per optimizer and seed under dir.
+    and runLogged (task: Task) (optimizers: string list) (steps: int) (seeds: int list) (dtype: TorchSharp.torch.ScalarType)
+                  (tensorboard: (string * (string * string) list) option) : Row list =
         if steps < 1 then Tensors.invalidArg "steps" $"steps = {steps} is invalid; it must be >= 1"
         if seeds.IsEmpty then Tensors.invalidArg "seeds" "no seeds: pass --seeds N with N >= 1"
         let built = optimizers |> List.map (fun spec -> let n, o = parseSpec spec in spec, Registry.createOptimizer n o)
@@ -37,9 +43,19 @@ module Evaluation =
                 [ for seed in seeds ->
                     let start = task.Init { TaskInit.Default with Seed = seed; Dtype = dtype }
                     let mutable sum, last = 0.0, nan
+                    let writer =
+                        tensorboard |> Option.map (fun (dir, pairs) ->
+                            let w = TensorBoard.create dir [ "evaluate"; task.Name; spec; $"seed={seed}" ]
+                            TensorBoard.hparams w (pairs @ [ "optimizer", spec; "seed", string seed; "steps", string steps; "dtype", string dtype ])
+                            w)
+                    let lr = let n, o = parseSpec spec in TensorBoard.optionLr n o
                     let r =
                         try
-                            let p, st = Run.optimize task opt start steps (fun k l _ -> (if k > 0 then sum <- sum + l); last <- l)
+                            let p, st =
+                                Run.optimizeObserved task opt start steps (fun k l _ st ->
+                                    writer |> Option.iter (fun w -> TensorBoard.step w k l lr st)
+                                    (if k > 0 then sum <- sum + l)
+                                    last <- l)
                             Tree.dispose p
                             State.dispose st
                             Some(last, sum / float steps)

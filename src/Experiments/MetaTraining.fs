@@ -37,6 +37,8 @@ module MetaTraining =
           /// LibTorch threads; coordinate-wise learned optimizers work on many small tensors,
           /// where one thread measured faster than two (see the issue notes).
           Threads: int
+          /// Write TensorBoard event files (meta_loss, validation_loss per episode) under this directory.
+          TensorBoard: string option
           CommandLine: string }
 
     let run (s: Settings) (out: TextWriter) =
@@ -63,8 +65,25 @@ module MetaTraining =
               CheckpointEvery = s.CheckpointEvery
               Seed = s.Seed
               Dtype = Tensors.parseDtype s.Dtype }
+        let writer =
+            s.TensorBoard |> Option.map (fun dir ->
+                let w = TensorBoard.create dir [ "meta-train"; $"{kind.Kind}-{s.Task}"; $"seed={s.Seed}" ]
+                TensorBoard.hparams w
+                    [ "kind", kind.Kind; "kind options", TensorBoard.options s.KindOptions; "task", s.Task
+                      "task options", TensorBoard.options s.TaskOptions; "horizon", string s.Horizon; "window", string s.Window
+                      "episodes", string s.Episodes; "meta_lr", Output.num s.MetaLr
+                      "meta_lr_final", (match s.MetaLrFinal with Some v -> Output.num v | None -> "none")
+                      "random_scaling", (match s.RandomScaling with Some v -> Output.num v | None -> "none")
+                      "convex_term", (match s.ConvexTerm with Some v -> string v | None -> "none")
+                      "seed", string s.Seed; "dtype", s.Dtype; "command", s.CommandLine ]
+                w)
+        let logged (report: MetaProgress -> unit) (p: MetaProgress) =
+            writer |> Option.iter (fun w ->
+                if not p.Skipped then TensorBoard.scalar w "meta_loss" (p.Episode + 1) p.MetaLoss
+                p.Validation |> Option.iter (TensorBoard.scalar w "validation_loss" (p.Episode + 1)))
+            report p
         let sw = Stopwatch.StartNew()
-        let train (report: MetaProgress -> unit) = MetaTrain.train settings report
+        let train (report: MetaProgress -> unit) = MetaTrain.train settings (logged report)
         let result =
             if s.Quiet then train ignore
             else

@@ -166,13 +166,20 @@ module Runner =
         let writer =
             tensorboard |> Option.map (fun dir ->
                 let lr = match r.Lr with Some v -> "lr=" + Output.num v | None -> "lr=default"
-                torch.utils.tensorboard.SummaryWriter(Path.Combine(dir, safe r.Config, safe r.TaskLabel, safe r.OptimizerLabel, lr, $"seed={r.Seed}")))
+                let w = TensorBoard.create dir [ r.Config; r.TaskLabel; r.OptimizerLabel; lr; $"seed={r.Seed}" ]
+                TensorBoard.hparams w
+                    [ "config", r.Config; "task", r.Task; "task options", TensorBoard.options r.TaskOptions
+                      "optimizer", r.Optimizer; "optimizer options", TensorBoard.options r.OptimizerOptions
+                      "lr", (match r.Lr with Some v -> Output.num v | None -> "default")
+                      "schedule", (match r.Schedule with Some sc -> $"{sc.Name} ({TensorBoard.options sc.Options})" | None -> "none")
+                      "seed", string r.Seed; "steps", string r.Steps; "dtype", r.Dtype; "spec", r.Spec ]
+                w)
         let record name k v =
             metrics.Add(name, k, v)
             lastMetric[name] <- v
             match writer with
-            | Some w -> w.add_scalar(name, float32 v, k)
-            | None -> ()
+            | Some w when name <> "loss" && name <> TaskMetrics.lr -> w.add_scalar(name, float32 v, k) // those two every step, below
+            | _ -> ()
         let measures (finished: bool) =
             [ yield "final_loss", (if finished then Some last else None)
               yield "mean_loss", (if finished && count > 0 then Some(sum / float count) else None)
@@ -203,7 +210,9 @@ module Runner =
             let start = task.Init { TaskInit.Default with Seed = r.Seed; Dtype = Tensors.parseDtype r.Dtype }
             try
                 hash <- startHash start
+                let fixedLr = match r.Lr with Some v -> Some v | None -> TensorBoard.optionLr r.Optimizer r.OptimizerOptions
                 let observe (k: int) (loss: float) (p: Tree) (st: State) =
+                    writer |> Option.iter (fun w -> TensorBoard.step w k loss (match schedule with Some f -> Some(f k) | None -> fixedLr) st)
                     if k = 0 then startLoss <- Some loss
                     sum <- sum + loss
                     count <- count + 1

@@ -43,7 +43,8 @@ public sealed class GradientTransformation
         ArgumentNullException.ThrowIfNull(name);
         var hypers = (tensors ?? new Dictionary<string, Tensor>())
             .Select(kv => KeyValuePair.Create(kv.Key, Core.Hyper.NewLearnable(kv.Value ?? throw new ArgumentException($"tensor hyperparameter {kv.Key} is null", kv.Key))));
-        return new(Core.Registry.createOptimizerWith(name, Fs.Pairs(Fs.Texts(options)), Fs.Hypers(hypers)));
+        Engine.Start();
+        return new(Errors.Guard(() => Core.Registry.createOptimizerWith(name, Fs.Pairs(Fs.Texts(options)), Fs.Hypers(hypers))));
     }
 
     /// <summary>The transformation's name (also the kind of its states).</summary>
@@ -53,7 +54,7 @@ public sealed class GradientTransformation
     public OptimizerState Init(IEnumerable<Tensor> parameters)
     {
         var p = Tree(parameters, nameof(parameters));
-        return new OptimizerState(_t.Init.Invoke(p), p.Count);
+        return new OptimizerState(Errors.Guard(() => _t.Init.Invoke(p)), p.Count);
     }
 
     /// <summary>
@@ -64,7 +65,7 @@ public sealed class GradientTransformation
     public UpdateResult Update(IEnumerable<Tensor> gradients, OptimizerState state, IEnumerable<Tensor> parameters)
     {
         var (g, s, p) = Inputs(gradients, state, parameters);
-        var r = _t.Update.Invoke(g).Invoke(s).Invoke(p);
+        var r = Errors.Guard(() => _t.Update.Invoke(g).Invoke(s).Invoke(p));
         return new UpdateResult(r.Item1.Values, new OptimizerState(r.Item2, p.Count));
     }
 
@@ -77,7 +78,7 @@ public sealed class GradientTransformation
     public StepResult Step(IEnumerable<Tensor> gradients, OptimizerState state, IEnumerable<Tensor> parameters)
     {
         var (g, s, p) = Inputs(gradients, state, parameters);
-        var r = Core.Transform.step(_t, g, s, p);
+        var r = Errors.Guard(() => Core.Transform.step(_t, g, s, p));
         return new StepResult(r.Item1.Values, new OptimizerState(r.Item2, p.Count));
     }
 
@@ -90,7 +91,7 @@ public sealed class GradientTransformation
     public OptimizerState StepInPlace(IEnumerable<Tensor> gradients, OptimizerState state, IEnumerable<Tensor> parameters)
     {
         var (g, s, p) = Inputs(gradients, state, parameters);
-        return new OptimizerState(Core.Transform.stepInPlace(_t, g, s, p), p.Count);
+        return new OptimizerState(Errors.Guard(() => Core.Transform.stepInPlace(_t, g, s, p)), p.Count);
     }
 
     /// <summary>parameters + updates, element by element (new tensors; the graph is kept).</summary>
@@ -101,7 +102,7 @@ public sealed class GradientTransformation
         var u = Tree(updates, nameof(updates));
         if (u.Count != p.Count)
             throw new ArgumentException($"{u.Count} updates for {p.Count} parameters; give one update per parameter", nameof(updates));
-        return Core.Transform.applyUpdates(p, new Core.Tree(p.Names, u.Values)).Values;
+        return Errors.Guard(() => Core.Transform.applyUpdates(p, new Core.Tree(p.Names, u.Values)).Values);
     }
 
     private (Core.Tree g, Core.State s, Core.Tree p) Inputs(IEnumerable<Tensor> gradients, OptimizerState state, IEnumerable<Tensor> parameters)

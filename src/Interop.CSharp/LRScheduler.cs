@@ -32,15 +32,9 @@ public sealed class LRScheduler
                 throw new ArgumentException(
                     $"'{optimizer.Name}' has no settable learning rate (it learns its rate or has none), so a scheduler cannot drive it", nameof(optimizer));
         _optimizer = optimizer;
-        try
-        {
-            _schedules = optimizer.ParamGroups.Select(make).ToArray();
-        }
-        catch (ArgumentException e) when (renames.Any(r => r.core == e.ParamName))
-        {
-            throw new ArgumentException(e.Message, renames.First(r => r.core == e.ParamName).csharp, e);
-        }
-        Apply();
+        _schedules = Errors.Guard(() => optimizer.ParamGroups.Select(make).ToArray(),
+            p => renames.Where(r => r.core == p).Select(r => r.csharp).FirstOrDefault() ?? p);
+        Errors.Guard(Apply);
     }
 
     /// <summary>
@@ -55,7 +49,7 @@ public sealed class LRScheduler
         get => _lastEpoch;
         set
         {
-            ArgumentOutOfRangeException.ThrowIfNegative(value, nameof(LastEpoch));
+            if (value < 0) throw new ArgumentOutOfRangeException(nameof(LastEpoch), $"LastEpoch = {value} is invalid; it must be >= 0");
             _lastEpoch = value;
             Apply();
         }

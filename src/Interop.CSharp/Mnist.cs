@@ -5,7 +5,8 @@ using Core = Optimizers;
 
 namespace Optimizers.Interop;
 
-/// <summary>Images as an N x C x H x W float32 tensor (pixels / 255, in [0, 1]) and their labels as int64.</summary>
+/// <summary>Images as an N x C x H x W float32 tensor (pixels / 255, in [0, 1]; MNIST: N x 1 x 28 x 28)
+/// and their labels as an N int64 tensor (0-9).</summary>
 public sealed record LabelledImages(Tensor Images, Tensor Labels)
 {
     /// <summary>The number of images.</summary>
@@ -38,6 +39,7 @@ public sealed class Mnist
     /// <exception cref="InvalidDataException">A file is not an MNIST IDX file.</exception>
     public static Mnist Load(string? directory = null)
     {
+        Engine.Start();
         var splits = Core.Data.Datasets.mnist(directory is null ? FSharpOption<string>.None : FSharpOption<string>.Some(directory));
         return new Mnist(Tensors(splits.Train), Tensors(splits.Validation), Tensors(splits.Test));
     }

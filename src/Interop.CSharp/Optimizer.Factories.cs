@@ -369,20 +369,41 @@ public sealed partial class Optimizer
     /// A learned optimizer of kind <paramref name="kind"/> (hyperadam, dmoptimizer, rnnprop,
     /// ktimesteps, kmomentums, msadam-la, msadam-mlp, msadam-rnn) with the meta-parameters of a
     /// trained-optimizer file (OPTLEARN, made by <c>optimizers meta-train --kind KIND --out FILE</c>);
-    /// without a file, the one shipped as models/KIND.bin. Options given here override the file's.
+    /// without a file, the one shipped as models/KIND.bin (hyperadam, dmoptimizer, rnnprop), which
+    /// the build copies next to every program that references the library; with
+    /// <paramref name="init_seed"/>, fresh untrained meta-parameters. Options given here override the file's.
     /// </summary>
     /// <param name="parameters">The parameters to optimize.</param>
     /// <param name="kind">The learned optimizer's kind.</param>
     /// <param name="file">A trained-optimizer file (default: the shipped one).</param>
     /// <param name="options">Options of the kind, overriding the file's (e.g. lr).</param>
-    /// <exception cref="ArgumentException">An unknown kind, no file and none shipped (ParamName "file"), or a file of another kind.</exception>
+    /// <param name="init_seed">Untrained meta-parameters drawn from this seed instead of a file.</param>
+    /// <exception cref="ArgumentException">An unknown kind (ParamName "kind"); no file and none
+    /// shipped, or a file of another kind (ParamName "file").</exception>
     /// <exception cref="FileNotFoundException">No such file.</exception>
+    /// <exception cref="InvalidDataException">The file is not a trained-optimizer file, or is truncated or corrupt.</exception>
     public static Optimizer Learned(IEnumerable<Parameter> parameters, string kind, string? file = null,
-        IReadOnlyDictionary<string, object>? options = null)
+        IReadOnlyDictionary<string, object>? options = null, int? init_seed = null)
     {
         ArgumentNullException.ThrowIfNull(kind);
-        var k = Core.Registry.findLearnedKind(kind);
-        return Make(k.Kind, parameters, new[] { ("file", (object?)file) }.Concat(With(options)).ToArray());
+        var k = Errors.Guard(() => Core.Registry.findLearnedKind(kind));
+        return MakeLearned(k.Kind, parameters, file, init_seed, With(options).ToArray());
+    }
+
+    /// A learned optimizer: checks first that there is a file to load (with the facade's argument
+    /// names in the message), and reports a file of another kind under "file".
+    private static Optimizer MakeLearned(string kind, IEnumerable<Parameter> parameters, string? file, int? initSeed,
+        params (string name, object? value)[] options)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        if (initSeed is < 0)
+            throw new ArgumentOutOfRangeException("init_seed", $"init_seed = {initSeed} is invalid; it must be >= 0");
+        if (file is null && initSeed is null && Core.Learned.LearnedOptimizer.shipped(kind) is null)
+            throw new ArgumentException(
+                $"no trained {kind} was found: models/{kind}.bin is not next to the program ({AppContext.BaseDirectory}) nor in a clone of the repository above the current directory; " +
+                $"pass file: \"PATH\" (a file made by optimizers meta-train --kind {kind} --out PATH) or init_seed: N for untrained meta-parameters", nameof(file));
+        var all = new[] { ("file", (object?)file), ("init_seed", initSeed) }.Concat(options).ToArray();
+        return Errors.Guard(() => Make(kind, parameters, all), p => p == "kind" ? "file" : p);
     }
 
     /// <summary>
@@ -391,10 +412,14 @@ public sealed partial class Optimizer
     /// Registered as "hyperadam"; the shipped models/hyperadam.bin was meta-trained on MNIST MLPs.
     /// </summary>
     /// <param name="parameters">The parameters to optimize.</param>
-    /// <param name="file">A trained HyperAdam file (default: the shipped one).</param>
+    /// <param name="file">A trained HyperAdam file (default: the shipped models/hyperadam.bin).</param>
     /// <param name="lr">Step size alpha (default: the file's, 0.005 for the shipped one).</param>
-    public static Optimizer HyperAdam(IEnumerable<Parameter> parameters, string? file = null, double? lr = null) =>
-        Make("hyperadam", parameters, ("file", file), ("lr", lr));
+    /// <param name="init_seed">Untrained meta-parameters drawn from this seed instead of a file.</param>
+    /// <exception cref="ArgumentException">No file given and none shipped, or a file of another kind (ParamName "file").</exception>
+    /// <exception cref="FileNotFoundException">No such file.</exception>
+    /// <exception cref="InvalidDataException">The file is not a trained-optimizer file, or is truncated or corrupt.</exception>
+    public static Optimizer HyperAdam(IEnumerable<Parameter> parameters, string? file = null, double? lr = null, int? init_seed = null) =>
+        MakeLearned("hyperadam", parameters, file, init_seed, ("lr", lr));
 
     /// <summary>
     /// DMoptimizer (Andrychowicz et al. 2016, "Learning to learn by gradient descent by gradient
@@ -403,8 +428,10 @@ public sealed partial class Optimizer
     /// </summary>
     /// <param name="parameters">The parameters to optimize.</param>
     /// <param name="file">A trained DMoptimizer file (default: the shipped one).</param>
-    public static Optimizer DMOptimizer(IEnumerable<Parameter> parameters, string? file = null) =>
-        Make("dmoptimizer", parameters, ("file", file));
+    /// <param name="init_seed">Untrained meta-parameters drawn from this seed instead of a file.</param>
+    /// <inheritdoc cref="HyperAdam" path="/exception"/>
+    public static Optimizer DMOptimizer(IEnumerable<Parameter> parameters, string? file = null, int? init_seed = null) =>
+        MakeLearned("dmoptimizer", parameters, file, init_seed);
 
     /// <summary>
     /// RNNprop (Lv, Jiang and Li, ICML 2017): a coordinate-wise two-layer LSTM on Adam-normalised
@@ -413,6 +440,8 @@ public sealed partial class Optimizer
     /// <param name="parameters">The parameters to optimize.</param>
     /// <param name="file">A trained RNNprop file (default: the shipped one).</param>
     /// <param name="lr">Step size (default: the file's).</param>
-    public static Optimizer RNNProp(IEnumerable<Parameter> parameters, string? file = null, double? lr = null) =>
-        Make("rnnprop", parameters, ("file", file), ("lr", lr));
+    /// <param name="init_seed">Untrained meta-parameters drawn from this seed instead of a file.</param>
+    /// <inheritdoc cref="HyperAdam" path="/exception"/>
+    public static Optimizer RNNProp(IEnumerable<Parameter> parameters, string? file = null, double? lr = null, int? init_seed = null) =>
+        MakeLearned("rnnprop", parameters, file, init_seed, ("lr", lr));
 }

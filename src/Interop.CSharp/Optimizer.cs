@@ -39,6 +39,9 @@ public sealed partial class Optimizer : IDisposable
         ArgumentNullException.ThrowIfNull(groups, "parameters");
         _name = Core.Registry.findOptimizer(name).Name;
         _defaults = Fs.Texts(options);
+        var list = groups.ToList();
+        RequireModel(_name, _defaults, list);
+        groups = list;
         try
         {
             foreach (var g in groups) add_param_group(g);
@@ -50,6 +53,19 @@ public sealed partial class Optimizer : IDisposable
             Dispose();
             throw;
         }
+    }
+
+    /// A learned optimizer given neither a file nor init_seed needs its shipped model: say so in
+    /// the terms of Create's options (the named factories check the same in their own terms).
+    private static void RequireModel(string name, List<KeyValuePair<string, string>> defaults, List<ParamGroup> groups)
+    {
+        if (!Core.Registry.learnedKinds.Any(k => k.Kind == name)) return;
+        bool given(IEnumerable<KeyValuePair<string, string>> o) => o.Any(kv => kv.Key is "file" or "init_seed");
+        if (given(defaults) || groups.Count == 0 || groups.All(g => given(g.OwnOptions))) return;
+        if (Core.Learned.LearnedOptimizer.shipped(name) is not null) return;
+        throw new ArgumentException(
+            $"no trained {name} was found: models/{name}.bin is not next to the program ({AppContext.BaseDirectory}) nor in a clone of the repository above the current directory; " +
+            $"give the options [\"file\"] = \"PATH\" (a file made by optimizers meta-train --kind {name} --out PATH) or [\"init_seed\"] = N for untrained meta-parameters", "file");
     }
 
     /// <summary>The optimizer's registered name (e.g. "adam").</summary>
@@ -85,7 +101,8 @@ public sealed partial class Optimizer : IDisposable
     public static Optimizer Create(string name, IEnumerable<Parameter> parameters, IReadOnlyDictionary<string, object>? options = null)
     {
         ArgumentNullException.ThrowIfNull(parameters);
-        return new Optimizer(name, options, new[] { new ParamGroup(parameters) });
+        Engine.Start();
+        return Errors.Guard(() => new Optimizer(name, options, new[] { new ParamGroup(parameters) }));
     }
 
     /// <summary>
@@ -93,8 +110,12 @@ public sealed partial class Optimizer : IDisposable
     /// of every group, and each group's own options override them.
     /// </summary>
     /// <inheritdoc cref="Create(string, IEnumerable{Parameter}, IReadOnlyDictionary{string, object}?)"/>
-    public static Optimizer Create(string name, IEnumerable<ParamGroup> groups, IReadOnlyDictionary<string, object>? options = null) =>
-        new(name, options, groups ?? throw new ArgumentNullException(nameof(groups)));
+    public static Optimizer Create(string name, IEnumerable<ParamGroup> groups, IReadOnlyDictionary<string, object>? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(groups);
+        Engine.Start();
+        return Errors.Guard(() => new Optimizer(name, options, groups));
+    }
 
     /// <summary>
     /// Add a parameter group (torch.optim's <c>add_param_group</c>): its parameters are optimized
@@ -117,7 +138,7 @@ public sealed partial class Optimizer : IDisposable
             if (!seen.Add(p))
                 throw new ArgumentException("a parameter appears twice in the group; give each parameter once", nameof(param_group));
         }
-        param_group.Attach(this, _name, Fs.Merge(_defaults, param_group.OwnOptions));
+        Errors.Guard(() => param_group.Attach(this, _name, Fs.Merge(_defaults, param_group.OwnOptions)));
         _groups.Add(param_group);
     }
 
@@ -150,6 +171,14 @@ public sealed partial class Optimizer : IDisposable
             if (double.IsNaN(l) || double.IsInfinity(l))
                 throw new ArithmeticException($"the loss is {l} before step {StepCount + 1}: the run diverged; lower the learning rate or check the data");
         }
+        Errors.Guard(StepGroups);
+        Core.Memory.afterStep();
+        Log();
+        return loss;
+    }
+
+    private void StepGroups()
+    {
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
         for (int gi = 0; gi < _groups.Count; gi++)
@@ -175,8 +204,6 @@ public sealed partial class Optimizer : IDisposable
             Core.Run.disposeReplaced(Core.StateModule.tensors(group.State), Core.StateModule.tensors(newState));
             group.State = newState;
         }
-        Core.Memory.afterStep();
-        return loss;
     }
 
     /// <summary>
@@ -213,7 +240,7 @@ public sealed partial class Optimizer : IDisposable
     public static OptimizerInfo Describe(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
-        var e = Core.Registry.findOptimizer(name);
+        var e = Errors.Guard(() => Core.Registry.findOptimizer(name));
         return new OptimizerInfo(e.Name, e.Summary, e.Source,
             e.Options.Select(o => new OptionInfo(o.Name, o.Type.ToString(), o.Default, o.Doc)).ToArray());
     }

@@ -69,7 +69,7 @@ public sealed class ParamGroup
         {
             RequireLr();
             if (!(value >= 0) || double.IsInfinity(value))
-                throw new ArgumentOutOfRangeException(nameof(LearningRate), value, "the learning rate must be a finite number >= 0");
+                throw new ArgumentOutOfRangeException(nameof(LearningRate), $"the learning rate {value} is invalid; it must be a finite number >= 0");
             _lr.Value = value;
         }
     }

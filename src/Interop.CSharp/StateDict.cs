@@ -154,14 +154,14 @@ public sealed partial class Optimizer
         for (int gi = 0; gi < _groups.Count; gi++)
         {
             var e = state_dict.Entries[gi];
-            var probe = ParamGroup.Build(_name, e.Options, new System.Runtime.CompilerServices.StrongBox<double>()).transformation;
+            var probe = Errors.Guard(() => ParamGroup.Build(_name, e.Options, new System.Runtime.CompilerServices.StrongBox<double>()).transformation);
             if (probe.Name != e.State.Kind || probe.Version != e.Version)
                 Fail($"group {gi} holds the state of '{e.State.Kind}' (layout version {e.Version}); its options make '{probe.Name}' (version {probe.Version})");
             rebuilt.Add((_groups[gi], e.Options, e));
         }
         foreach (var (group, options, entry) in rebuilt)
         {
-            group.Attach(this, _name, options);
+            Errors.Guard(() => group.Attach(this, _name, options));
             group.ReplaceState(Fs.Copy(entry.State));
             if (group.HasLearningRate && !double.IsNaN(entry.LearningRate)) group.LearningRate = entry.LearningRate;
         }

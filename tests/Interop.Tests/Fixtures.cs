@@ -47,16 +47,21 @@ internal static class Fixtures
     }
 
     /// Run a program in the repository root; its exit code and output (stdout then stderr).
-    public static (int code, string output) RunProcess(string file, string arguments, int timeoutSeconds = 120)
+    /// `environment`: variables to set, or with a null value to remove; `directory`: where it runs
+    /// (default: the repository root).
+    public static (int code, string output) RunProcess(string file, string arguments, int timeoutSeconds = 120,
+        IReadOnlyDictionary<string, string?>? environment = null, string? directory = null)
     {
         var psi = new System.Diagnostics.ProcessStartInfo(file, arguments)
         {
-            WorkingDirectory = RepoRoot(),
+            WorkingDirectory = directory ?? RepoRoot(),
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         psi.Environment["DOTNET_NOLOGO"] = "1";
+        foreach (var (k, v) in environment ?? new Dictionary<string, string?>())
+            if (v is null) psi.Environment.Remove(k); else psi.Environment[k] = v;
         using var p = System.Diagnostics.Process.Start(psi)!;
         var stderr = p.StandardError.ReadToEndAsync();
         var stdout = p.StandardOutput.ReadToEnd();

@@ -38,6 +38,9 @@ module LearnedOptimizer =
 
     /// Build the optimizer of a trained one, checking that the kind matches.
     let create (k: LearnedKind) (t: TrainedOptimizer) : Transformation =
+        // Learned optimizers are the ones hurt most by long OpenMP spinning (OpenMp's doc); this
+        // takes effect only if LibTorch has not loaded yet (the startup hook normally did it).
+        OpenMp.limitSpinning () |> ignore
         if t.Kind <> k.Kind then
             Tensors.invalidArg "kind" $"a trained '{t.Kind}' cannot be used as a '{k.Kind}'"
         k.Create (values k t.Options) t.Theta
