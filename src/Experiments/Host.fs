@@ -293,7 +293,8 @@ module Host =
             if File.Exists db then
                 let config = Config.load file
                 use store = new ResultsStore(db)
-                let data = Report.load store config false
+                // The committed report names the database relative to the repository root.
+                let data = { Report.load store config false with Db = Path.GetRelativePath(Directory.GetCurrentDirectory(), store.Path) }
                 let unbuildable = Report.unbuildable data |> List.map fst
                 let open' =
                     data.Runs |> List.filter (fun r ->
