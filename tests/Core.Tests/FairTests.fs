@@ -205,6 +205,13 @@ let tests =
             Expect.equal code 0 "report --all again"
             Expect.equal (File.ReadAllText(Path.Combine(results, "README.md"))) index "the index is a function of the configs and the results"
 
+        testCase "the committed index docs/results/README.md is what report --all makes of the committed results" <| fun () ->
+            let root = PaperConfigTests.repoRoot ()
+            let configs, results = Path.Combine(root, "paper-configs"), Path.Combine(root, "docs", "results")
+            let committed = File.ReadAllText(Path.Combine(results, "README.md"))
+            Expect.equal (ResultsIndex.markdown configs results) committed "rerun `optimizers report --all` (or dotnet fsi build.fsx results) after changing claims or results"
+            Expect.isFalse (committed.Contains "stale:") "every committed report's claims match its config's"
+
         testCase "malformed claims exit with 2 and name the field" <| fun () ->
             use dir = new TempDir()
             let bad (claim: string) (part: string) =
