@@ -3,6 +3,8 @@
 //   test    build, then run every test suite; ends with the line "Tests: N passed, M failed"
 //   demo    build, then run the main job: `optimizers demo` (extra args are passed on)
 //   run     build, then run the CLI with the given arguments: dotnet fsi build.fsx run -- trace ...
+//   results build, then `optimizers report --all`: the reports of the paper configs whose full runs
+//           are in results/ into docs/results/, and the index docs/results/README.md
 //   pack    NuGet packages of the core and the facade into artifacts/
 // Every target restores what it needs from NuGet; nothing has to be installed by hand.
 open System
@@ -80,6 +82,7 @@ match fsi.CommandLineArgs |> Array.toList |> List.tail with
     build ()
     for project in [ "src/Core.FSharp"; "src/Interop.CSharp" ] do
         run "dotnet" [ "pack"; project; "-c"; config; "--no-build"; "-nologo"; "-o"; "artifacts" ]
+| [ "results" ] -> build (); cli [ "report"; "--all" ]
 | _ ->
-    eprintfn "usage: dotnet fsi build.fsx build | test | demo | run -- ARGS | pack"
+    eprintfn "usage: dotnet fsi build.fsx build | test | demo | run -- ARGS | results | pack"
     exit 2

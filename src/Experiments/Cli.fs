@@ -339,12 +339,18 @@ type ReportArgs =
     | Quick
     | [<Unique>] Full
     | [<Unique>] Out of dir: string
+    | All
+    | [<Unique>] Configs of dir: string
+    | [<Unique>] Db_Dir of dir: string
     | Quiet
     | Json
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | All -> "every config of --configs: the full report of each whose database holds its finished grid, into --out/NAME (default docs/results), then the index --out/README.md"
+            | Configs _ -> "with --all: the configs' directory (default paper-configs)"
+            | Db_Dir _ -> "with --all: where the databases NAME.db are (default results)"
             | Config _ -> "the experiment config (JSON); without it, the config stored in --db"
             | Db _ -> "results database (default results/NAME.db)"
             | Config_Name _ -> "with --db alone: which stored config (needed when the database holds several)"
@@ -657,6 +663,10 @@ module Cli =
         | _ -> Tensors.invalidArg "merge" "merge needs an output and at least one input database: merge OUT.db IN.db..."
 
     let private reportVerb (r: ParseResults<ReportArgs>) (out: TextWriter) (err: TextWriter) =
+        if r.Contains ReportArgs.All then
+            Host.reportAll (r.GetResult(ReportArgs.Configs, defaultValue = "paper-configs")) (r.GetResult(ReportArgs.Out, defaultValue = Path.Combine("docs", "results")))
+                (r.TryGetResult ReportArgs.Db_Dir) (r.Contains ReportArgs.Quiet) out err
+        else
         let quick =
             match r.Contains ReportArgs.Quick, r.Contains ReportArgs.Full with
             | true, true -> Tensors.invalidArg "quick" "--quick and --full exclude each other"

@@ -43,6 +43,9 @@ type Measure =
     | StepsTo of threshold: float
     /// The value of a recorded metric at the last step (e.g. final:distance).
     | Final of metric: string
+    /// The mean of the minibatch loss over the last k steps (steps T-k+1..T): a low-noise final
+    /// loss (mean_last:K).
+    | MeanLast of k: int
 
     member m.Name =
         match m with
@@ -51,6 +54,7 @@ type Measure =
         | MinLoss -> "min_loss"
         | StepsTo t -> "steps_to:" + Output.num t
         | Final metric -> "final:" + metric
+        | MeanLast k -> "mean_last:" + string k
 
 /// A published number: the paper's value of a measure for a task and optimizer (by label), at a
 /// learning rate when the paper gives one. `Where` says where it is printed (table, row).
@@ -74,6 +78,25 @@ type Grid =
       /// Record metrics every this many steps (the last step always); None: about 1000 points.
       RecordEvery: int option }
 
+/// A claim of the seed that the config tests: `Better` beats `Worse` on a task and a measure
+/// (docs/configs.md, "Claims"). The report gives it a verdict from the paired difference over seeds.
+type ClaimSpec =
+    { /// The seed's wording.
+      Text: string
+      /// Where the seed says it (section, figure, table).
+      Where: string
+      Task: string
+      /// Optimizer labels: the one the seed says is better, and the one it beats.
+      Better: string
+      Worse: string
+      Measure: Measure
+      /// Learning rates of the two entries; None: the entry's only one, else its best for the measure.
+      BetterLr: float option
+      WorseLr: float option
+      /// Compare the sensitivity to the learning rate instead: per seed, the range (max - min) of the
+      /// measure over the entry's learning rates; the smaller range is the better.
+      Sensitivity: bool }
+
 /// The `quick` section: what `--quick` overrides so that the config finishes in minutes.
 type QuickOverride =
     { Steps: int option
@@ -89,8 +112,13 @@ type ExperimentConfig =
       Grid: Grid
       /// Metrics recorded per step besides the loss ("lr", "param_norm", task metrics).
       Metrics: string list
+      /// Of those, the ones recorded at the last step only: a `final:` measure needs them and
+      /// `metrics` does not list them (an evaluation on a whole data set every step is costly).
+      FinalOnly: string list
       Measures: Measure list
       Paper: PaperValue list
+      /// The seed's claims that the report gives verdicts (holds, reversed, not significant).
+      Claims: ClaimSpec list
       Quick: QuickOverride option
       /// The config as JSON text (stored in the results database).
       Json: string }
@@ -113,6 +141,8 @@ type RunSpec =
       Dtype: string
       RecordEvery: int
       Metrics: string list
+      /// Metrics recorded at the last step only (ExperimentConfig.FinalOnly).
+      FinalOnly: string list
       Measures: Measure list
       /// Canonical JSON of (task, task options, optimizer, options, schedule, lr, seed, steps, dtype).
       Spec: string
@@ -153,6 +183,9 @@ module TaskMetrics =
         Runtime.CompilerServices.ConditionalWeakTable<Tree, Collections.Concurrent.ConcurrentDictionary<Optimizers.Data.Split, Metrics>>()
 
     let private evaluate (task: string) (opts: (string * string) list) (split: Optimizers.Data.Split) (p: Tree) : Metrics =
+        // The evaluation sets do not depend on the order of the minibatches: every seed of a config
+        // (each with its own data_seed) is evaluated on the same fixed sets.
+        let opts = opts |> List.filter (fun (k, _) -> k <> "data_seed")
         let key = task + "|" + String.Join("|", opts |> List.sortBy fst |> List.map (fun (k, v) -> k + "=" + v))
         let t = evaluationTasks.GetOrAdd(key, fun _ -> Registry.createTask task opts)
         evaluations.GetOrCreateValue(p).GetOrAdd(split, fun s -> Task.evaluate t s p)
@@ -163,7 +196,8 @@ module TaskMetrics =
     let private evaluationMetrics (task: string) (classifier: bool) : Metric list =
         let m name doc split (f: Metrics -> float option) =
             { Name = name; Doc = doc; Compute = fun opts p -> evaluate task opts split p |> f |> Option.defaultValue nan }
-        [ m "validation_loss" "mean loss on the whole validation split" Optimizers.Data.Validation (fun x -> Some x.Loss)
+        [ m "train_loss" "mean loss on a fixed evaluation set of training data (the whole training split; lstm-sine: 1,000 fixed sequences): a low-noise training loss" Optimizers.Data.Train (fun x -> Some x.Loss)
+          m "validation_loss" "mean loss on the whole validation split" Optimizers.Data.Validation (fun x -> Some x.Loss)
           m "test_loss" "mean loss on the whole test split (the hypergradient paper's validation loss)" Optimizers.Data.Test (fun x -> Some x.Loss)
           if classifier then
               m "test_top1" "top-1 accuracy on the test split (fraction)" Optimizers.Data.Test (fun x -> x.Top1)
@@ -353,7 +387,7 @@ module Config =
           Schedule = tryField e "schedule" |> Option.map (parseSchedule (at path "schedule"))
           Lrs = tryField e "lrs" |> Option.map (fun l -> positiveLrs (at path "lrs") l |> nonEmpty (at path "lrs")) }
 
-    let measureChoices = "final_loss, mean_loss, min_loss, steps_to:THRESHOLD, final:METRIC"
+    let measureChoices = "final_loss, mean_loss, min_loss, mean_last:K, steps_to:THRESHOLD, final:METRIC"
 
     /// Parse a measure name (final_loss, mean_loss, min_loss, steps_to:1e-3, final:distance).
     let parseMeasure (path: string) (text: string) : Measure =
@@ -366,6 +400,10 @@ module Config =
             | true, v when not (Double.IsNaN v) -> Measure.StepsTo v
             | _ -> fail path $"'{t}': the threshold is not a number (e.g. steps_to:0.001)"
         | t when t.StartsWith "final:" && t.Length > 6 -> Measure.Final(t.Substring 6)
+        | t when t.StartsWith "mean_last:" ->
+            match Int32.TryParse(t.Substring 10, NumberStyles.None, CultureInfo.InvariantCulture) with
+            | true, k when k >= 1 -> Measure.MeanLast k
+            | _ -> fail path $"'{t}': K must be a whole number >= 1 (e.g. mean_last:50)"
         | t -> fail path $"unknown measure '{t}'; valid: {measureChoices}"
 
     let private uniqueLabels (path: string) (labels: string list) =
@@ -402,6 +440,54 @@ module Config =
             if ownFile || seeded || (Optimizers.Learned.LearnedOptimizer.shipped k.Kind).IsSome then None
             else Some $"no trained {k.Kind} is shipped here (models/{k.Kind}.bin is missing); give the entry options.file = PATH (optimizers meta-train --kind {k.Kind} ... --out PATH)"
         | None -> None
+
+    /// A claim: { text, where, task, better, worse, measure, lr | better_lr, worse_lr, sensitivity }.
+    let private parseClaim (path: string) (e: JsonElement) (tasks: TaskSpec list) (optimizers: OptimizerSpec list) (grid: Grid) (measures: Measure list) : ClaimSpec =
+        fields path e [ "text"; "where"; "task"; "better"; "worse"; "measure"; "lr"; "better_lr"; "worse_lr"; "sensitivity" ]
+        let task = str (at path "task") (required path e "task" "a task label of the grid")
+        if not (tasks |> List.exists (fun t -> t.Label = task)) then
+            fail (at path "task") $"unknown task label '{task}'; valid: {Tensors.commas (tasks |> List.map (fun t -> t.Label))}"
+        let entry (field: string) =
+            let label = str (at path field) (required path e field "an optimizer label of the grid")
+            match optimizers |> List.tryFind (fun o -> o.Label = label) with
+            | Some o -> o
+            | None -> fail (at path field) $"unknown optimizer label '{label}'; valid: {Tensors.commas (optimizers |> List.map (fun o -> o.Label))}"
+        let better, worse = entry "better", entry "worse"
+        if better.Label = worse.Label then fail (at path "worse") $"'{worse.Label}' is also the better one; a claim compares two optimizers"
+        let mp = at path "measure"
+        let measure = parseMeasure mp (str mp (required path e "measure" measureChoices))
+        if not (List.contains measure measures) then
+            fail mp $"'{measure.Name}' is not among the config's measures; valid: {Tensors.commas (measures |> List.map (fun m -> m.Name))}"
+        let sensitivity =
+            match tryField e "sensitivity" with
+            | Some v when v.ValueKind = JsonValueKind.True -> true
+            | Some v when v.ValueKind = JsonValueKind.False -> false
+            | Some v -> fail (at path "sensitivity") $"expected true or false, got {kind v}"
+            | None -> false
+        let lrOf (field: string) (o: OptimizerSpec) =
+            let given = match tryField e field with Some v -> Some(number (at path field) v, at path field) | None -> None
+            let given = match given with Some g -> Some g | None -> tryField e "lr" |> Option.map (fun v -> number (at path "lr") v, at path "lr")
+            match given with
+            | Some(v, p) ->
+                if sensitivity then fail p "a sensitivity claim compares over all the entry's learning rates; give no lr"
+                if not (lrsOf grid o |> List.contains (Some v)) then
+                    let valid = lrsOf grid o |> List.choose id |> List.map Output.num
+                    fail p $"learning rate {Output.num v} is not in the grid for '{o.Label}'; valid: {Tensors.commas valid}"
+                Some v
+            | None -> None
+        let betterLr, worseLr = lrOf "better_lr" better, lrOf "worse_lr" worse
+        if sensitivity then
+            for o in [ better; worse ] do
+                if (lrsOf grid o).Length < 2 then fail (at path "sensitivity") $"'{o.Label}' runs at one learning rate only; a sensitivity claim needs several"
+        { Text = str (at path "text") (required path e "text" "the seed's wording of the claim")
+          Where = tryField e "where" |> Option.map (str (at path "where")) |> Option.defaultValue ""
+          Task = task
+          Better = better.Label
+          Worse = worse.Label
+          Measure = measure
+          BetterLr = betterLr
+          WorseLr = worseLr
+          Sensitivity = sensitivity }
 
     let private parseQuick (path: string) (e: JsonElement) : QuickOverride =
         fields path e [ "steps"; "seeds"; "lrs"; "record_every" ]
@@ -466,7 +552,7 @@ module Config =
                 Tensors.invalidArg "config" $"{file}: not valid JSON{where}"
         use doc = doc
         let root = doc.RootElement
-        fields "" root [ "$schema"; "name"; "source"; "description"; "grid"; "metrics"; "measures"; "paper"; "quick" ]
+        fields "" root [ "$schema"; "name"; "source"; "description"; "grid"; "metrics"; "measures"; "paper"; "claims"; "quick" ]
         let name = str "name" (required "" root "name" "the config's name, used for the database and report")
         if name.Trim() = "" || name |> Seq.exists (fun c -> Path.GetInvalidFileNameChars() |> Array.contains c || c = ' ') then
             fail "name" $"'{name}' is not a usable name; use letters, digits, '-' and '_'"
@@ -497,9 +583,9 @@ module Config =
             | Some m -> list "measures" m (fun p x -> parseMeasure p (str p x)) |> nonEmpty "measures"
             | None -> [ Measure.FinalLoss; Measure.MeanLoss ]
         measures |> List.iteri (fun i m -> match m with Measure.Final n -> metricName (item "measures" i) n |> ignore | _ -> ())
-        let metrics =
-            let given = match tryField root "metrics" with Some m -> list "metrics" m (fun p x -> metricName p (str p x)) | None -> []
-            given @ [ for m in measures do match m with Measure.Final n -> yield n | _ -> () ] |> List.distinct
+        let given = match tryField root "metrics" with Some m -> list "metrics" m (fun p x -> metricName p (str p x)) | None -> []
+        let metrics = given @ [ for m in measures do match m with Measure.Final n -> yield n | _ -> () ] |> List.distinct
+        let finalOnly = metrics |> List.filter (fun m -> not (List.contains m given) && m <> TaskMetrics.lr)
         let quick = tryField root "quick" |> Option.map (parseQuick "quick")
         let paper =
             match tryField root "paper" with
@@ -532,14 +618,20 @@ module Config =
                       Value = number (at path "value") (required path e "value" "the published number")
                       Std = tryField e "std" |> Option.map (number (at path "std"))
                       Where = tryField e "where" |> Option.map (str (at path "where")) |> Option.defaultValue "" })
+        let claims =
+            match tryField root "claims" with
+            | None -> []
+            | Some c -> list "claims" c (fun path e -> parseClaim path e tasks optimizers grid measures)
         validateGrid grid quick
         { Name = name
           Source = source
           Description = tryField root "description" |> Option.map (str "description") |> Option.defaultValue ""
           Grid = grid
           Metrics = metrics
+          FinalOnly = finalOnly
           Measures = measures
           Paper = paper
+          Claims = claims
           Quick = quick
           Json = json }
 
@@ -602,6 +694,14 @@ module Config =
     /// Metrics every `recordEvery` steps; by default about 1000 points per run.
     let recordEvery (grid: Grid) = match grid.RecordEvery with Some r -> r | None -> max 1 (grid.Steps / 1000)
 
+    /// The task options of one seed's run. A task with minibatches (an option data_seed) draws its
+    /// data order from the run's seed, data_seed = seed, unless the config pins data_seed in the
+    /// task's options: then every seed sees that one sequence of minibatches.
+    let seedTaskOptions (t: TaskSpec) (seed: int) : (string * string) list =
+        let offered = (Registry.findTask t.Name).Options |> List.exists (fun o -> o.Name = "data_seed")
+        if offered && not (t.Options |> List.exists (fun (n, _) -> n = "data_seed")) then t.Options @ [ "data_seed", string seed ]
+        else t.Options
+
     /// Every run of the config, in grid order: tasks, optimizers, learning rates, seeds.
     let expand (c: ExperimentConfig) (quick: bool) : RunSpec list =
         let g = effectiveGrid c quick
@@ -609,12 +709,13 @@ module Config =
             for o in g.Optimizers do
                 for lr in lrsOf g o do
                     for seed in g.Seeds do
-                        let spec = canonical t.Name t.Options o.Name o.Options o.Schedule lr seed g.Steps g.Dtype
+                        let taskOptions = seedTaskOptions t seed
+                        let spec = canonical t.Name taskOptions o.Name o.Options o.Schedule lr seed g.Steps g.Dtype
                         yield
-                            { Config = c.Name; Index = 0; Task = t.Name; TaskLabel = t.Label; TaskOptions = t.Options
+                            { Config = c.Name; Index = 0; Task = t.Name; TaskLabel = t.Label; TaskOptions = taskOptions
                               Optimizer = o.Name; OptimizerLabel = o.Label; OptimizerOptions = o.Options; Schedule = o.Schedule
                               Lr = lr; Seed = seed; Steps = g.Steps; Dtype = g.Dtype; RecordEvery = recordEvery g
-                              Metrics = c.Metrics; Measures = c.Measures; Spec = spec; Key = keyOf spec } ]
+                              Metrics = c.Metrics; FinalOnly = c.FinalOnly; Measures = c.Measures; Spec = spec; Key = keyOf spec } ]
         |> List.mapi (fun i r -> { r with Index = i })
 
     /// Parse "i/N" (0 <= i < N).

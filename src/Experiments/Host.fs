@@ -279,6 +279,39 @@ module Host =
             for f in files do out.WriteLine f
         0
 
+    /// `report --all`: for every config of `configsDir` (top level) whose database
+    /// (results/NAME.db, or DBDIR/NAME.db) holds its full grid finished, the report into
+    /// `resultsDir/NAME/`; configs not (fully) run keep what is committed there. Then the index
+    /// `resultsDir/README.md` from every config's claims and the reports' claims.json.
+    let reportAll (configsDir: string) (resultsDir: string) (dbDir: string option) (quiet: bool) (out: TextWriter) (err: TextWriter) : int =
+        if not (Directory.Exists configsDir) then Tensors.invalidArg "configs" $"--configs: directory '{configsDir}' not found"
+        for file in Directory.GetFiles(configsDir, "*.json") |> Array.sort do
+            let name =
+                use doc = JsonDocument.Parse(File.ReadAllText file, JsonDocumentOptions(CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true))
+                match doc.RootElement.TryGetProperty "name" with
+                | true, v when v.ValueKind = JsonValueKind.String -> v.GetString()
+                | _ -> Path.GetFileNameWithoutExtension file
+            let db = match dbDir with Some d -> Path.Combine(d, name + ".db") | None -> defaultDb name None
+            if File.Exists db then
+                let config = Config.load file
+                use store = new ResultsStore(db)
+                // The committed report names the database relative to the repository root.
+                let data = { Report.load store config false with Db = Path.GetRelativePath(Directory.GetCurrentDirectory(), store.Path) }
+                let unbuildable = Report.unbuildable data |> List.map fst
+                let open' =
+                    data.Runs |> List.filter (fun r ->
+                        not (List.contains r.OptimizerLabel unbuildable)
+                        && (match data.Rows.TryFind r.Key with Some x -> x.Status <> "done" && x.Status <> "diverged" | None -> true))
+                if open'.IsEmpty then
+                    let files = Report.write store data (Path.Combine(resultsDir, name)) ignore
+                    if not quiet then out.WriteLine $"{name}: report from {db} ({files.Length} files in {Path.Combine(resultsDir, name)})"
+                elif not quiet then
+                    err.WriteLine $"optimizers: {name}: {open'.Length} of {data.Runs.Length} runs of the full grid are not finished in {db}; its committed report (if any) is kept"
+        let index = ResultsIndex.write configsDir resultsDir
+        if not quiet then out.WriteLine index
+        out.Flush()
+        0
+
     let private csvField (s: string) =
         if s.IndexOfAny([| ','; '"'; '\n'; '\r' |]) >= 0 then "\"" + s.Replace("\"", "\"\"") + "\"" else s
 

@@ -127,6 +127,53 @@ module Report =
         |> Option.map fst
         |> Option.defaultWith (fun () -> lrsOf d optimizer |> List.head)
 
+    /// A run's value of a measure for claims: a finished run's value; for steps_to, a finished run
+    /// that never reached the threshold counts as steps + 1 (censored at the budget).
+    let seedValue (d: ReportData) (r: RunSpec) (m: Measure) : float option =
+        match d.Rows.TryFind r.Key |> Option.map (fun x -> x.Status) with
+        | Some("done" | "diverged" as status) ->
+            match d.Measures.TryFind r.Key |> Option.bind (Map.tryFind m.Name) |> Option.flatten, m with
+            | Some v, _ -> Some v
+            | None, Measure.StepsTo _ when status = "done" -> Some(float (r.Steps + 1))
+            | None, _ -> None
+        | _ -> None
+
+    /// The claims' numbers from the database.
+    let claimSource (d: ReportData) : ClaimSource =
+        let g = grid d
+        let finished (r: RunSpec) = match d.Rows.TryFind r.Key with Some x -> x.Status = "done" || x.Status = "diverged" | None -> false
+        { Seeds = g.Seeds
+          Lrs = lrsOf d
+          Value = fun task opt lr seed m ->
+              cell d task opt lr |> List.tryFind (fun r -> r.Seed = seed) |> Option.bind (fun r -> seedValue d r m)
+          AnyFinished = fun task opt -> d.Runs |> List.exists (fun r -> r.TaskLabel = task && r.OptimizerLabel = opt && finished r)
+          BestLr = bestLr d
+          HigherIsBetter = higherIsBetter }
+
+    /// The config's claims with their verdicts.
+    let claims (d: ReportData) : ClaimResult list = d.Config.Claims |> List.map (Claims.evaluate (claimSource d))
+
+    /// The paper's values for a task and optimizer label (any measure), as "0.42 (final_loss)".
+    let paperValuesOf (d: ReportData) (task: string) (optimizer: string) : string list =
+        d.Config.Paper
+        |> List.filter (fun p -> p.Task = task && p.Optimizer = optimizer)
+        |> List.map (fun p -> (match p.Std with Some s -> $"{fmt p.Value} ± {fmt s}" | None -> fmt p.Value) + $" ({p.Measure.Name})")
+
+    /// "mean ± SE (n)" of one side of a claim.
+    let summaryText (s: Summary) = if s.N = 0 then "-" else $"{fmt s.Mean} ± {fmt s.Se} (n={s.N})"
+
+    /// The learning rate of one side of a claim, for the tables.
+    let claimLrText (c: ClaimResult) (side: ClaimSide) =
+        if c.Claim.Sensitivity then "range over lrs" else lrText side.Lr
+
+    /// The paired difference as text: "+0.012 ± 0.003, on 9 of 10 seeds".
+    let pairedText (c: ClaimResult) =
+        let p = c.Paired
+        if p.N = 0 then "-"
+        else
+            let sign = if p.Mean >= 0.0 then "+" else ""
+            $"{sign}{fmt p.Mean} ± {fmt p.Se}; holds on {p.Holds} of {p.N} seeds" + (if p.N < c.Seeds then $" ({c.Seeds - p.N} of {c.Seeds} without a pair)" else "")
+
     /// The "paper vs ours" lines: every paper value, and every (task, optimizer, measure) that
     /// has none at its best learning rate.
     let comparisons (d: ReportData) : Comparison list =
@@ -192,7 +239,7 @@ module Report =
         draw TaskMetrics.lr false $"lr-{safe task}.png" $"{task}: learning rate" "learning rate"
             "Learning-rate traces (schedules, or the rate a hypergradient optimizer learns), each optimizer at its best learning rate."
         // The config's other metrics (validation loss, test accuracy, distance, ...), where recorded.
-        for m in d.Config.Metrics |> List.filter (fun m -> m <> TaskMetrics.lr) do
+        for m in d.Config.Metrics |> List.filter (fun m -> m <> TaskMetrics.lr && not (List.contains m d.Config.FinalOnly)) do
             draw m (m.EndsWith "loss" || m = "distance") $"{safe m}-{safe task}.png" $"{task}: {m}" m
                 $"The metric {m} (recorded every {Config.recordEvery g} steps), each optimizer at its best learning rate (by final loss); band: min to max over seeds."
         let heatMeasures = [ Measure.FinalLoss ] @ (if List.contains Measure.MeanLoss d.Config.Measures then [ Measure.MeanLoss ] else [])
@@ -260,6 +307,29 @@ module Report =
             let where = c.Paper |> Option.map (fun p -> p.Where) |> Option.defaultValue ""
             line $"| {cellText c.Task} | {cellText c.Optimizer} | {lr} | {c.Measure.Name} | {paperText c.Paper} | {cellText (statText c.Ours)} | {cellText where} |"
         line ""
+        line "## Claims"
+        line ""
+        if d.Config.Claims.IsEmpty then line "The config states no claims of the seed."
+        else
+            line "Each claim of the seed says that one optimizer beats another on a measure. Per seed (each seed has its own start and, on data tasks, its own minibatch order), the difference is taken so that a positive value supports the claim (a lower loss, a higher accuracy, or for a sensitivity claim a smaller range of the measure over the learning rates); the verdict is \"holds\" when the mean difference over seeds is more than 2 standard errors above 0, \"reversed\" when more than 2 below, else \"not significant\" (docs/configs.md, \"Claims\"). Values are mean ± standard error over seeds."
+            line ""
+            line "| claim (seed's wording) | where | task | measure | better: optimizer, lr, mean ± SE | worse: optimizer, lr, mean ± SE | paired difference ± SE | verdict |"
+            line "| --- | --- | --- | --- | --- | --- | --- | --- |"
+            for c in claims d do
+                let sideText (s: ClaimSide) = $"{s.Label}, {claimLrText c s}, {summaryText s.Summary}"
+                let measure = c.Claim.Measure.Name + (if c.Claim.Sensitivity then " (range over lrs)" else "")
+                line $"| {cellText c.Claim.Text} | {cellText c.Claim.Where} | {cellText c.Claim.Task} | {measure} | {cellText (sideText c.Better)} | {cellText (sideText c.Worse)} | {pairedText c} | **{c.Verdict.Text}** |"
+        line ""
+        line "## Mean and standard error over seeds"
+        line ""
+        line "Every measure of every optimizer at its best learning rate for that measure (*) or its only one: mean ± standard error of the mean over seeds (n: seeds with a value)."
+        line ""
+        line "| task | optimizer | lr | measure | mean ± SE |"
+        line "| --- | --- | --- | --- | --- |"
+        for c in comparisons d |> List.filter (fun c -> c.Paper.IsNone) do
+            let lr = lrText c.Lr + (if c.BestLr then "*" else "")
+            line $"| {cellText c.Task} | {cellText c.Optimizer} | {lr} | {c.Measure.Name} | {summaryText (Measures.summary c.Ours.Values)} |"
+        line ""
         line "## Results by learning rate"
         for t in g.Tasks do
             for m in d.Config.Measures do
@@ -312,6 +382,22 @@ module Report =
             let lr = lrText c.Lr + (if c.BestLr then "*" else "")
             let where = c.Paper |> Option.map (fun p -> p.Where) |> Option.defaultValue ""
             line $"<tr><td>{e c.Task}</td><td>{e c.Optimizer}</td><td>{lr}</td><td>{e c.Measure.Name}</td><td class=\"paper\">{e (paperText c.Paper)}</td><td>{e (statText c.Ours)}</td><td>{e where}</td></tr>"
+        line "</table>"
+        line "<h2>Claims</h2>"
+        if d.Config.Claims.IsEmpty then line "<p>The config states no claims of the seed.</p>"
+        else
+            line "<p>Per seed, the difference is oriented so that a positive value supports the claim; verdict: &ldquo;holds&rdquo; when the mean difference over seeds exceeds 2 standard errors, &ldquo;reversed&rdquo; when it is below &minus;2 standard errors, else &ldquo;not significant&rdquo;. Values: mean &plusmn; standard error over seeds.</p>"
+            line "<table><tr><th>claim (seed's wording)</th><th>where</th><th>task</th><th>measure</th><th>better</th><th>worse</th><th>paired difference ± SE</th><th>verdict</th></tr>"
+            for c in claims d do
+                let sideText (s: ClaimSide) = $"{s.Label}, {claimLrText c s}, {summaryText s.Summary}"
+                let measure = c.Claim.Measure.Name + (if c.Claim.Sensitivity then " (range over lrs)" else "")
+                line $"<tr><td>{e c.Claim.Text}</td><td>{e c.Claim.Where}</td><td>{e c.Claim.Task}</td><td>{e measure}</td><td>{e (sideText c.Better)}</td><td>{e (sideText c.Worse)}</td><td>{e (pairedText c)}</td><td><b>{e c.Verdict.Text}</b></td></tr>"
+            line "</table>"
+        line "<h2>Mean and standard error over seeds</h2>"
+        line "<table><tr><th>task</th><th>optimizer</th><th>lr</th><th>measure</th><th>mean ± SE</th></tr>"
+        for c in comparisons d |> List.filter (fun c -> c.Paper.IsNone) do
+            let lr = lrText c.Lr + (if c.BestLr then "*" else "")
+            line $"<tr><td>{e c.Task}</td><td>{e c.Optimizer}</td><td>{lr}</td><td>{e c.Measure.Name}</td><td>{e (summaryText (Measures.summary c.Ours.Values))}</td></tr>"
         line "</table>"
         line "<h2>Results by learning rate</h2>"
         for t in g.Tasks do
@@ -379,7 +465,79 @@ module Report =
         )
         Encoding.UTF8.GetString(ms.ToArray())
 
-    /// Write report.md, report.html and the PNGs into `dir`; returns the files written.
+    let private csvField (s: string) =
+        if s.IndexOfAny([| ','; '"'; '\n'; '\r' |]) >= 0 then "\"" + s.Replace("\"", "\"\"") + "\"" else s
+
+    /// One row per run of the grid: task, optimizer, lr, seed, data seed, status and every measure
+    /// (empty: no value).
+    let perSeedCsv (d: ReportData) : string =
+        let sb = StringBuilder()
+        let measures = d.Config.Measures
+        sb.AppendLine(String.Join(",", [ "task"; "optimizer"; "lr"; "seed"; "data_seed"; "status" ] @ (measures |> List.map (fun m -> m.Name)))) |> ignore
+        for r in d.Runs do
+            let status = d.Rows.TryFind r.Key |> Option.map (fun x -> x.Status) |> Option.defaultValue "not run"
+            let dataSeed = r.TaskOptions |> List.tryFind (fun (n, _) -> n = "data_seed") |> Option.map snd |> Option.defaultValue ""
+            let value (m: Measure) =
+                match d.Measures.TryFind r.Key |> Option.bind (Map.tryFind m.Name) with
+                | Some(Some v) when status = "done" || status = "diverged" -> Output.num v
+                | _ -> ""
+            let lr = match r.Lr with Some v -> Output.num v | None -> "default"
+            sb.AppendLine(String.Join(",", [ r.TaskLabel; r.OptimizerLabel; lr; string r.Seed; dataSeed; status ] @ (measures |> List.map value) |> List.map csvField)) |> ignore
+        sb.ToString()
+
+    /// The claims and their verdicts as JSON (claims.json, read by the results index).
+    let claimsJson (d: ReportData) : string =
+        use ms = new MemoryStream()
+        (
+            use w = new Utf8JsonWriter(ms, JsonWriterOptions(Indented = true))
+            let num (name: string) (v: float) = if Double.IsNaN v || Double.IsInfinity v then w.WriteNull name else w.WriteNumber(name, v)
+            let g = grid d
+            let done', diverged, failed, missing = counts d
+            w.WriteStartObject()
+            w.WriteString("config", d.Config.Name)
+            w.WriteBoolean("quick", d.Quick)
+            w.WriteNumber("steps", g.Steps)
+            w.WriteNumber("seeds", g.Seeds.Length)
+            w.WriteStartObject "runs"
+            w.WriteNumber("total", d.Runs.Length)
+            w.WriteNumber("done", done')
+            w.WriteNumber("diverged", diverged)
+            w.WriteNumber("failed", failed)
+            w.WriteNumber("not_run", missing)
+            w.WriteEndObject()
+            w.WriteStartArray "claims"
+            for c in claims d do
+                w.WriteStartObject()
+                w.WriteString("text", c.Claim.Text)
+                w.WriteString("where", c.Claim.Where)
+                w.WriteString("task", c.Claim.Task)
+                w.WriteString("measure", c.Claim.Measure.Name)
+                w.WriteBoolean("sensitivity", c.Claim.Sensitivity)
+                for name, s in [ "better", c.Better; "worse", c.Worse ] do
+                    w.WriteStartObject name
+                    w.WriteString("optimizer", s.Label)
+                    w.WriteString("lr", claimLrText c s)
+                    w.WriteNumber("n", s.Summary.N)
+                    num "mean" s.Summary.Mean
+                    num "se" s.Summary.Se
+                    w.WriteStartArray "paper"
+                    for p in paperValuesOf d c.Claim.Task s.Label do w.WriteStringValue p
+                    w.WriteEndArray()
+                    w.WriteEndObject()
+                w.WriteNumber("paired_n", c.Paired.N)
+                num "diff_mean" c.Paired.Mean
+                num "diff_se" c.Paired.Se
+                w.WriteNumber("holds_on", c.Paired.Holds)
+                w.WriteString("ours", $"{c.Better.Label} {summaryText c.Better.Summary} vs {c.Worse.Label} {summaryText c.Worse.Summary}; difference {pairedText c}")
+                w.WriteString("verdict", c.Verdict.Text)
+                w.WriteEndObject()
+            w.WriteEndArray()
+            w.WriteEndObject()
+        )
+        Encoding.UTF8.GetString(ms.ToArray())
+
+    /// Write report.md, report.html, per-seed.csv, claims.json and the PNGs into `dir`; returns the
+    /// files written.
     let write (store: ResultsStore) (d: ReportData) (dir: string) (onTask: string -> unit) : string list =
         Directory.CreateDirectory dir |> ignore
         let figures =
@@ -388,6 +546,10 @@ module Report =
                 yield t.Label, plots store d dir t.Label ]
         let md = Path.Combine(dir, "report.md")
         let page = Path.Combine(dir, "report.html")
+        let csv = Path.Combine(dir, "per-seed.csv")
+        let claimsFile = Path.Combine(dir, "claims.json")
         File.WriteAllText(md, markdown d figures)
         File.WriteAllText(page, html d figures)
-        [ md; page ] @ [ for _, fs in figures do for f in fs -> Path.Combine(dir, f.File) ]
+        File.WriteAllText(csv, perSeedCsv d)
+        File.WriteAllText(claimsFile, claimsJson d)
+        [ md; page; csv; claimsFile ] @ [ for _, fs in figures do for f in fs -> Path.Combine(dir, f.File) ]

@@ -163,6 +163,9 @@ module Runner =
         let lastMetric = Collections.Generic.Dictionary<string, float>()
         let reached = Collections.Generic.Dictionary<float, int>()
         let thresholds = r.Measures |> List.choose (fun m -> match m with Measure.StepsTo t -> Some t | _ -> None)
+        // The last losses, as many as the longest mean_last:K asks for.
+        let window = r.Measures |> List.choose (fun m -> match m with Measure.MeanLast k -> Some k | _ -> None) |> List.fold max 0
+        let recent = Collections.Generic.Queue<float>()
         let writer =
             tensorboard |> Option.map (fun dir ->
                 let lr = match r.Lr with Some v -> "lr=" + Output.num v | None -> "lr=default"
@@ -188,6 +191,8 @@ module Runner =
                   match m with
                   | Measure.StepsTo t -> yield m.Name, (match reached.TryGetValue t with | true, k -> Some(float k) | _ -> None)
                   | Measure.Final name -> yield m.Name, (match lastMetric.TryGetValue name with | true, v when finished -> Some v | _ -> None)
+                  | Measure.MeanLast k when finished && recent.Count > 0 -> yield m.Name, Some(recent |> Seq.skip (max 0 (recent.Count - k)) |> Seq.average)
+                  | Measure.MeanLast _ -> yield m.Name, None
                   | _ -> () ]
             |> List.distinctBy fst
         let outcome status error diverged =
@@ -218,6 +223,9 @@ module Runner =
                     count <- count + 1
                     last <- loss
                     lowest <- min lowest loss
+                    if window > 0 then
+                        recent.Enqueue loss
+                        if recent.Count > window then recent.Dequeue() |> ignore
                     for t in thresholds do
                         if loss < t && not (reached.ContainsKey t) then reached[t] <- k
                     if k % r.RecordEvery = 0 || k = r.Steps then
@@ -226,7 +234,8 @@ module Runner =
                             match (match schedule with Some f -> Some(f k) | None -> stateLr st) with
                             | Some v -> record TaskMetrics.lr k v
                             | None -> ()
-                        for m in taskMetrics do record m.Name k (m.Compute r.TaskOptions p)
+                        for m in taskMetrics do
+                            if k = r.Steps || not (List.contains m.Name r.FinalOnly) then record m.Name k (m.Compute r.TaskOptions p)
                     onStep k
                     true
                 let p, st = Run.optimizeWhile task opt start r.Steps observe

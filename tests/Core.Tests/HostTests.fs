@@ -119,7 +119,7 @@ let tests =
                 Expect.isTrue (File.Exists p) $"{f} written"
                 Expect.isGreaterThan (FileInfo(p).Length) 5000L $"{f} is a picture"
                 Expect.stringContains md $"]({f})" $"{f} linked from the page"
-            Expect.equal (lines out).Length 12 "report prints the files it wrote: 2 pages, 5 plots per task (loss, lr, distance, 2 heat maps)"
+            Expect.equal (lines out).Length 14 "report prints the files it wrote: 2 pages, the per-seed CSV, claims.json, 5 plots per task (loss, lr, distance, 2 heat maps)"
             // Export: one CSV row per run with the command line that reproduces it.
             let code, csv, _ = cli [ "export"; "--db"; db; "--format"; "csv" ]
             Expect.equal code 0 "export exit code"

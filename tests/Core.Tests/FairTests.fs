@@ -1,0 +1,228 @@
+/// The fair measure (issue 16): each seed its own minibatch order, low-noise measures, claims
+/// with verdicts from paired differences over seeds, and the results index.
+module Optimizers.Tests.FairTests
+
+open System
+open System.IO
+open System.Text.Json
+open Expecto
+open TorchSharp
+open Optimizers
+open Optimizers.Tasks
+open Optimizers.Tests.Check
+open Optimizers.Experiments
+
+type private TempDir() =
+    let path = Path.Combine(Path.GetTempPath(), "optimizers-fair-" + Guid.NewGuid().ToString("N").Substring(0, 12))
+    do Directory.CreateDirectory path |> ignore
+    member _.Path = path
+    member _.File(name: string) = Path.Combine(path, name)
+    interface IDisposable with
+        member _.Dispose() = try Directory.Delete(path, true) with _ -> ()
+
+let private write (path: string) (text: string) =
+    Directory.CreateDirectory(Path.GetDirectoryName path) |> ignore
+    File.WriteAllText(path, text)
+    path
+
+/// Sum of squares (no noise): SGD at 0.1 beats SGD at 0.001 on every seed after 20 steps, and
+/// "sgd-copy" is the very same runs as "fast" under another label (difference exactly 0).
+let private claimsConfig (name: string) (seeds: string) =
+    $$"""
+{
+  "name": "{{name}}",
+  "source": "test: claims constructed to hold, to be reversed and to be not significant",
+  "grid": {
+    "tasks": [ { "name": "sum-of-squares", "label": "squares", "options": { "dim": 10 } } ],
+    "optimizers": [
+      { "name": "sgd", "label": "fast", "lrs": [0.1] },
+      { "name": "sgd", "label": "slow", "lrs": [0.001] },
+      { "name": "sgd", "label": "sgd-copy", "lrs": [0.1] }
+    ],
+    "seeds": {{seeds}},
+    "steps": 20,
+    "dtype": "float64"
+  },
+  "measures": ["final_loss", "mean_last:5"],
+  "paper": [ { "task": "squares", "optimizer": "fast", "measure": "final_loss", "value": 0.125, "where": "made up for the test" } ],
+  "claims": [
+    { "text": "fast beats slow", "where": "constructed to hold", "task": "squares", "better": "fast", "worse": "slow", "measure": "final_loss" },
+    { "text": "slow beats fast", "where": "constructed to be reversed", "task": "squares", "better": "slow", "worse": "fast", "measure": "mean_last:5" },
+    { "text": "a copy beats itself", "where": "constructed to be not significant", "task": "squares", "better": "sgd-copy", "worse": "fast", "measure": "final_loss" }
+  ]
+}
+"""
+
+let private verdicts (claimsJson: string) =
+    use doc = JsonDocument.Parse(File.ReadAllText claimsJson)
+    [ for c in doc.RootElement.GetProperty("claims").EnumerateArray() -> c.GetProperty("text").GetString(), c.GetProperty("verdict").GetString() ]
+
+let private source (better: float list) (worse: float list) : ClaimSource =
+    let seeds = List.init better.Length id
+    { Seeds = seeds
+      Lrs = fun _ -> [ Some 0.1 ]
+      Value = fun _ opt _ seed _ -> Some((if opt = "b" then better else worse)[seed])
+      AnyFinished = fun _ _ -> true
+      BestLr = fun _ _ _ -> Some 0.1
+      HigherIsBetter = fun m -> Report.higherIsBetter m }
+
+let private claim (m: Measure) =
+    { Text = "b beats w"; Where = ""; Task = "t"; Better = "b"; Worse = "w"; Measure = m; BetterLr = None; WorseLr = None; Sensitivity = false }
+
+[<Tests>]
+let tests =
+    testSequenced <| testList "fair measure" [
+
+        testCase "the verdict rule: 2 standard errors of the paired difference, oriented by the measure" <| fun () ->
+            let v b w m = (Claims.evaluate (source b w) (claim m)).Verdict
+            // Differences 0.1 +- a little on every seed: holds; the other way round: reversed.
+            Expect.equal (v [ 1.0; 2.0; 3.0; 4.0 ] [ 1.1; 2.12; 3.09; 4.1 ] Measure.FinalLoss) Verdict.Holds "lower loss on every seed"
+            Expect.equal (v [ 1.1; 2.12; 3.09; 4.1 ] [ 1.0; 2.0; 3.0; 4.0 ] Measure.FinalLoss) Verdict.Reversed "higher loss on every seed"
+            // An accuracy: higher is better, so the same numbers flip.
+            Expect.equal (v [ 1.1; 2.12; 3.09; 4.1 ] [ 1.0; 2.0; 3.0; 4.0 ] (Measure.Final "test_top1")) Verdict.Holds "higher accuracy on every seed"
+            // Differences +0.3, -0.2, +0.1, -0.25: mean -0.0125, SE about 0.12: not significant.
+            let r = Claims.evaluate (source [ 1.0; 2.0; 3.0; 4.0 ] [ 1.3; 1.8; 3.1; 3.75 ]) (claim Measure.FinalLoss)
+            Expect.equal r.Verdict Verdict.NotSignificant "mixed signs"
+            Expect.equal r.Paired.Holds 2 "holds on 2 of 4 seeds"
+            Expect.floatClose Accuracy.high r.Paired.Mean -0.0125 "mean paired difference"
+            let d = [ 0.3; -0.2; 0.1; -0.25 ]
+            let sd = sqrt ((d |> List.sumBy (fun x -> (x + 0.0125) ** 2.0)) / 3.0)
+            Expect.floatClose Accuracy.high r.Paired.Se (sd / 2.0) "standard error of the mean difference"
+            // One seed is never enough.
+            Expect.equal (v [ 1.0 ] [ 2.0 ] Measure.FinalLoss) Verdict.NotSignificant "one seed"
+            // A sensitivity claim: per seed, the range over the learning rates; the smaller wins.
+            let src =
+                { source [ 0.0 ] [ 0.0 ] with
+                    Seeds = [ 0; 1; 2 ]
+                    Lrs = fun _ -> [ Some 0.1; Some 0.01 ]
+                    Value = fun _ opt lr seed _ ->
+                        let spread = if opt = "b" then 1.0 else 5.0
+                        Some(float seed + (if lr = Some 0.1 then 0.0 else spread + 0.1 * float seed)) }
+            let s = Claims.evaluate src { claim (Measure.StepsTo 0.5) with Sensitivity = true }
+            Expect.equal s.Verdict Verdict.Holds "b's range over learning rates is smaller on every seed"
+            for (_, got), want in List.zip s.Better.Values [ 1.0; 1.1; 1.2 ] do
+                Expect.floatClose Accuracy.high got want "b's per-seed ranges"
+
+        testCase "each seed draws its own minibatch order unless the config pins data_seed" <| fun () ->
+            let config (pin: string) =
+                Config.parse "test" $$"""
+{ "name": "order", "source": "test",
+  "grid": { "tasks": [ { "name": "lstm-sine", "options": { "batch_size": 8, "hidden": 4 {{pin}} } } ],
+            "optimizers": [ { "name": "sgd" } ], "lrs": [0.1], "seeds": [0, 1], "steps": 2 } }"""
+            let firstBatchLoss (r: RunSpec) =
+                let task = Registry.createTask r.Task r.TaskOptions
+                // The same parameters for both runs: only the minibatch differs.
+                let p = task.Init { TaskInit.Default with Seed = 0; Dtype = torch.float64 }
+                use l = task.Loss 0 p
+                let v = l.ToDouble()
+                Tree.dispose p
+                v
+            match Config.expand (config "") false with
+            | [ a; b ] ->
+                Expect.contains a.TaskOptions ("data_seed", "0") "seed 0's data seed"
+                Expect.contains b.TaskOptions ("data_seed", "1") "seed 1's data seed"
+                Expect.notEqual (firstBatchLoss a) (firstBatchLoss b) "two seeds, two different first minibatches"
+                // The evaluation sets are fixed: the same parameters score the same on both.
+                let trainLoss (r: RunSpec) =
+                    let m = TaskMetrics.forTask r.Task |> List.find (fun m -> m.Name = "train_loss")
+                    let task = Registry.createTask r.Task r.TaskOptions
+                    let p = task.Init { TaskInit.Default with Seed = 0; Dtype = torch.float32 }
+                    let v = m.Compute r.TaskOptions p
+                    Tree.dispose p
+                    v
+                Expect.equal (trainLoss a) (trainLoss b) "one fixed evaluation set for every seed"
+            | rs -> failtest $"expected 2 runs, got {rs.Length}"
+            match Config.expand (config ", \"data_seed\": 7") false with
+            | [ a; b ] ->
+                Expect.contains a.TaskOptions ("data_seed", "7") "pinned"
+                Expect.contains b.TaskOptions ("data_seed", "7") "pinned"
+                Expect.equal (firstBatchLoss a) (firstBatchLoss b) "a pinned data_seed: the same minibatches for every seed"
+            | rs -> failtest $"expected 2 runs, got {rs.Length}"
+            // Tasks without minibatches keep their options (and run keys).
+            let c = Config.parse "test" """{ "name": "n", "source": "t", "grid": { "tasks": [ { "name": "rosenbrock" } ], "optimizers": [ { "name": "sgd" } ], "seeds": [3], "steps": 2 } }"""
+            Expect.isEmpty (Config.expand c false).Head.TaskOptions "no data_seed where there are no minibatches"
+
+        testCase "mean_last:K is the mean loss of the last K steps; train_loss only at the last step" <| fun () ->
+            use dir = new TempDir()
+            let config =
+                write (dir.File "ml.json") """
+{ "name": "ml", "source": "test",
+  "grid": { "tasks": [ { "name": "lstm-sine", "options": { "batch_size": 8, "hidden": 4 } } ],
+            "optimizers": [ { "name": "adam" } ], "lrs": [0.01], "seeds": [0, 1], "steps": 12, "record_every": 1 },
+  "measures": ["final_loss", "mean_last:4", "final:train_loss"] }"""
+            let db = dir.File "ml.db"
+            let code, _, err = cli [ "run"; config; "--db"; db; "--quiet" ]
+            Expect.equal code 0 $"run; stderr: {err}"
+            use store = new ResultsStore(db)
+            let runs = store.Runs()
+            Expect.equal runs.Length 2 "two runs"
+            let measures = store.Measures(runs |> List.map (fun r -> r.Key))
+            for r in runs do
+                let losses = store.Metric([ r.Key ], "loss")[r.Key] |> List.ofArray |> List.sortBy fst |> List.map snd
+                Expect.equal losses.Length 13 "the loss at steps 0..12"
+                let expected = losses |> List.skip 9 |> List.average
+                Expect.floatClose Accuracy.high (measures[r.Key]["mean_last:4"]).Value expected "mean of the losses at steps 9..12"
+                let train = store.Metric([ r.Key ], "train_loss")[r.Key] |> List.ofArray
+                Expect.equal (train |> List.map fst) [ 12 ] "the evaluation set is scored at the last step only"
+                Expect.floatClose Accuracy.high (measures[r.Key]["final:train_loss"]).Value (snd train.Head) "final:train_loss"
+            Expect.notEqual runs[0].TaskOptions runs[1].TaskOptions "each seed its own data_seed in the run's options"
+
+        testCase "claims get verdicts in the report; report --all writes the index" <| fun () ->
+            use dir = new TempDir()
+            let configs = dir.File "configs"
+            let results = dir.File "results"
+            let dbs = dir.File "dbs"
+            let ran = write (Path.Combine(configs, "ran.json")) (claimsConfig "ran" "[0, 1, 2, 3]")
+            write (Path.Combine(configs, "later.json")) ((claimsConfig "later" "[0, 1]").Replace("fast beats slow", "not run: fast beats slow")) |> ignore
+            write (Path.Combine(configs, "plain.json")) """{ "name": "plain", "source": "t", "grid": { "tasks": [ { "name": "rosenbrock" } ], "optimizers": [ { "name": "sgd" } ], "seeds": [0], "steps": 2 } }""" |> ignore
+            let code, _, err = cli [ "run"; ran; "--db"; Path.Combine(dbs, "ran.db"); "--quiet" ]
+            Expect.equal code 0 $"run; stderr: {err}"
+            let code, out, err = cli [ "report"; "--all"; "--configs"; configs; "--out"; results; "--db-dir"; dbs ]
+            Expect.equal code 0 $"report --all; stderr: {err}"
+            Expect.stringContains out (Path.Combine(results, "README.md")) "prints the index it wrote"
+            let report = Path.Combine(results, "ran")
+            Expect.equal (verdicts (Path.Combine(report, "claims.json")))
+                [ "fast beats slow", "holds"; "slow beats fast", "reversed"; "a copy beats itself", "not significant" ] "the three verdicts"
+            let md = File.ReadAllText(Path.Combine(report, "report.md"))
+            Expect.stringContains md "holds on 4 of 4 seeds" "paired difference with the number of seeds"
+            Expect.stringContains md "**reversed**" "verdict in the report"
+            let csv = lines (File.ReadAllText(Path.Combine(report, "per-seed.csv")))
+            Expect.equal csv[0] "task,optimizer,lr,seed,data_seed,status,final_loss,mean_last:5" "per-seed CSV header"
+            Expect.equal csv.Length 13 "header and 3 optimizers x 4 seeds"
+            Expect.isFalse (Directory.Exists(Path.Combine(results, "later"))) "no database: no report"
+            let index = File.ReadAllText(Path.Combine(results, "README.md"))
+            let row (text: string) = lines index |> Array.find (fun l -> l.StartsWith "| ran |" && l.Contains $"| {text} |")
+            Expect.stringContains (row "fast beats slow") "**holds**" "ran: holds"
+            Expect.stringContains (row "fast beats slow") "[report](ran/report.md)" "linked"
+            Expect.stringContains (row "fast beats slow") "fast 0.125 (final_loss)" "the paper's number, labelled"
+            Expect.stringContains (row "slow beats fast") "**reversed**" "ran: reversed"
+            Expect.stringContains (row "a copy beats itself") "**not significant**" "ran: not significant"
+            let later = lines index |> Array.find (fun l -> l.StartsWith "| later | not run: fast beats slow |")
+            Expect.stringContains later "**not run yet**" "no results: not run yet, no verdict"
+            Expect.stringContains index "| plain | not run yet |" "configs without claims listed"
+            // Rerun: the same index.
+            let code, _, _ = cli [ "report"; "--all"; "--configs"; configs; "--out"; results; "--db-dir"; dbs; "--quiet" ]
+            Expect.equal code 0 "report --all again"
+            Expect.equal (File.ReadAllText(Path.Combine(results, "README.md"))) index "the index is a function of the configs and the results"
+
+        testCase "the committed index docs/results/README.md is what report --all makes of the committed results" <| fun () ->
+            let root = PaperConfigTests.repoRoot ()
+            let configs, results = Path.Combine(root, "paper-configs"), Path.Combine(root, "docs", "results")
+            let committed = File.ReadAllText(Path.Combine(results, "README.md"))
+            Expect.equal (ResultsIndex.markdown configs results) committed "rerun `optimizers report --all` (or dotnet fsi build.fsx results) after changing claims or results"
+            Expect.isFalse (committed.Contains "stale:") "every committed report's claims match its config's"
+
+        testCase "malformed claims exit with 2 and name the field" <| fun () ->
+            use dir = new TempDir()
+            let bad (claim: string) (part: string) =
+                let json = (claimsConfig "bad" "[0, 1]").Replace("""{ "text": "fast beats slow", "where": "constructed to hold", "task": "squares", "better": "fast", "worse": "slow", "measure": "final_loss" }""", claim)
+                let config = write (dir.File $"bad-{Guid.NewGuid():N}.json") json
+                let code, _, err = cli [ "run"; config; "--db"; dir.File "bad.db"; "--quiet" ]
+                Expect.equal code 2 $"exit code for {claim}; stderr: {err}"
+                Expect.stringContains err part "the message names the field"
+            bad """{ "text": "x", "task": "squares", "better": "fast", "worse": "nope", "measure": "final_loss" }""" "claims[0].worse: unknown optimizer label 'nope'"
+            bad """{ "text": "x", "task": "squares", "better": "fast", "worse": "slow", "measure": "min_loss" }""" "claims[0].measure: 'min_loss' is not among the config's measures"
+            bad """{ "text": "x", "task": "squares", "better": "fast", "worse": "slow", "measure": "final_loss", "lr": 0.5 }""" "claims[0].lr: learning rate 0.5 is not in the grid for 'fast'"
+            bad """{ "text": "x", "task": "squares", "better": "fast", "worse": "slow", "measure": "final_loss", "sensitivity": true }""" "claims[0].sensitivity: 'fast' runs at one learning rate only"
+            bad """{ "task": "squares", "better": "fast", "worse": "slow", "measure": "final_loss" }""" "claims[0].text: missing field"
+    ]
