@@ -1,6 +1,6 @@
 // A hypergradient experiment (Baydin et al. 2018): Adam against Adam-HD, whose learning rate
 // learns by gradient descent on its hypergradient, on the MNIST MLP (784-20-10 sigmoid, batch
-// 128, the shipped MNIST subset), from several initial learning rates alpha_0. Adam-HD should
+// 128, the shipped MNIST set), from several initial learning rates alpha_0. Adam-HD should
 // move a poor alpha_0 towards a better one and so depend less on it.
 //
 // Build first (the script loads the built output, whose libLibTorchSharp.so carries the GLIBCXX

@@ -1,4 +1,4 @@
-// Train a small TorchSharp MLP on the MNIST subset shipped with the library with Adam-HD
+// Train a small TorchSharp MLP on the MNIST set shipped with the library with Adam-HD
 // (hypergradient descent), the learned HyperAdam (the shipped models/hyperadam.bin) or any other
 // optimizer of the catalog, and print the test accuracy.
 //   dotnet run --project examples/MnistMlp -c Release -- [steps] [optimizer]
@@ -27,7 +27,7 @@ const int batchSize = 128;
 Console.WriteLine($"OpenMP at start: GOMP_SPINCOUNT={Environment.GetEnvironmentVariable("GOMP_SPINCOUNT") ?? "unset"}");
 torch.manual_seed(0);
 var data = Mnist.Load();
-Console.WriteLine($"MNIST subset: {data.Train.Count} training, {data.Test.Count} test images");
+Console.WriteLine($"MNIST (shipped set): {data.Train.Count} training, {data.Test.Count} test images");
 
 // MlpMnist, the network HyperAdam was meta-trained on: 784-20-10, sigmoid, weights N(0, 0.1^2).
 var model = nn.Sequential(nn.Flatten(), nn.Linear(784, 20), nn.Sigmoid(), nn.Linear(20, 10));

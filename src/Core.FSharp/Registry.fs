@@ -197,7 +197,7 @@ module Registry =
         trainingOptions d.BatchSize d.Init @ [ word "data_dir" "" dataDoc ]
 
     let private mnistOptions (d: ClassificationOptions) =
-        imageOptions d "folder with the MNIST IDX files (gzip or raw); empty: the shipped 10,000-digit subset"
+        imageOptions d "folder with the MNIST IDX files (gzip or raw), or a shipped set: mnist-20k (the default when empty), mnist-subset (the earlier 10,000 digits)"
         @ [ flag "normalize" (d.Preprocess <> Scale01) "standardise pixels (mean 0.1307, std 0.3081; hypergradient paper) instead of scaling to [0, 1]" ]
 
     let private initOf (o: OptionValues) = InitScheme.Parse(o.Word("init", initNames), o.Float "init_std")

@@ -14,9 +14,10 @@ public sealed record LabelledImages(Tensor Images, Tensor Labels)
 }
 
 /// <summary>
-/// MNIST as tensors, through the library's loader: by default the 10,000-digit subset shipped
-/// with the library (8,000 training, 1,000 validation, 1,000 test images; data/mnist-subset,
-/// copied next to every program that references the library), or a folder with the IDX files.
+/// MNIST as tensors, through the library's loader: by default the 20,000-digit set shipped
+/// with the library (20,000 training, 5,000 validation, 10,000 test images of the original MNIST
+/// files; data/mnist-20k, copied next to every program that references the library), the name
+/// of a shipped set ("mnist-subset": the earlier 10,000 digits), or a folder with the IDX files.
 /// The tensors are the caller's (created outside any DisposeScope).
 /// </summary>
 public sealed class Mnist
@@ -33,8 +34,9 @@ public sealed class Mnist
 
     /// <summary>Load MNIST.</summary>
     /// <param name="directory">A folder with train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz),
-    /// t10k-... and optionally validation-... files; null for the shipped subset.</param>
-    /// <exception cref="DirectoryNotFoundException">No such folder, or the shipped subset is not found.</exception>
+    /// t10k-... and optionally validation-... files, or the name of a shipped set (mnist-20k, mnist-subset);
+    /// null for the shipped 20,000-digit set.</param>
+    /// <exception cref="DirectoryNotFoundException">No such folder, or the shipped set is not found.</exception>
     /// <exception cref="FileNotFoundException">A file is missing.</exception>
     /// <exception cref="InvalidDataException">A file is not an MNIST IDX file.</exception>
     public static Mnist Load(string? directory = null)

@@ -1,4 +1,4 @@
-/// Optimizee tasks and their data: readers, the shipped MNIST subset, the seeded sampler, every
+/// Optimizee tasks and their data: readers, the shipped MNIST sets, the seeded sampler, every
 /// network's parameter count and shapes, training progress, determinism, differentiability.
 module Optimizers.Tests.TaskTests
 
@@ -87,30 +87,39 @@ let private hypergradient (task: Task) : float =
 
 let private dataTests =
     testList "data" [
-        testCase "the shipped MNIST subset loads: 10,000 digits, labels 0..9, pixels 0..255" <| fun () ->
+        testCase "the shipped MNIST sets load: mnist-20k by default (20,000 / 5,000 / 10,000), mnist-subset by name; labels 0..9, pixels 0..255" <| fun () ->
             let d = Datasets.mnist None
-            Expect.equal (d.Train.Count, d.Validation.Count, d.Test.Count) (8000, 1000, 1000) "8000 / 1000 / 1000"
-            for s in [ d.Train; d.Validation; d.Test ] do
+            Expect.equal (d.Train.Count, d.Validation.Count, d.Test.Count) (20000, 5000, 10000) "20000 / 5000 / 10000"
+            Expect.equal d.Source (Datasets.shippedDirectory "mnist-20k") "the default is data/mnist-20k"
+            let old = Datasets.mnist (Some "mnist-subset")
+            Expect.equal (old.Train.Count, old.Validation.Count, old.Test.Count) (8000, 1000, 1000) "mnist-subset: 8000 / 1000 / 1000"
+            let viaTask = Registry.createTask "mlp-mnist" [ "data_dir", "mnist-subset" ]
+            Expect.equal (Task.evaluate viaTask Validation (viaTask.Init TaskInit.Default)).Count 1000 "data_dir=mnist-subset reaches the old subset"
+            for s in [ d.Train; d.Validation; d.Test; old.Train; old.Validation; old.Test ] do
                 Expect.equal (s.Channels, s.Height, s.Width) (1, 28, 28) "28 x 28 grey images"
                 Expect.equal s.Pixels.Length (s.Count * 784) "784 bytes per image"
                 Expect.equal (Array.distinct s.Labels |> Array.sort) [| 0uy .. 9uy |] $"{s.Name}: every label 0..9 occurs, no other"
-            let all = Array.concat [ d.Train.Pixels; d.Validation.Pixels; d.Test.Pixels ]
+            let all = Array.concat [ d.Train.Pixels; d.Validation.Pixels; d.Test.Pixels; old.Train.Pixels ]
             Expect.equal (Array.min all, Array.max all) (0uy, 255uy) "pixels span 0..255"
             let mean = all |> Array.averageBy float
             Expect.isTrue (mean > 25.0 && mean < 40.0) $"mean pixel {mean} is MNIST-like (about 33)"
 
-        testCase "the subset is copied next to the executable and matches the README's SHA-256 table" <| fun () ->
-            let dir = Datasets.subsetDirectory ()
-            Expect.isTrue (Path.GetFullPath(dir).StartsWith(Path.GetFullPath AppContext.BaseDirectory)) $"found in the build output, not elsewhere ({dir})"
-            let rows =
-                File.ReadAllLines(Path.Combine(dir, "README.md"))
-                |> Array.choose (fun line ->
-                    let cells = line.Split('|', StringSplitOptions.TrimEntries ||| StringSplitOptions.RemoveEmptyEntries)
-                    if cells.Length = 5 && cells[0].EndsWith ".gz" then Some(cells[0], cells[3]) else None)
-            Expect.equal rows.Length 6 "six files in the table"
-            for file, sha in rows do
-                let actual = Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(Path.Combine(dir, file)))).ToLowerInvariant()
-                Expect.equal actual sha $"{file}: SHA-256"
+        testCase "the shipped sets are copied next to the executable and match their README's SHA-256 table" <| fun () ->
+            for name in Datasets.shippedMnist do
+                let dir = Datasets.shippedDirectory name
+                Expect.isTrue (Path.GetFullPath(dir).StartsWith(Path.GetFullPath AppContext.BaseDirectory)) $"{name}: found in the build output, not elsewhere ({dir})"
+                // columns: file | items | bytes | SHA-256 of the file | SHA-256 of the uncompressed IDX
+                let rows =
+                    File.ReadAllLines(Path.Combine(dir, "README.md"))
+                    |> Array.choose (fun line ->
+                        let cells = line.Split('|', StringSplitOptions.TrimEntries ||| StringSplitOptions.RemoveEmptyEntries)
+                        if cells.Length = 5 && cells[0].EndsWith ".gz" then Some(cells[0], int64 cells[2], cells[3]) else None)
+                Expect.equal rows.Length 6 $"{name}: six files in the table"
+                for file, bytes, sha in rows do
+                    let content = File.ReadAllBytes(Path.Combine(dir, file))
+                    Expect.equal (int64 content.Length) bytes $"{name}/{file}: size"
+                    let actual = Convert.ToHexString(SHA256.HashData content).ToLowerInvariant()
+                    Expect.equal actual sha $"{name}/{file}: SHA-256"
 
         testCase "IDX round trip, raw and gzip; a directory without validation files splits one off" <| fun () ->
             withTempDir (fun dir ->
@@ -354,11 +363,30 @@ let private trainingTests =
             Expect.isLessThan after.Loss (before.Loss - 0.3) $"validation loss {before.Loss} -> {after.Loss}"
             Expect.isGreaterThan after.Top1.Value 0.5 $"top-1 {after.Top1} after 40 steps"
             Expect.isGreaterThanOrEqual after.Top2.Value after.Top1.Value "top-2 >= top-1"
-            Expect.equal after.Count 1000 "the whole validation split"
+            Expect.equal after.Count 5000 "the whole validation split"
             let logreg = Registry.createTask "logreg-mnist" [ "batch_size", "32" ]
             let q0 = logreg.Init TaskInit.Default
             let q = train logreg "sgd" 0.05 30 0
             Expect.isLessThan (evalLoss logreg Test q) (evalLoss logreg Test q0 - 0.3) "logistic regression test loss falls"
+
+        testCase "MlpMnist matches HyperAdam's Table 1 for Adam (sigmoid, lr 0.03125): final loss within 10% of 0.35 over 30 seeds, each with its own data order" <| fun () ->
+            // issue 17: on the default data (20,000 MNIST training digits) 100 steps at batch 128
+            // see no digit twice, as on full MNIST; the last minibatch's loss, averaged over
+            // initialisations that each draw their own minibatches, is the paper's number
+            // (docs/results/mlp-mnist-task/README.md: 0.347 over 100 seeds)
+            let finals =
+                [ for seed in 0 .. 29 ->
+                    let task = Registry.createTask "mlp-mnist" [ "data_seed", string (1000 + seed) ]
+                    let o = Registry.createOptimizer "adam" [ "lr", "0.03125" ]
+                    let start = task.Init { TaskInit.Default with Seed = seed }
+                    let mutable last = nan
+                    let p, st = Run.optimize task o start 100 (fun _ l _ -> last <- l)
+                    Tree.dispose p
+                    State.dispose st
+                    Tree.dispose start
+                    last ]
+            let mean = List.average finals
+            Expect.isTrue (abs (mean / 0.35 - 1.0) < 0.1) $"mean final loss {mean} over 30 seeds, Table 1: 0.35"
 
         testCase "Adam reduces the loss of CNN-1, the LSTM and the quadratic" <| fun () ->
             let cnn = Registry.createTask "cnn1-mnist" [ "batch_size", "16" ]
@@ -421,8 +449,8 @@ let private trainingTests =
             throwsNaming<ArgumentException> [ "activation"; "sigmoid, relu, elu, tanh" ] (fun () ->
                 Registry.createTask "mlp-mnist" [ "activation", "swish" ] |> ignore)
             throwsNaming<ArgumentException> [ "conv-cifar0"; "data_dir" ] (fun () -> Registry.createTask "conv-cifar0" [] |> ignore)
-            throwsNaming<ArgumentException> [ "batch size 9000"; "8000" ] (fun () ->
-                Registry.createTask "mlp-mnist" [ "batch_size", "9000" ] |> ignore)
+            throwsNaming<ArgumentException> [ "batch size 30000"; "20000" ] (fun () ->
+                Registry.createTask "mlp-mnist" [ "batch_size", "30000" ] |> ignore)
             throwsNaming<ArgumentException> [ "init"; "normal, torch" ] (fun () -> Registry.createTask "cnn1-mnist" [ "init", "xavier" ] |> ignore)
             throwsNaming<ArgumentException> [ "no data splits" ] (fun () ->
                 let t = Registry.createTask "rosenbrock" []

