@@ -43,6 +43,7 @@ module WorkerProtocol =
         | Measure.MinLoss -> arr [ s "min_loss" ]
         | Measure.StepsTo t -> arr [ s "steps_to"; f t ]
         | Measure.Final name -> arr [ s "final"; s name ]
+        | Measure.MeanLast k -> arr [ s "mean_last"; i k ]
 
     let private pmeasure (n: JsonNode) =
         match str n[0] with
@@ -51,6 +52,7 @@ module WorkerProtocol =
         | "min_loss" -> Measure.MinLoss
         | "steps_to" -> Measure.StepsTo(pf n[1])
         | "final" -> Measure.Final(str n[1])
+        | "mean_last" -> Measure.MeanLast(int' n[1])
         | other -> failwith $"worker protocol: unknown measure {other}"
 
     let runJson (r: RunSpec) (tensorboard: string option) : string =
@@ -70,6 +72,7 @@ module WorkerProtocol =
         o["dtype"] <- s r.Dtype
         o["record_every"] <- i r.RecordEvery
         o["metrics"] <- arr (r.Metrics |> List.map s)
+        o["final_only"] <- arr (r.FinalOnly |> List.map s)
         o["measures"] <- arr (r.Measures |> List.map measure)
         o["spec"] <- s r.Spec
         o["key"] <- s r.Key
@@ -97,6 +100,7 @@ module WorkerProtocol =
               Dtype = str o["dtype"]
               RecordEvery = int' o["record_every"]
               Metrics = [ for m in o["metrics"].AsArray() -> str m ]
+              FinalOnly = [ for m in o["final_only"].AsArray() -> str m ]
               Measures = [ for m in o["measures"].AsArray() -> pmeasure m ]
               Spec = str o["spec"]
               Key = str o["key"] }
