@@ -54,7 +54,8 @@ module AdamGrad =
         member c.Bc1 = 1.0 - Math.Pow(c.B1, float c.T)
         member c.Bc2 = 1.0 - Math.Pow(c.B2, float c.T)
 
-    let private spanOf<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType> (t: Tensor) : Span<'T> =
+    /// All elements of a contiguous CPU tensor as a span of 'T (the float64 loops' view).
+    let spanOf<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType> (t: Tensor) : Span<'T> =
         MemoryMarshal.Cast<byte, 'T>(t.bytes)
 
     /// Forward over one float32 chunk.
@@ -243,7 +244,7 @@ module AdamGrad =
 
     /// A hyperparameter's value at a step as a 0-d tensor: its own tensor (which may require grad),
     /// else a float64 constant.
-    let private asTensor (h: HValue) : Tensor =
+    let asTensor (h: HValue) : Tensor =
         match h with
         | HValue.Ten t -> t
         | HValue.Num v -> torch.tensor(v, dtype = torch.ScalarType.Float64)

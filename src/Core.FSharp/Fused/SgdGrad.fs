@@ -30,9 +30,6 @@ module SgdGrad =
     [<Struct>]
     type private Coeffs = { Lr: float; Wd: float; Mu: float; Keep: float; First: bool; Nesterov: bool }
 
-    let private spanOf<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType> (t: Tensor) : Span<'T> =
-        MemoryMarshal.Cast<byte, 'T>(t.bytes)
-
     /// How many times the fused function has run forward (for tests that must know it did).
     let mutable calls = 0L
 
@@ -142,7 +139,7 @@ module SgdGrad =
             if p.dtype = torch.ScalarType.Float32 then
                 Kernel.forChunks [| 0, int (p.numel ()) |] (fun _ s l ->
                     forward32 c (Kernel.span p s l) (Kernel.span g s l) (Kernel.span b s l) (Kernel.span pO s l) (Kernel.span bO s l))
-            else forwardLoop c float (spanOf<float> p) (spanOf<float> g) (spanOf<float> b) (spanOf<float> pO) (spanOf<float> bO)
+            else forwardLoop c float (AdamGrad.spanOf<float> p) (AdamGrad.spanOf<float> g) (AdamGrad.spanOf<float> b) (AdamGrad.spanOf<float> pO) (AdamGrad.spanOf<float> bO)
             List [ pO; bO ]
 
         override _.backward(ctx: torch.autograd.AutogradContext, grads: List<Tensor>) : List<Tensor> =
@@ -165,15 +162,10 @@ module SgdGrad =
                                 (Kernel.span dp s l) (Kernel.span dg s l) (Kernel.span db s l))
                     parts |> Array.fold (fun (struct (a, b, c, d)) (struct (w, x, y, z)) -> struct (a + w, b + x, c + y, d + z)) (struct (0.0, 0.0, 0.0, 0.0))
                 else
-                    backwardLoop c float (spanOf<float> p) (spanOf<float> g) (spanOf<float> b) (spanOf<float> dP) (spanOf<float> dB)
-                        (spanOf<float> dp) (spanOf<float> dg) (spanOf<float> db)
+                    backwardLoop c float (AdamGrad.spanOf<float> p) (AdamGrad.spanOf<float> g) (AdamGrad.spanOf<float> b) (AdamGrad.spanOf<float> dP) (AdamGrad.spanOf<float> dB)
+                        (AdamGrad.spanOf<float> dp) (AdamGrad.spanOf<float> dg) (AdamGrad.spanOf<float> db)
             let scalar (like: Tensor) (x: float) = torch.tensor(x, dtype = like.dtype, device = like.device).reshape(like.shape)
             List [ dp; dg; db; scalar lr sLr; scalar mu sMu; scalar damp sDamp; scalar wd sWd; null; null ]
-
-    let private asTensor (h: HValue) : Tensor =
-        match h with
-        | HValue.Ten t -> t
-        | HValue.Num v -> torch.tensor(v, dtype = torch.ScalarType.Float64)
 
     /// SGD-with-momentum's differentiable step over trees (the state of Sgd.create with momentum:
     /// parts add_decayed_weights, trace_momentum, scale_by_learning_rate), as `Transform.stepOps`
@@ -190,8 +182,8 @@ module SgdGrad =
                 let tensorsOf i = [ parameters.Values[i]; grads.Values[i]; bufs.Values[i] ]
                 if not (Array.forall (fun i -> AdamGrad.fusable (tensorsOf i)) [| 0 .. parameters.Count - 1 |]) then None
                 else
-                    let lrT, wdT = asTensor (Hyper.at lrS.Count lr), asTensor (Hyper.at wdS.Count weightDecay)
-                    let muT, dampT = asTensor (Hyper.at mS.Count momentum), asTensor (Hyper.at mS.Count dampening)
+                    let lrT, wdT = AdamGrad.asTensor (Hyper.at lrS.Count lr), AdamGrad.asTensor (Hyper.at wdS.Count weightDecay)
+                    let muT, dampT = AdamGrad.asTensor (Hyper.at mS.Count momentum), AdamGrad.asTensor (Hyper.at mS.Count dampening)
                     let out = Array.init parameters.Count (fun i ->
                         let r = Step.apply(parameters.Values[i], grads.Values[i], bufs.Values[i], lrT, muT, dampT, wdT, box (mS.Count = 0), box nesterov)
                         r[0], r[1])
