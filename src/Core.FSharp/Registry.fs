@@ -332,6 +332,18 @@ module Registry =
         let e = findTask name
         e.Create(OptionValues(e.Name, e.Options, options))
 
+    /// A task's options for run seed `seed`: its data seed (minibatch order) set to the seed,
+    /// unless the options pin one or the task has none. Each seed then draws its own order, so a
+    /// final loss is not the loss of one shared last minibatch (docs/configs.md, "Fair measure").
+    let seedTaskOptions (name: string) (options: (string * string) list) (seed: int) : (string * string) list =
+        let offered = (findTask name).Options |> List.exists (fun o -> o.Name = "data_seed")
+        if offered && not (options |> List.exists (fun (n, _) -> n = "data_seed")) then options @ [ "data_seed", string seed ]
+        else options
+
+    /// The task for run seed `seed`, with that seed's own data order (`seedTaskOptions`).
+    let createSeededTask (name: string) (options: (string * string) list) (seed: int) : Task =
+        createTask name (seedTaskOptions name options seed)
+
     /// Build an optimizer from its name, options given as text, and hyperparameters that are not
     /// text (e.g. "lr" as Hyper.Scheduled); these take the place of the text value of the same
     /// name. Fails when the optimizer reads such a hyperparameter as a plain number.

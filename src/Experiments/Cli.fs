@@ -114,8 +114,10 @@ type MetaTrainArgs =
     | [<Unique>] Random_Scaling of r: float
     | [<Unique>] Convex_Term of k: int
     | [<Unique>] Reset_Range of lo: int * hi: int
+    | [<Unique>] Meta_Objective of string
     | [<Unique>] Validate_Every of int
     | [<Unique>] Validation_Seeds of int
+    | [<Unique>] Init of file: string
     | [<Unique>] Checkpoint of dir: string
     | [<Unique>] Checkpoint_Every of int
     | [<Unique>] Seed of int
@@ -140,9 +142,11 @@ type MetaTrainArgs =
             | Meta_Lr_Final _ -> "decay the meta learning rate exponentially to this (default: no decay)"
             | Random_Scaling _ -> "random scaling trick with c = exp(U(-r, r)) (Lv et al.; e.g. 3)"
             | Convex_Term _ -> "convex-term trick over a k-dimensional variable (Lv et al.; e.g. 20)"
+            | Meta_Objective _ -> "what a window's meta-loss averages: mean (the optimizee loss, the papers'; default) or log (its log: late steps count as much as early ones, Metz et al. 2019)"
             | Reset_Range _ -> "random resets (the thesis's train_reset): each episode runs U(lo, hi) steps, cut to whole windows, instead of the horizon"
             | Validate_Every _ -> "validate every this many episodes (default 10)"
             | Validation_Seeds _ -> "validation optimizees (default 5)"
+            | Init _ -> "start theta from this trained file of the same kind (e.g. a shipped model, to continue on new data); its options are used"
             | Checkpoint _ -> "checkpoint directory; a rerun with the same settings resumes from it"
             | Checkpoint_Every _ -> "episodes between checkpoints (default 10)"
             | Seed _ -> "seed of theta and of the episodes (default 0)"
@@ -170,9 +174,9 @@ type EvaluateArgs =
             | Task_Opt _ -> "task option name=value, repeatable"
             | Optimizer _ -> "repeatable: NAME or NAME:opt=value,opt=value (e.g. hyperadam:file=h.bin, adam:lr=0.03125)"
             | Steps _ -> "steps per run (default 100)"
-            | Seeds _ -> "number of seeds (default 20); every optimizer sees the same ones"
+            | Seeds _ -> "number of seeds (default 20); every optimizer sees the same ones, each seed its own minibatch order (data_seed = seed unless given)"
             | Dtype _ -> "float32 or float64 (default float32)"
-            | Format _ -> "table, csv (one line per optimizer) or runs (one line per optimizer and seed, for paired comparisons); default table"
+            | Format _ -> "table, csv (one line per optimizer), runs (one line per optimizer and seed, for paired comparisons) or markdown; default table"
 
 /// `inspect` options.
 type InspectArgs =
@@ -547,8 +551,10 @@ module Cli =
               RandomScaling = r.TryGetResult MetaTrainArgs.Random_Scaling
               ConvexTerm = r.TryGetResult MetaTrainArgs.Convex_Term
               ResetRange = r.TryGetResult MetaTrainArgs.Reset_Range
+              Objective = r.GetResult(MetaTrainArgs.Meta_Objective, "mean")
               ValidateEvery = r.GetResult(MetaTrainArgs.Validate_Every, 10)
               ValidationSeeds = r.GetResult(MetaTrainArgs.Validation_Seeds, 5)
+              Init = r.TryGetResult MetaTrainArgs.Init
               Checkpoint = r.TryGetResult MetaTrainArgs.Checkpoint
               CheckpointEvery = r.GetResult(MetaTrainArgs.Checkpoint_Every, 10)
               Seed = r.GetResult(MetaTrainArgs.Seed, 0)
@@ -575,16 +581,20 @@ module Cli =
     let private evaluate (r: ParseResults<EvaluateArgs>) (out: TextWriter) =
         let taskName = r.GetResult EvaluateArgs.Task
         let taskOptions = [ for a in r.GetResults EvaluateArgs.Task_Opt -> Registry.parseAssignment a ]
-        let task = Registry.createTask taskName taskOptions
+        Registry.createTask taskName taskOptions |> ignore // bad options fail here, before any run
         let steps = r.GetResult(EvaluateArgs.Steps, 100)
         let seeds = [ 0 .. r.GetResult(EvaluateArgs.Seeds, 20) - 1 ]
+        let write : Evaluation.Row list -> unit =
+            match r.GetResult(EvaluateArgs.Format, "table") with
+            | "table" -> Evaluation.writeTable $"{taskName}, {steps} steps, {seeds.Length} seeds"
+            | "csv" -> Evaluation.writeCsv out
+            | "runs" -> Evaluation.writeRunsCsv out
+            | "markdown" -> Evaluation.writeMarkdown out
+            | f -> Tensors.invalidArg "format" $"unknown format '{f}'; valid: table, csv, runs, markdown"
         let tensorboard = r.TryGetResult EvaluateArgs.Tensorboard |> Option.map (fun dir -> dir, [ "task", taskName; "task options", TensorBoard.options taskOptions ])
-        let rows = Evaluation.runLogged task (r.GetResults EvaluateArgs.Optimizer) steps seeds (Tensors.parseDtype (r.GetResult(EvaluateArgs.Dtype, "float32"))) tensorboard
-        match r.GetResult(EvaluateArgs.Format, "table") with
-        | "table" -> Evaluation.writeTable $"{taskName}, {steps} steps, {seeds.Length} seeds" rows
-        | "csv" -> Evaluation.writeCsv out rows
-        | "runs" -> Evaluation.writeRunsCsv out rows
-        | f -> Tensors.invalidArg "format" $"unknown format '{f}'; valid: table, csv, runs"
+        let dtype = Tensors.parseDtype (r.GetResult(EvaluateArgs.Dtype, "float32"))
+        write (Evaluation.run (Registry.createSeededTask taskName taskOptions) (r.GetResults EvaluateArgs.Optimizer) steps seeds dtype tensorboard)
+
     /// The command line of this invocation, as recorded with each run.
     let private commandLine (argv: string[]) =
         let quote (a: string) = if a = "" || a |> Seq.exists (fun c -> Char.IsWhiteSpace c || c = '\'' || c = '"') then "'" + a.Replace("'", "'\\''") + "'" else a

@@ -698,9 +698,7 @@ module Config =
     /// data order from the run's seed, data_seed = seed, unless the config pins data_seed in the
     /// task's options: then every seed sees that one sequence of minibatches.
     let seedTaskOptions (t: TaskSpec) (seed: int) : (string * string) list =
-        let offered = (Registry.findTask t.Name).Options |> List.exists (fun o -> o.Name = "data_seed")
-        if offered && not (t.Options |> List.exists (fun (n, _) -> n = "data_seed")) then t.Options @ [ "data_seed", string seed ]
-        else t.Options
+        Registry.seedTaskOptions t.Name t.Options seed
 
     /// Every run of the config, in grid order: tasks, optimizers, learning rates, seeds.
     let expand (c: ExperimentConfig) (quick: bool) : RunSpec list =

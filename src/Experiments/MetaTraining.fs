@@ -26,8 +26,11 @@ module MetaTraining =
           RandomScaling: float option
           ConvexTerm: int option
           ResetRange: (int * int) option
+          Objective: string
           ValidateEvery: int
           ValidationSeeds: int
+          /// A trained file of the same kind to start theta from (its options are the run's).
+          Init: string option
           Checkpoint: string option
           CheckpointEvery: int
           Seed: int
@@ -45,11 +48,23 @@ module MetaTraining =
         let kind = Registry.findLearnedKind s.Kind
         if s.Threads < 1 then Tensors.invalidArg "threads" $"threads = {s.Threads} is invalid; it must be >= 1"
         TorchSharp.torch.set_num_threads s.Threads
-        LearnedOptimizer.values kind s.KindOptions |> ignore
+        let init = s.Init |> Option.map (fun file -> file, LearnedOptimizer.load file)
+        let kindOptions =
+            match init with
+            | None -> s.KindOptions
+            | Some(file, t) when t.Kind <> kind.Kind ->
+                Tensors.invalidArg "init" $"--init {file} holds a '{t.Kind}', not a '{kind.Kind}'; start from a file of the kind being trained"
+            | Some(_, t) when s.KindOptions.IsEmpty -> t.Options
+            | Some(file, t) when List.sort s.KindOptions <> List.sort t.Options ->
+                Tensors.invalidArg "init" $"--init {file} was trained with options {TensorBoard.options t.Options}, not {TensorBoard.options s.KindOptions}; drop --opt to take the file's"
+            | Some _ -> s.KindOptions
+        LearnedOptimizer.values kind kindOptions |> ignore
         let settings : MetaSettings =
             { Kind = kind
-              KindOptions = s.KindOptions
-              Task = Registry.createTask s.Task s.TaskOptions
+              KindOptions = kindOptions
+              // Each episode (and each validation seed) draws its own minibatch order.
+              Task = Registry.createSeededTask s.Task s.TaskOptions
+              InitTheta = init |> Option.map (fun (_, t) -> t.Theta)
               Horizon = s.Horizon
               Window = s.Window
               Episodes = s.Episodes
@@ -58,6 +73,7 @@ module MetaTraining =
               RandomScaling = s.RandomScaling
               ConvexTerm = s.ConvexTerm
               ResetRange = s.ResetRange
+              Objective = MetaObjective.Parse s.Objective
               ValidateEvery = s.ValidateEvery
               // Validation optimizees come from seeds the training episodes never use.
               ValidationSeeds = [ for i in 1 .. s.ValidationSeeds -> -1000 - i ]
@@ -75,7 +91,7 @@ module MetaTraining =
                       "meta_lr_final", (match s.MetaLrFinal with Some v -> Output.num v | None -> "none")
                       "random_scaling", (match s.RandomScaling with Some v -> Output.num v | None -> "none")
                       "convex_term", (match s.ConvexTerm with Some v -> string v | None -> "none")
-                      "seed", string s.Seed; "dtype", s.Dtype; "command", s.CommandLine ]
+                      "objective", s.Objective; "seed", string s.Seed; "dtype", s.Dtype; "command", s.CommandLine ]
                 w)
         let logged (report: MetaProgress -> unit) (p: MetaProgress) =
             writer |> Option.iter (fun w ->

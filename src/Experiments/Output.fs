@@ -10,3 +10,6 @@ module Output =
 
     /// A short float for tables meant for people.
     let short (v: float) : string = v.ToString("G4", CultureInfo.InvariantCulture)
+
+    /// Three decimals, for tables of losses and accuracies (mean +- standard error).
+    let f3 (v: float) : string = v.ToString("0.000", CultureInfo.InvariantCulture)

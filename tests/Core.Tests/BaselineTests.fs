@@ -28,7 +28,8 @@ let shape (t: Tensor) = t.shape |> List.ofArray
 let metaSettings (k: LearnedKind) (options: (string * string) list) : MetaSettings =
     { Kind = k
       KindOptions = options
-      Task = Synthetic.sumOfSquares 12 None
+      Task = (fun _ -> Synthetic.sumOfSquares 12 None)
+      InitTheta = None
       Horizon = 20
       Window = 5
       Episodes = 40
@@ -37,6 +38,7 @@ let metaSettings (k: LearnedKind) (options: (string * string) list) : MetaSettin
       RandomScaling = None
       ConvexTerm = None
       ResetRange = None
+      Objective = MetaObjective.MeanLoss
       ValidateEvery = 1000
       ValidationSeeds = []
       CheckpointDir = None

@@ -142,6 +142,50 @@ let tests =
             let c = Config.parse "test" """{ "name": "n", "source": "t", "grid": { "tasks": [ { "name": "rosenbrock" } ], "optimizers": [ { "name": "sgd" } ], "seeds": [3], "steps": 2 } }"""
             Expect.isEmpty (Config.expand c false).Head.TaskOptions "no data_seed where there are no minibatches"
 
+        testCase "evaluate runs each seed on its own data order, the same for every optimizer, and scores the fixed sets" <| fun () ->
+            let options = [ "batch_size", "8"; "hidden", "4" ]
+            let rows = Evaluation.run (Registry.createSeededTask "lstm-sine" options) [ "sgd:lr=0.1"; "adam:lr=0.01" ] 3 [ 0; 1 ] torch.float64 None
+            // The same run by hand, on the task with data_seed = seed.
+            let byHand (optimizer: Transformation) (seed: int) =
+                let task = Registry.createTask "lstm-sine" (options @ [ "data_seed", string seed ])
+                let start = task.Init { TaskInit.Default with Seed = seed; Dtype = torch.float64 }
+                let mutable last = nan
+                let p, st = Run.optimize task optimizer start 3 (fun _ l _ -> last <- l)
+                let train = (Task.evaluate task Optimizers.Data.Split.Train p).Loss
+                Tree.dispose p; State.dispose st; Tree.dispose start
+                last, train
+            for row, optimizer in List.zip rows [ Registry.createOptimizer "sgd" [ "lr", "0.1" ]; Registry.createOptimizer "adam" [ "lr", "0.01" ] ] do
+                Expect.equal (row.Runs |> List.map (fun r -> r.Seed)) [ 0; 1 ] "both seeds"
+                for r in row.Runs do
+                    let last, train = byHand optimizer r.Seed
+                    Expect.floatClose Accuracy.high r.Final last $"{row.Optimizer} seed {r.Seed}: the last minibatch of data_seed {r.Seed}"
+                    Expect.floatClose Accuracy.high r.TrainLoss.Value train $"{row.Optimizer} seed {r.Seed}: the training split after the last step"
+            // A pinned data_seed is kept: both seeds then see seed 0's minibatches.
+            let pinned = Evaluation.run (Registry.createSeededTask "lstm-sine" (options @ [ "data_seed", "0" ])) [ "sgd:lr=0.1" ] 3 [ 1 ] torch.float64 None
+            let unpinned = rows.Head.Runs |> List.find (fun r -> r.Seed = 1)
+            Expect.notEqual pinned.Head.Runs.Head.Final unpinned.Final "seed 1 with data_seed pinned to 0 sees other minibatches"
+
+        testCase "meta-training draws each episode's and each validation seed's data order from its own seed" <| fun () ->
+            let seen = Collections.Concurrent.ConcurrentBag<int>()
+            let task (seed: int) =
+                seen.Add seed
+                Registry.createTask "lstm-sine" [ "batch_size", "4"; "hidden", "3"; "data_seed", string seed ]
+            let s =
+                { Kind = Optimizers.Learned.HyperAdam.kind; KindOptions = [ "j", "2"; "hidden", "3" ]; Task = task; InitTheta = None
+                  Horizon = 4; Window = 2; Episodes = 3; MetaLr = 1e-3; MetaLrFinal = 1e-3
+                  RandomScaling = None; ConvexTerm = None; ResetRange = None; Objective = Optimizers.Meta.MetaObjective.MeanLoss
+                  ValidateEvery = 3; ValidationSeeds = [ -1001; -1002 ]; CheckpointDir = None; CheckpointEvery = 100
+                  Seed = 2; Dtype = torch.float32 } : Optimizers.Meta.MetaSettings
+            let r = Optimizers.Meta.MetaTrain.train s ignore
+            let seeds = Set.ofSeq seen
+            Expect.isTrue (Set.isSubset (Set.ofList [ -1001; -1002 ]) seeds) $"validation seeds: {seeds}"
+            Expect.isGreaterThanOrEqual (seeds.Count - 2) 3 $"three episodes, three data orders: {seeds}"
+            // Validation on a data-driven task is the loss on the validation split after the horizon.
+            let v = snd r.Validations.Head
+            let opt = Optimizers.Learned.HyperAdam.create (Optimizers.Learned.LearnedOptimizer.values s.Kind s.KindOptions) r.Last.Theta
+            let expected = [ -1001; -1002 ] |> List.averageBy (fun vs -> Optimizers.Meta.MetaTrain.validationLoss (task vs) opt s.Dtype vs s.Horizon)
+            Expect.floatClose Accuracy.medium v expected "the mean validation-split loss after the horizon"
+
         testCase "mean_last:K is the mean loss of the last K steps; train_loss only at the last step" <| fun () ->
             use dir = new TempDir()
             let config =

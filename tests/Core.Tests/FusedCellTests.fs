@@ -164,8 +164,9 @@ let tests =
                 let values = LearnedOptimizer.values HyperAdam.kind s.KindOptions
                 let leaves = freshTheta s.KindOptions 3 |> Tree.map (fun t -> t.to_type dtype) |> Tree.asLeaves
                 let opt = HyperAdam.create values leaves
-                let p0 = s.Task.Init { TaskInit.Default with Seed = 1; Dtype = dtype }
-                let _, surrogate, _, _ = MetaTrain.window s s.Task opt 0 p0 (opt.Init p0)
+                let task = s.Task 1
+                let p0 = task.Init { TaskInit.Default with Seed = 1; Dtype = dtype }
+                let _, surrogate, _, _ = MetaTrain.window s task opt 0 p0 (opt.Init p0)
                 torch.autograd.grad([| surrogate |], leaves.Values) |> Array.ofSeq
             let g32, g64 = gradient torch.ScalarType.Float32, gradient f64
             Array.iteri2 (fun i a e -> if not (normError a e <= 1e-3) then failtestf "dmeta/dtheta %d: norm-wise error %.3g" i (normError a e)) g32 g64

@@ -40,7 +40,8 @@ let tempDir () =
 let settings (episodes: int) (checkpoint: string option) : MetaSettings =
     { Kind = HyperAdam.kind
       KindOptions = [ "j", "4"; "hidden", "6"; "lr", "0.05" ]
-      Task = Synthetic.sumOfSquares 12 None
+      Task = (fun _ -> Synthetic.sumOfSquares 12 None)
+      InitTheta = None
       Horizon = 12
       Window = 4
       Episodes = episodes
@@ -49,6 +50,7 @@ let settings (episodes: int) (checkpoint: string option) : MetaSettings =
       RandomScaling = None
       ConvexTerm = None
       ResetRange = None
+      Objective = MetaObjective.MeanLoss
       ValidateEvery = 2
       ValidationSeeds = [ 1001; 1002 ]
       CheckpointDir = checkpoint
@@ -126,6 +128,22 @@ let tests =
             let adamMean = out.Split('\n') |> Array.find (fun l -> l.StartsWith "\"adam\"") |> fun l -> float (l.Split(',')[1])
             let adamRuns = runLines |> Array.filter (fun l -> l.StartsWith "\"adam\"") |> Array.averageBy (fun l -> float (l.Split(',')[2]))
             Expect.floatClose Accuracy.medium adamRuns adamMean "per-run and summary agree"
+            // --init continues from a trained file: its options, its theta (a tiny meta lr barely moves it).
+            let continued = Path.Combine(dir, "h2.bin")
+            let code, _, err =
+                cli [ "meta-train"; "--kind"; "hyperadam"; "--init"; file; "--task"; "sum-of-squares"; "--task-opt"; "dim=5"
+                      "--horizon"; "8"; "--window"; "4"; "--episodes"; "1"; "--meta-lr"; "1e-12"; "--out"; continued; "--quiet" ]
+            Expect.equal code 0 $"meta-train --init exit code ({err})"
+            let again = LearnedOptimizer.load continued
+            Expect.equal again.Options trained.Options "the file's options"
+            for a, b in Array.zip (Tree.toFloats again.Theta) (Tree.toFloats trained.Theta) do
+                Expect.floatClose Accuracy.medium a b "theta starts from the file's"
+            let code, _, err = cli [ "meta-train"; "--kind"; "rnnprop"; "--init"; file; "--task"; "rosenbrock"; "--out"; continued ]
+            Expect.equal code 2 "an --init file of another kind"
+            Expect.stringContains err "holds a 'hyperadam'" "names what the file holds"
+            let code, _, err = cli [ "meta-train"; "--kind"; "hyperadam"; "--opt"; "j=3"; "--init"; file; "--task"; "rosenbrock"; "--out"; continued ]
+            Expect.equal code 2 "options that differ from the --init file's"
+            Expect.stringContains err "drop --opt" "says how to fix it"
             let code, _, err = cli [ "meta-train"; "--kind"; "hyperadamz"; "--task"; "rosenbrock"; "--out"; file ]
             Expect.equal code 2 "unknown kind"
             Expect.stringContains err "valid: hyperadam" "lists the kinds"
@@ -142,32 +160,34 @@ let tests =
                 let last = r.MetaLosses |> List.skip 32 |> List.average
                 Expect.isLessThan last (0.7 * first) $"mean meta-loss of the first 8 episodes {first}, of the last 8 {last}"
 
-            testCase "a window's surrogate has the meta-gradient of backpropagating its mean loss through the unrolled steps" <| fun () ->
-                let s = { settings 1 None with Window = 5; Dtype = f64 }
-                let task = Synthetic.rosenbrock 1.0 100.0 None
-                let values = LearnedOptimizer.values HyperAdam.kind s.KindOptions
-                let leaves = freshTheta s.KindOptions 3 |> Tree.asLeaves
-                let opt = HyperAdam.create values leaves
-                let p0 = task.Init { TaskInit.Default with Seed = 1; Dtype = f64 }
-                let s0 = opt.Init p0
-                // The reference: every loss kept in the graph with the optimizee's network, the
-                // gradients fed to the optimizer detached (no second derivatives)
-                let mutable p, st, losses = p0, s0, []
-                for i in 0 .. s.Window - 1 do
-                    let input = if p.Values[0].requires_grad then p else Tree.asLeaves p
-                    let loss = task.Loss i input
-                    if i > 0 then losses <- loss :: losses
-                    let g = torch.autograd.grad([| loss |], input.Values, retain_graph = true) |> Seq.map (fun x -> x.detach()) |> Array.ofSeq
-                    let p', st' = Transform.step opt { Names = p.Names; Values = g } st input
-                    p <- p'
-                    st <- st'
-                let meanLoss = torch.stack(Array.ofList (task.Loss s.Window p :: losses)).mean()
-                let expected = torch.autograd.grad([| meanLoss |], leaves.Values, retain_graph = true)
-                let value, surrogate, _, _ = MetaTrain.window s task opt 0 p0 s0
-                let actual = torch.autograd.grad([| surrogate |], leaves.Values)
-                closeRel 1e-12 [| value.ToDouble() |] [| meanLoss.ToDouble() |] "mean loss"
-                Seq.iter2 (fun (a: Tensor) (e: Tensor) -> closeRel 1e-10 (a.data<float>().ToArray()) (e.data<float>().ToArray()) "dmeta/dtheta") actual expected
-                Expect.isGreaterThan (expected |> Seq.sumBy (fun e -> e.abs().sum().ToDouble())) 1e-6 "a meta-gradient that is not zero"
+            for objective, name in [ MetaObjective.MeanLoss, "mean loss"; MetaObjective.MeanLogLoss, "mean log loss" ] do
+                testCase $"a window's surrogate has the meta-gradient of backpropagating its {name} through the unrolled steps" <| fun () ->
+                    let s = { settings 1 None with Window = 5; Dtype = f64; Objective = objective }
+                    let measure (l: Tensor) = match objective with MetaObjective.MeanLoss -> l | MetaObjective.MeanLogLoss -> l.log()
+                    let task = Synthetic.rosenbrock 1.0 100.0 None
+                    let values = LearnedOptimizer.values HyperAdam.kind s.KindOptions
+                    let leaves = freshTheta s.KindOptions 3 |> Tree.asLeaves
+                    let opt = HyperAdam.create values leaves
+                    let p0 = task.Init { TaskInit.Default with Seed = 1; Dtype = f64 }
+                    let s0 = opt.Init p0
+                    // The reference: every loss kept in the graph with the optimizee's network, the
+                    // gradients fed to the optimizer detached (no second derivatives)
+                    let mutable p, st, losses = p0, s0, []
+                    for i in 0 .. s.Window - 1 do
+                        let input = if p.Values[0].requires_grad then p else Tree.asLeaves p
+                        let loss = task.Loss i input
+                        if i > 0 then losses <- loss :: losses
+                        let g = torch.autograd.grad([| loss |], input.Values, retain_graph = true) |> Seq.map (fun x -> x.detach()) |> Array.ofSeq
+                        let p', st' = Transform.step opt { Names = p.Names; Values = g } st input
+                        p <- p'
+                        st <- st'
+                    let meanLoss = torch.stack(Array.ofList (task.Loss s.Window p :: losses) |> Array.map measure).mean()
+                    let expected = torch.autograd.grad([| meanLoss |], leaves.Values, retain_graph = true)
+                    let value, surrogate, _, _ = MetaTrain.window s task opt 0 p0 s0
+                    let actual = torch.autograd.grad([| surrogate |], leaves.Values)
+                    closeRel 1e-12 [| value.ToDouble() |] [| meanLoss.ToDouble() |] "mean loss"
+                    Seq.iter2 (fun (a: Tensor) (e: Tensor) -> closeRel 1e-10 (a.data<float>().ToArray()) (e.data<float>().ToArray()) "dmeta/dtheta") actual expected
+                    Expect.isGreaterThan (expected |> Seq.sumBy (fun e -> e.abs().sum().ToDouble())) 1e-6 "a meta-gradient that is not zero"
 
             testCase "a killed run resumed from its checkpoint ends bit-identical to an uninterrupted one" <| fun () ->
                 let whole = MetaTrain.train (settings 6 None) ignore

@@ -78,7 +78,8 @@ let kinds : (string * LearnedKind * (string * string) list) list =
 let metaSettings (kind: LearnedKind) (options: (string * string) list) (task: Task) (horizon: int) (window: int) (episodes: int) (metaLr: float) : MetaSettings =
     { Kind = kind
       KindOptions = options
-      Task = task
+      Task = (fun _ -> task)
+      InitTheta = None
       Horizon = horizon
       Window = window
       Episodes = episodes
@@ -87,6 +88,7 @@ let metaSettings (kind: LearnedKind) (options: (string * string) list) (task: Ta
       RandomScaling = None
       ConvexTerm = None
       ResetRange = None
+      Objective = MetaObjective.MeanLoss
       ValidateEvery = 1000
       ValidationSeeds = []
       CheckpointDir = None

@@ -7,15 +7,38 @@ open System.Text.Json.Nodes
 open TorchSharp
 open Optimizers
 open Optimizers.Handcrafted
+open Optimizers.Data
 open Optimizers.Learned
 open Optimizers.Tasks
+
+/// What a window's meta-loss averages over its steps.
+[<RequireQualifiedAccess>]
+type MetaObjective =
+    /// The mean optimizee loss L(w_t): HyperAdam's L(Theta) (seed 000) and Andrychowicz et al.'s.
+    | MeanLoss
+    /// The mean of log L(w_t): each step's relative progress counts alike, so the late steps,
+    /// whose losses are small, are not drowned out by the early ones (the log-loss objective of
+    /// Metz et al., "Understanding and correcting pathologies in the training of learned
+    /// optimizers", 2019). Losses must be positive.
+    | MeanLogLoss
+
+    static member Parse(text: string) =
+        match text.Trim().ToLowerInvariant() with
+        | "mean" -> MeanLoss
+        | "log" -> MeanLogLoss
+        | t -> Tensors.invalidArg "meta-objective" $"unknown meta objective '{t}'; valid: mean (the mean loss, the papers'), log (the mean log loss)"
 
 /// Settings of a meta-training run.
 type MetaSettings =
     { Kind: LearnedKind
       KindOptions: (string * string) list
-      /// The optimizee problem; each episode draws a fresh instance from its own seed.
-      Task: Task
+      /// The optimizee problem for a data seed (its minibatch order): each episode draws a fresh
+      /// instance, initial weights and minibatch order both from the episode's own seed, so theta
+      /// never sees one fixed batch sequence; validation seeds likewise.
+      Task: int -> Task
+      /// Theta to start from (a trained file's, to continue on another task), or None: the kind's
+      /// own initialisation from Seed.
+      InitTheta: Tree option
       /// Steps per episode (T) and per truncated-backprop window; T is cut into T / Window windows.
       Horizon: int
       Window: int
@@ -23,6 +46,7 @@ type MetaSettings =
       /// The meta-optimizer is Adam whose learning rate decays exponentially from MetaLr to MetaLrFinal.
       MetaLr: float
       MetaLrFinal: float
+      Objective: MetaObjective
       /// Random scaling of the optimizee with c = exp(U(-r, r)) (Lv et al.), or None.
       RandomScaling: float option
       /// An extra convex term over a k-dimensional variable (Lv et al.), or None.
@@ -31,8 +55,8 @@ type MetaSettings =
       /// number of steps drawn uniformly from [lo, hi] (cut to whole windows) before the
       /// optimizee is reset to a fresh random start; None: every episode runs Horizon steps.
       ResetRange: (int * int) option
-      /// Every this many episodes, the mean meta-objective over the validation seeds (on the plain
-      /// task, without the tricks); the best Theta so far is kept.
+      /// Every this many episodes, `validationLoss` averaged over the validation seeds (on the
+      /// plain task, without the tricks); the best Theta so far is kept.
       ValidateEvery: int
       ValidationSeeds: int list
       /// Where checkpoints go (every CheckpointEvery episodes), and where a rerun resumes from.
@@ -71,7 +95,8 @@ module MetaTrain =
 
     /// The optimizee of an episode (with the tricks applied).
     let optimizee (s: MetaSettings) (seed: int) : Task =
-        let t = match s.RandomScaling with Some r -> Tricks.randomScaling r (seed + 17) s.Task | None -> s.Task
+        let plain = s.Task seed
+        let t = match s.RandomScaling with Some r -> Tricks.randomScaling r (seed + 17) plain | None -> plain
         match s.ConvexTerm with Some k -> Tricks.convexTerm k (seed + 31) t | None -> t
 
     let private validate (s: MetaSettings) =
@@ -113,6 +138,24 @@ module MetaTrain =
         with DivergedException _ -> nan
         |> fun v -> Tree.dispose start; v
 
+    /// The validation measure of one optimizee: for data-driven tasks the loss on the validation
+    /// split after `steps` steps (the final loss the optimizer is judged on, on data it never
+    /// trained on), else the mean training loss over the run (the meta-objective).
+    let validationLoss (task: Task) (opt: Transformation) (dtype: torch.ScalarType) (seed: int) (steps: int) : float =
+        match task.Evaluate with
+        | None -> objective task opt dtype seed steps
+        | Some evaluate ->
+            let start = task.Init { TaskInit.Default with Seed = seed; Dtype = dtype }
+            try
+                try
+                    let p, st = Run.optimize task opt start steps (fun _ _ _ -> ())
+                    let v = (evaluate Split.Validation p).Loss
+                    Tree.dispose p
+                    State.dispose st
+                    v
+                with DivergedException _ -> nan
+            finally Tree.dispose start
+
     /// The loss of step `t` at `p` (no graph) and its gradient, the optimizer's input.
     let private lossAndGradient (task: Task) (t: int) (p: Tree) : Tensor * Tree =
         let leaves = Tree.asLeaves p
@@ -120,9 +163,10 @@ module MetaTrain =
         let g = torch.autograd.grad([| loss |], leaves.Values)
         loss.detach(), { Names = p.Names; Values = Array.ofSeq g }
 
-    /// The steps of one window from (p, state) with Theta in the graph: the mean loss L(w_t) over
-    /// the window's W updates (a value, no graph), a surrogate whose gradient with respect to
-    /// Theta is that of the mean loss, and the final params and state (still in the graph).
+    /// The steps of one window from (p, state) with Theta in the graph: the mean loss L(w_t) (or
+    /// log L(w_t), by the objective) over the window's W updates (a value, no graph), a surrogate
+    /// whose gradient with respect to Theta is that of the mean, and the final params and state
+    /// (still in the graph).
     /// The surrogate is mean_t <g_t, w_t> with g_t = dL(w_t)/dw_t held constant: the optimizee's
     /// gradient is not differentiated through, so dL(w_t)/dTheta = g_t . dw_t/dTheta exactly, and
     /// the backward pass skips the optimizee's network (its graph is freed after each step).
@@ -132,8 +176,16 @@ module MetaTrain =
         let losses = Collections.Generic.List<Tensor>()
         let terms = Collections.Generic.List<Tensor>()
         let record (loss: Tensor) (g: Tree) (p: Tree) =
-            losses.Add loss
-            terms.Add(torch.dot(Cells.flatten g, Cells.flatten p))
+            let term = torch.dot(Cells.flatten g, Cells.flatten p)
+            match s.Objective with
+            | MetaObjective.MeanLoss ->
+                losses.Add loss
+                terms.Add term
+            | MetaObjective.MeanLogLoss ->
+                // d log L(w)/dTheta = (g / L) . dw/dTheta, with L held constant like g.
+                let l = loss.clamp_min(1e-30)
+                losses.Add(l.log())
+                terms.Add(term / l)
         for i in 0 .. s.Window - 1 do
             let loss, grads = lossAndGradient task (t0 + i) p
             if i > 0 then record loss grads p
@@ -201,7 +253,8 @@ module MetaTrain =
         let metaOpt = metaOptimizer s
         let keep (t: Tree) = t |> Tree.map (fun x -> x.DetachFromDisposeScope())
         let fresh () =
-            let theta = s.Kind.InitTheta values s.Seed |> Tree.map (fun x -> x.``to``(s.Dtype)) |> keep
+            let initial = match s.InitTheta with Some t -> Tree.map (fun (x: Tensor) -> x.detach().clone()) t | None -> s.Kind.InitTheta values s.Seed
+            let theta = initial |> Tree.map (fun x -> x.``to``(s.Dtype)) |> keep
             { Episode = -1; Theta = theta; MetaState = metaOpt.Init theta |> State.detachFromScopes
               BestTheta = theta; BestValidation = nan; MetaLosses = []; Validations = [] }
         let mutable c =
@@ -246,7 +299,7 @@ module MetaTrain =
                     let opt = s.Kind.Create values theta
                     // On the plain task, without the tricks: the problem the optimizer is meant for (the
                     // authors' code also tests on the untricked MNIST net).
-                    let v = s.ValidationSeeds |> List.averageBy (fun vs -> objective s.Task opt s.Dtype vs s.Horizon)
+                    let v = s.ValidationSeeds |> List.averageBy (fun vs -> validationLoss (s.Task vs) opt s.Dtype vs s.Horizon)
                     Some v
                 else None
             let best, bestTheta =
@@ -267,7 +320,7 @@ module MetaTrain =
             onEpisode { Episode = episode; Episodes = s.Episodes; MetaLoss = metaLoss; Validation = validation; BestValidation = best; Skipped = skipped }
         let info =
             [ "episodes", string s.Episodes; "horizon", string s.Horizon; "window", string s.Window
-              "task", s.Task.Name; "seed", string s.Seed
+              "task", (s.Task s.Seed).Name; "seed", string s.Seed
               "best_validation", c.BestValidation.ToString("R", Globalization.CultureInfo.InvariantCulture) ]
         { Best = trained s c.BestTheta info
           Last = trained s c.Theta info
