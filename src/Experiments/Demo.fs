@@ -108,5 +108,8 @@ module Demo =
             out.WriteLine $"Report: {page} (and report.md, PNG plots beside it)"
             out.WriteLine $"{(List.head g.Tasks).Label}, {g.Steps} steps, mean over {g.Seeds.Length} seeds; paper: HyperAdam Table 1 (sigmoid), not our numbers:"
         c.Write(summary data)
+        // The last lines: which of the seeds' orderings held in this run.
+        for r in Report.claims data do
+            out.WriteLine $"Paper ordering {r.Verdict.Text.ToUpperInvariant()} in this run: {r.Claim.Text}; paired difference {Report.pairedText r}."
         out.Flush()
         code

@@ -10,6 +10,7 @@ open Expecto
 open Optimizers
 open Optimizers.Data
 open Optimizers.Experiments
+open Optimizers.Tests.Check
 
 /// The repository: the folder holding Optimizers.sln, above the test binaries or the working directory.
 let repoRoot () =
@@ -117,6 +118,29 @@ let tests =
                     Expect.stringContains md $"**Not run here: {k.Kind}**" "the report says which optimizer did not run, and why"
                 finally
                     try Directory.Delete(dir, true) with _ -> ()
+
+        testCase "the demo ends with one line per claim saying whether the paper's ordering held" <| fun () ->
+            let name = "demo-test-" + Guid.NewGuid().ToString("N").Substring(0, 8)
+            let config = Path.Combine(Path.GetTempPath(), name + ".json")
+            File.WriteAllText(config, $$"""
+{ "name": "{{name}}", "source": "test",
+  "grid": { "tasks": [ { "name": "sum-of-squares", "label": "squares", "options": { "dim": 10 } } ],
+            "optimizers": [ { "name": "sgd", "label": "fast", "lrs": [0.1] }, { "name": "sgd", "label": "slow", "lrs": [0.001] } ],
+            "seeds": [0, 1, 2], "steps": 20, "dtype": "float64" },
+  "measures": ["final_loss"],
+  "claims": [ { "text": "fast beats slow", "where": "test", "task": "squares", "better": "fast", "worse": "slow", "measure": "final_loss" },
+              { "text": "slow beats fast", "where": "test", "task": "squares", "better": "slow", "worse": "fast", "measure": "final_loss" } ] }""")
+            try
+                let code, out, err = cli [ "demo"; "--config"; config; "--quiet" ]
+                Expect.equal code 0 $"demo; stderr: {err}"
+                let last = out.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun l -> l.Trim()) |> Array.rev |> Array.truncate 2 |> Array.rev
+                Expect.stringStarts last[0] "Paper ordering HOLDS in this run: fast beats slow" "the first claim"
+                Expect.stringStarts last[1] "Paper ordering REVERSED in this run: slow beats fast" "the second claim"
+            finally
+                File.Delete config
+                for f in [ Path.Combine("results", name + ".db"); Path.Combine("results", name + ".db-wal"); Path.Combine("results", name + ".db-shm") ] do
+                    if File.Exists f then File.Delete f
+                if Directory.Exists(Path.Combine("reports", name)) then Directory.Delete(Path.Combine("reports", name), true)
 
         testCase "the demo config runs Adam, Adam-HD and the shipped HyperAdam on MlpMnist" <| fun () ->
             let c = Config.load (Path.Combine(repoRoot (), "paper-configs", Demo.configName))
