@@ -5,6 +5,9 @@
 //   run     build, then run the CLI with the given arguments: dotnet fsi build.fsx run -- trace ...
 //   results build, then `optimizers report --all`: the reports of the paper configs whose full runs
 //           are in results/ into docs/results/, and the index docs/results/README.md
+//   models  build, then the shipped learned optimizers against Adam at the paper's tuned rates on
+//           MlpMnist with each activation (`optimizers evaluate`, 100 seeds; `models 5` for a
+//           quick look): the table between the markers in models/README.md is replaced
 //   pack    NuGet packages of the core and the facade into artifacts/
 // Every target restores what it needs from NuGet; nothing has to be installed by hand.
 open System
@@ -83,6 +86,43 @@ match fsi.CommandLineArgs |> Array.toList |> List.tail with
     for project in [ "src/Core.FSharp"; "src/Interop.CSharp" ] do
         run "dotnet" [ "pack"; project; "-c"; config; "--no-build"; "-nologo"; "-o"; "artifacts" ]
 | [ "results" ] -> build (); cli [ "report"; "--all" ]
+| "models" :: rest ->
+    build ()
+    let seeds = match rest with [ n ] -> n | _ -> "100"
+    // HyperAdam Table 1's hand-tuned Adam rates (shared/notes/REPRODUCTION.md)
+    let activations = [ "sigmoid", "0.03125"; "relu", "0.0220971"; "elu", "0.0220971"; "tanh", "0.0110485" ]
+    let section = Text.StringBuilder()
+    let add (line: string) = section.AppendLine line |> ignore
+    let argsOf (activation: string, lr: string) =
+        [ "evaluate"; "--task"; "mlp-mnist"; "--task-opt"; $"activation={activation}"; "--optimizer"; $"adam:lr={lr}"
+          "--optimizer"; "hyperadam"; "--optimizer"; "rnnprop"; "--optimizer"; "dmoptimizer"; "--steps"; "100"; "--seeds"; seeds; "--format"; "markdown" ]
+    // One single-threaded process per activation, as many at a time as there are cores.
+    let evaluate (args: string list) =
+        let psi = ProcessStartInfo("dotnet", [ "run"; "--project"; "src/Experiments"; "-c"; config; "--no-build"; "--" ] @ args, WorkingDirectory = root, RedirectStandardOutput = true)
+        psi.Environment["OMP_NUM_THREADS"] <- "1"
+        use p = Process.Start psi
+        let out = p.StandardOutput.ReadToEnd()
+        p.WaitForExit()
+        p.ExitCode, out
+    printfn "evaluating on %d activations, %s seeds each ..." activations.Length seeds
+    let results =
+        activations |> List.map (fun a -> async { return a, evaluate (argsOf a) })
+        |> fun jobs -> Async.Parallel(jobs, Environment.ProcessorCount) |> Async.RunSynchronously
+    for (activation, lr), (code, out) in results do
+        let args = argsOf (activation, lr)
+        if code <> 0 then (eprintfn "build.fsx: evaluate failed for %s (exit code %d)" activation code; exit code)
+        printfn "%s:\n%s" activation out
+        add $"**{activation}** (`optimizers {String.Join(' ', args)}`):"
+        add ""
+        for line in out.Split('\n') |> Array.filter (fun l -> l.StartsWith "|") do add (line.TrimEnd())
+        add ""
+    let file = IO.Path.Combine(root, "models", "README.md")
+    let text = IO.File.ReadAllText file
+    let first, last = "<!-- models table: begin (dotnet fsi build.fsx models) -->", "<!-- models table: end -->"
+    let i, j = text.IndexOf first, text.IndexOf last
+    if i < 0 || j < i then (eprintfn "build.fsx: models/README.md has no '%s' ... '%s' markers" first last; exit 1)
+    IO.File.WriteAllText(file, text.Substring(0, i + first.Length) + "\n" + section.ToString() + text.Substring j)
+    printfn "models/README.md: table rewritten (%s seeds)" seeds
 | _ ->
-    eprintfn "usage: dotnet fsi build.fsx build | test | demo | run -- ARGS | results | pack"
+    eprintfn "usage: dotnet fsi build.fsx build | test | demo | run -- ARGS | results | models [SEEDS] | pack"
     exit 2

@@ -114,7 +114,7 @@ module Evaluation =
         let ms = measures rows
         let name, value, higher = pairedMeasure rows
         let first = rows.Head
-        let headers = [ "optimizer" ] @ [ for n, _, _ in ms -> label n ] @ [ $"{label name} vs {first.Optimizer}: paired difference, better on"; "diverged" ]
+        let headers = [ "optimizer" ] @ [ for n, _, _ in ms -> label n ] @ [ $"{label name} vs {first.Optimizer}: paired difference (+ = better), better on"; "diverged" ]
         let body =
             [ for r in rows ->
                 let cells = [ for _, f, _ in ms -> let s = Measures.summary (r.Runs |> List.map f) in $"{Output.f3 s.Mean} +- {Output.f3 s.Se}" ]
@@ -123,7 +123,10 @@ module Evaluation =
                     else
                         let p = paired value higher first r
                         let word = match Measures.verdict p with Verdict.Holds -> "better" | Verdict.Reversed -> "worse" | v -> v.Text
-                        $"{Output.f3 p.Mean} +- {Output.f3 p.Se}, {p.Holds}/{p.N} seeds: {word}"
+                        // The means' ratio, as "within x%" claims read it.
+                        let mean (row: Row) = (Measures.summary (row.Runs |> List.map value)).Mean
+                        let relative = (100.0 * (mean r / mean first - 1.0)).ToString("+0.0;-0.0", Globalization.CultureInfo.InvariantCulture) + "%"
+                        $"{Output.f3 p.Mean} +- {Output.f3 p.Se} (mean {relative}), {p.Holds}/{p.N} seeds: {word}"
                 [ r.Optimizer ] @ cells @ [ vs; string r.Diverged ] ]
         headers, body
 
