@@ -44,11 +44,21 @@ module ResultsIndex =
     /// The paper's numbers for a claim's two optimizers on its task: "hyperadam 0.42, adam 0.65 (final_loss)".
     let private paperText (paper: JsonElement list) (claim: JsonElement) =
         let task = str claim "task"
-        let valuesOf (label: string) =
+        let number (e: JsonElement) (name: string) =
+            match e.TryGetProperty name with
+            | true, v when v.ValueKind = JsonValueKind.Number -> Some(v.GetDouble())
+            | _ -> None
+        // A printed number names its rate when the paper gives one; it belongs to the claim only at the claim's rate.
+        let rateMatches (p: JsonElement) (side: string) =
+            match number p "lr", (match number claim $"{side}_lr" with Some r -> Some r | None -> number claim "lr") with
+            | Some a, Some b -> a = b
+            | _ -> true
+        let valuesOf (side: string) =
+            let label = str claim side
             paper
-            |> List.filter (fun p -> str p "task" = task && str p "optimizer" = label)
+            |> List.filter (fun p -> str p "task" = task && str p "optimizer" = label && rateMatches p side)
             |> List.map (fun p -> $"""{label} {p.GetProperty("value").GetRawText()} ({str p "measure"})""")
-        match valuesOf (str claim "better") @ valuesOf (str claim "worse") with
+        match valuesOf "better" @ valuesOf "worse" with
         | [] -> "(no number printed)"
         | xs -> String.Join("; ", xs)
 
