@@ -117,6 +117,7 @@ type MetaTrainArgs =
     | [<Unique>] Meta_Objective of string
     | [<Unique>] Validate_Every of int
     | [<Unique>] Validation_Seeds of int
+    | Validation_Baseline of spec: string
     | [<Unique>] Init of file: string
     | [<Unique>] Checkpoint of dir: string
     | [<Unique>] Checkpoint_Every of int
@@ -146,6 +147,7 @@ type MetaTrainArgs =
             | Reset_Range _ -> "random resets (the thesis's train_reset): each episode runs U(lo, hi) steps, cut to whole windows, instead of the horizon"
             | Validate_Every _ -> "validate every this many episodes (default 10)"
             | Validation_Seeds _ -> "validation optimizees (default 5)"
+            | Validation_Baseline _ -> "repeatable: an optimizer measured once on the same validation optimizees, for reference (NAME or NAME:opt=value, e.g. adam:lr=0.03125); printed and recorded in the file"
             | Init _ -> "start theta from this trained file of the same kind (e.g. a shipped model, to continue on new data); its options are used"
             | Checkpoint _ -> "checkpoint directory; a rerun with the same settings resumes from it"
             | Checkpoint_Every _ -> "episodes between checkpoints (default 10)"
@@ -554,6 +556,7 @@ module Cli =
               Objective = r.GetResult(MetaTrainArgs.Meta_Objective, "mean")
               ValidateEvery = r.GetResult(MetaTrainArgs.Validate_Every, 10)
               ValidationSeeds = r.GetResult(MetaTrainArgs.Validation_Seeds, 5)
+              ValidationBaselines = r.GetResults MetaTrainArgs.Validation_Baseline
               Init = r.TryGetResult MetaTrainArgs.Init
               Checkpoint = r.TryGetResult MetaTrainArgs.Checkpoint
               CheckpointEvery = r.GetResult(MetaTrainArgs.Checkpoint_Every, 10)

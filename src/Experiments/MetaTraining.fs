@@ -29,6 +29,9 @@ module MetaTraining =
           Objective: string
           ValidateEvery: int
           ValidationSeeds: int
+          /// Optimizers (evaluate's NAME:opt=value specs) measured once on the validation optimizees,
+          /// so that the log shows what the learned optimizer's validation loss has to beat.
+          ValidationBaselines: string list
           /// A trained file of the same kind to start theta from (its options are the run's).
           Init: string option
           Checkpoint: string option
@@ -98,6 +101,14 @@ module MetaTraining =
                 if not p.Skipped then TensorBoard.scalar w "meta_loss" (p.Episode + 1) p.MetaLoss
                 p.Validation |> Option.iter (TensorBoard.scalar w "validation_loss" (p.Episode + 1)))
             report p
+        let baselines =
+            [ for spec in s.ValidationBaselines ->
+                let name, options = Evaluation.parseSpec spec
+                let opt = Registry.createOptimizer name options
+                spec, settings.ValidationSeeds |> List.averageBy (fun vs -> MetaTrain.validationLoss (settings.Task vs) opt settings.Dtype vs s.Horizon) ]
+        for spec, v in baselines do
+            out.WriteLine $"validation baseline {spec}: {Output.short v} (mean over the {s.ValidationSeeds} validation optimizees)"
+            writer |> Option.iter (fun w -> TensorBoard.scalar w $"validation_baseline/{spec}" 0 v)
         let sw = Stopwatch.StartNew()
         let train (report: MetaProgress -> unit) = MetaTrain.train settings (logged report)
         let result =
@@ -115,7 +126,9 @@ module MetaTraining =
         let info =
             [ "command", s.CommandLine
               "wall_seconds", sw.Elapsed.TotalSeconds.ToString("F1", Globalization.CultureInfo.InvariantCulture)
-              "meta_losses", String.Join(" ", result.MetaLosses |> List.map Output.short) ]
+              "meta_losses", String.Join(" ", result.MetaLosses |> List.map Output.short)
+              "validations", String.Join(" ", result.Validations |> List.map (fun (e, v) -> $"{e + 1}:{Output.short v}")) ]
+            @ [ for spec, v in baselines -> $"validation_baseline {spec}", Output.short v ]
         let withInfo (t: TrainedOptimizer) = { t with Info = List.fold (fun m (k, v) -> Map.add k v m) t.Info info }
         LearnedOptimizer.save s.Out (withInfo result.Best)
         LearnedOptimizer.save (Path.ChangeExtension(s.Out, ".last.bin")) (withInfo result.Last)

@@ -110,10 +110,17 @@ let tests =
             let file = Path.Combine(dir, "h.bin")
             let code, out, err =
                 cli [ "meta-train"; "--kind"; "hyperadam"; "--opt"; "j=2"; "--opt"; "hidden=3"; "--task"; "sum-of-squares"; "--task-opt"; "dim=5"
-                      "--horizon"; "8"; "--window"; "4"; "--episodes"; "3"; "--validate-every"; "1"; "--validation-seeds"; "2"; "--out"; file; "--quiet" ]
+                      "--horizon"; "8"; "--window"; "4"; "--episodes"; "3"; "--validate-every"; "1"; "--validation-seeds"; "2"; "--validation-baseline"; "adam:lr=0.1"; "--out"; file; "--quiet" ]
             Expect.equal code 0 $"meta-train exit code ({err})"
             Expect.stringContains out "saved" "reports the file"
             let trained = LearnedOptimizer.load file
+            // The baseline: Adam on the same two validation optimizees (seeds -1001, -1002), measured once.
+            let task = Registry.createSeededTask "sum-of-squares" [ "dim", "5" ]
+            let adam = Registry.createOptimizer "adam" [ "lr", "0.1" ]
+            let expected = [ -1001; -1002 ] |> List.averageBy (fun vs -> MetaTrain.validationLoss (task vs) adam TorchSharp.torch.float32 vs 8)
+            Expect.stringContains out $"validation baseline adam:lr=0.1: {Optimizers.Experiments.Output.short expected}" "the baseline's validation loss is printed"
+            Expect.equal trained.Info["validation_baseline adam:lr=0.1"] (Optimizers.Experiments.Output.short expected) "and recorded in the file"
+            Expect.equal (trained.Info["validations"].Split(' ').Length) 3 "one validation per episode is recorded"
             Expect.stringContains trained.Info["command"] "meta-train --kind hyperadam" "the command line is recorded in the file"
             Expect.equal trained.Options [ "j", "2"; "hidden", "3" ] "the kind's options are recorded"
             let code, out, err = cli [ "evaluate"; "--task"; "sum-of-squares"; "--task-opt"; "dim=5"; "--optimizer"; $"hyperadam:file={file}"; "--optimizer"; "adam"; "--steps"; "5"; "--seeds"; "3"; "--format"; "csv" ]
