@@ -114,6 +114,44 @@ public class PackageTests
             0
         """;
 
+    /// A C# console project outside the repository that references the facade by ProjectReference
+    /// and imports the core's build targets, as the README's section says: it builds, loads
+    /// LibTorch, finds the shipped HyperAdam and MNIST beside the program, and trains.
+    [Fact]
+    public void AProjectOutsideTheRepositoryWorksByProjectReference()
+    {
+        var root = Directory.CreateTempSubdirectory("optimizers-projectref-");
+        try
+        {
+            var repo = Fixtures.RepoRoot();
+            var readme = File.ReadAllText(Path.Combine(repo, "README.md"));
+            var import = Regex.Match(readme, "`(<Import Project=\"/path/to/Optimizers/([^\"]+)\" />)`");
+            Assert.True(import.Success, "the README names the targets file a ProjectReference consumer imports");
+            File.WriteAllText(Path.Combine(root.FullName, "Directory.Build.props"), "<Project />");
+            File.WriteAllText(Path.Combine(root.FullName, "Directory.Build.targets"), "<Project />");
+            var xml = ReadmeBlocks("xml").Single();
+            var reference = $"<ProjectReference Include=\"{Path.Combine(repo, "src", "Interop.CSharp", "Interop.CSharp.csproj")}\" />";
+            var csproj = Regex.Replace(xml, "<PackageReference Include=\"Optimizers.Interop\"[^>]*/>", reference)
+                .Replace("</Project>", $"  <Import Project=\"{Path.Combine(repo, import.Groups[2].Value)}\" />\n</Project>");
+            Assert.Contains(reference, csproj);
+            File.WriteAllText(Path.Combine(root.FullName, "MyTraining.csproj"), csproj);
+            File.WriteAllText(Path.Combine(root.FullName, "Program.cs"), ReadmeBlocks("csharp").Single());
+            var (code, log) = Fixtures.RunProcess("dotnet", $"build -c {Config()} -nologo -clp:NoSummary", 900, directory: root.FullName);
+            Assert.True(code == 0, $"the build failed:\n{log}");
+            var output = Path.Combine(root.FullName, "bin", Config(), "net10.0", "linux-x64");
+            Assert.True(File.Exists(Path.Combine(output, "models", "hyperadam.bin")), "models/hyperadam.bin is not beside the program");
+            Assert.True(File.Exists(Path.Combine(output, "data", "mnist-20k", "train-images-idx3-ubyte.gz")), "the default MNIST set is not beside the program");
+            foreach (var optimizer in new[] { "adam", "hyperadam" })
+            {
+                var (rc, text) = Fixtures.RunProcess(Path.Combine(output, "MyTraining"), $"{optimizer} 50", 600, directory: root.FullName);
+                Assert.True(rc == 0, $"{optimizer}: exit code {rc}:\n{text}");
+                var losses = Losses(text);
+                Assert.True(losses.ContainsKey(1) && losses.ContainsKey(50) && losses[50] < losses[1] - 0.1, $"{optimizer}: the loss did not fall in 50 steps:\n{text}");
+            }
+        }
+        finally { try { root.Delete(true); } catch (IOException) { } }
+    }
+
     /// A new user's C# console project made from the README's section alone, and an F# one with
     /// the same package references, in a temporary folder outside the repository: they restore
     /// the freshly packed packages from a local folder feed (and TorchSharp-cpu from NuGet), build,
