@@ -119,6 +119,7 @@ type MetaTrainArgs =
     | [<Unique>] Validation_Seeds of int
     | Validation_Baseline of spec: string
     | [<Unique>] Init of file: string
+    | [<Unique>] Init_Adam of lr: float
     | [<Unique>] Checkpoint of dir: string
     | [<Unique>] Checkpoint_Every of int
     | [<Unique>] Seed of int
@@ -148,6 +149,7 @@ type MetaTrainArgs =
             | Validate_Every _ -> "validate every this many episodes (default 10)"
             | Validation_Seeds _ -> "validation optimizees (default 5)"
             | Validation_Baseline _ -> "repeatable: an optimizer measured once on the same validation optimizees, for reference (NAME or NAME:opt=value, e.g. adam:lr=0.03125); printed and recorded in the file"
+            | Init_Adam _ -> "hyperadam only: start theta at Adam with this rate (betas 0.9, 0.999; the J candidates' kernels slightly perturbed), e.g. the task's tuned rate, so meta-training starts from tuned Adam"
             | Init _ -> "start theta from this trained file of the same kind (e.g. a shipped model, to continue on new data); its options are used"
             | Checkpoint _ -> "checkpoint directory; a rerun with the same settings resumes from it"
             | Checkpoint_Every _ -> "episodes between checkpoints (default 10)"
@@ -558,6 +560,7 @@ module Cli =
               ValidationSeeds = r.GetResult(MetaTrainArgs.Validation_Seeds, 5)
               ValidationBaselines = r.GetResults MetaTrainArgs.Validation_Baseline
               Init = r.TryGetResult MetaTrainArgs.Init
+              InitAdam = r.TryGetResult MetaTrainArgs.Init_Adam
               Checkpoint = r.TryGetResult MetaTrainArgs.Checkpoint
               CheckpointEvery = r.GetResult(MetaTrainArgs.Checkpoint_Every, 10)
               Seed = r.GetResult(MetaTrainArgs.Seed, 0)

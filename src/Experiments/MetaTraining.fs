@@ -34,6 +34,8 @@ module MetaTraining =
           ValidationBaselines: string list
           /// A trained file of the same kind to start theta from (its options are the run's).
           Init: string option
+          /// HyperAdam only: start theta at Adam with this rate (HyperAdam.adamTheta).
+          InitAdam: float option
           Checkpoint: string option
           CheckpointEvery: int
           Seed: int
@@ -61,13 +63,20 @@ module MetaTraining =
             | Some(file, t) when List.sort s.KindOptions <> List.sort t.Options ->
                 Tensors.invalidArg "init" $"--init {file} was trained with options {TensorBoard.options t.Options}, not {TensorBoard.options s.KindOptions}; drop --opt to take the file's"
             | Some _ -> s.KindOptions
-        LearnedOptimizer.values kind kindOptions |> ignore
+        let values = LearnedOptimizer.values kind kindOptions
+        let initTheta =
+            match init, s.InitAdam with
+            | Some _, Some _ -> Tensors.invalidArg "init-adam" "--init and --init-adam both give the starting theta; pass one of them"
+            | Some(_, t), None -> Some t.Theta
+            | None, Some lr when kind.Kind = HyperAdam.kind.Kind -> Some(HyperAdam.adamTheta values s.Seed lr 0.9 0.999 0.01)
+            | None, Some _ -> Tensors.invalidArg "init-adam" $"--init-adam: '{kind.Kind}' has no Adam special case (only hyperadam has); drop it or start from a file with --init"
+            | None, None -> None
         let settings : MetaSettings =
             { Kind = kind
               KindOptions = kindOptions
               // Each episode (and each validation seed) draws its own minibatch order.
               Task = Registry.createSeededTask s.Task s.TaskOptions
-              InitTheta = init |> Option.map (fun (_, t) -> t.Theta)
+              InitTheta = initTheta
               Horizon = s.Horizon
               Window = s.Window
               Episodes = s.Episodes

@@ -67,6 +67,13 @@ let tests =
             let adam = Adam.create { Adam.defaults with Lr = Hyper.Fixed lr; Eps = 1e-300; EpsRoot = 1e-24 }
             List.iter2 (fun a b -> closeRel 1e-10 a b "updates") (updates ours pr 1.0) (updates adam pr 1.0)
 
+        testPropertyWithConfig config "hyperadam at adamTheta with no noise is adam at the given rate, for any J" <| fun (pr: Problem) ->
+            let options = [ "j", "3"; "hidden", "4"; "lr", "0.005"; "eps", "1e-24" ]
+            let theta = HyperAdam.adamTheta (LearnedOptimizer.values HyperAdam.kind options) 7 0.03 0.9 0.999 0.0 |> Tree.map (fun t -> t.to_type f64)
+            let adam = Adam.create { Adam.defaults with Lr = Hyper.Fixed 0.03; Eps = 1e-300; EpsRoot = 1e-24 }
+            // the rates pass through float32 logits: equal to about 1e-7
+            List.iter2 (fun a b -> closeRel 1e-5 a b "updates") (updates (hyperAdam options theta) pr 1.0) (updates adam pr 1.0)
+
         testPropertyWithConfig config "hyperadam's update is invariant to the gradient's scale" <| fun (pr: Problem) (Scale c) ->
             let opt = hyperAdam [ "j", "5"; "hidden", "7" ] (freshTheta [ "j", "5"; "hidden", "7" ] 3)
             List.iter2 (fun a b -> closeRel 1e-7 a b $"scaled by {c}") (updates opt pr c) (updates opt pr 1.0)
@@ -145,6 +152,23 @@ let tests =
             Expect.equal again.Options trained.Options "the file's options"
             for a, b in Array.zip (Tree.toFloats again.Theta) (Tree.toFloats trained.Theta) do
                 Expect.floatClose Accuracy.medium a b "theta starts from the file's"
+            // --init-adam starts at Adam with that rate: J weights of lr / (alpha J), the rates' logits.
+            let code, _, err =
+                cli [ "meta-train"; "--kind"; "hyperadam"; "--opt"; "j=4"; "--opt"; "lr=0.01"; "--init-adam"; "0.03"; "--task"; "sum-of-squares"; "--task-opt"; "dim=5"
+                      "--horizon"; "8"; "--window"; "4"; "--episodes"; "1"; "--meta-lr"; "1e-12"; "--out"; continued; "--quiet" ]
+            Expect.equal code 0 $"meta-train --init-adam exit code ({err})"
+            let fromAdam = LearnedOptimizer.load continued
+            for w in Tree.toFloats (Tree.single "b" fromAdam.Theta["weight.b"]) do
+                Expect.floatClose Accuracy.medium w 0.75 "each weight is 0.03 / (0.01 * 4)"
+            let rates = Tree.toFloats (Tree.single "b" fromAdam.Theta["adam.bias"]) |> Array.map (fun z -> 1.0 / (1.0 + exp -z))
+            Expect.floatClose Accuracy.medium rates[0] 0.9 "beta1's logit"
+            Expect.floatClose Accuracy.medium rates[7] 0.999 "beta2's logit"
+            let code, _, err = cli [ "meta-train"; "--kind"; "rnnprop"; "--init-adam"; "0.03"; "--task"; "rosenbrock"; "--out"; continued ]
+            Expect.equal code 2 "--init-adam for a kind without an Adam special case"
+            Expect.stringContains err "only hyperadam" "says which kind has one"
+            let code, _, err = cli [ "meta-train"; "--kind"; "hyperadam"; "--init"; file; "--init-adam"; "0.03"; "--task"; "rosenbrock"; "--out"; continued ]
+            Expect.equal code 2 "--init and --init-adam together"
+            Expect.stringContains err "pass one of them" "says how to fix it"
             let code, _, err = cli [ "meta-train"; "--kind"; "rnnprop"; "--init"; file; "--task"; "rosenbrock"; "--out"; continued ]
             Expect.equal code 2 "an --init file of another kind"
             Expect.stringContains err "holds a 'hyperadam'" "names what the file holds"

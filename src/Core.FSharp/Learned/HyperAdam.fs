@@ -48,6 +48,31 @@ module HyperAdam =
               "weight.w", Cells.glorot gen h j
               "weight.b", Cells.zeros j ]
 
+    /// Theta at which HyperAdam is Adam at rate `lr` with decay rates `beta1`, `beta2`, up to a
+    /// perturbation of size `noise`: every candidate's rates are the constants (b_u = their logits)
+    /// and every weight is lr / (alpha J) (b_q; ELU is the identity there), so the J terms sum to
+    /// Adam's step. The kernels are fresh ones from `seed` (Theta_u's as drawn, since the column
+    /// normalisation already makes its inputs small; Theta_q's scaled by `noise`): with noise = 0
+    /// and Theta_u = 0 it is Adam exactly, and a small noise breaks the symmetry between the J
+    /// candidates so that meta-training can move them apart. A start at tuned Adam for meta-training.
+    let adamTheta (o: OptionValues) (seed: int) (lr: float) (beta1: float) (beta2: float) (noise: float) : Tree =
+        let j, _ = sizes o
+        let check name v = Hyper.checkFloat "hyperadam" name (fun v -> v > 0.0 && v < 1.0) "in (0, 1)" v
+        check "beta1" beta1
+        check "beta2" beta2
+        Hyper.checkFloat "hyperadam" "lr" (fun v -> v > 0.0) "> 0" lr
+        Hyper.checkFloat "hyperadam" "noise" (fun v -> v >= 0.0) ">= 0" noise
+        let logit (p: float) = log (p / (1.0 - p))
+        let weight = lr / (o.Float "lr" * float j)
+        initTheta o seed
+        |> Tree.mapi (fun name x ->
+            match name with
+            | "adam.kernel" when noise = 0.0 -> torch.zeros_like x
+            | "adam.bias" -> torch.tensor(Array.append (Array.create j (float32 (logit beta1))) (Array.create j (float32 (logit beta2))))
+            | "weight.w" -> x * noise
+            | "weight.b" -> torch.ones_like x * weight
+            | _ -> x)
+
     /// The HyperAdam optimizer that Theta defines.
     let create (o: OptionValues) (theta: Tree) : Transformation =
         let j, h = sizes o
