@@ -106,6 +106,7 @@ type MetaTrainArgs =
     | [<EqualsAssignmentOrSpaced>] Opt of assignment: string
     | [<Mandatory; Unique>] Task of name: string
     | [<EqualsAssignmentOrSpaced>] Task_Opt of assignment: string
+    | [<Unique>] Task_Choice of assignment: string
     | [<Unique>] Horizon of int
     | [<Unique>] Window of int
     | [<Unique>] Episodes of int
@@ -137,6 +138,7 @@ type MetaTrainArgs =
             | Opt _ -> "option of the kind, name=value, repeatable (hyperadam: j, hidden, lr, eps; every kind's options: see `list`)"
             | Task _ -> "optimizee task: " + Tensors.commas Registry.taskNames
             | Task_Opt _ -> "task option name=value, repeatable"
+            | Task_Choice _ -> "name=v1,v2,...: each optimizee (episode and validation seed) takes one of these values of a task option in turn, e.g. activation=sigmoid,relu,elu,tanh to meta-train for all four"
             | Horizon _ -> "optimizer steps per episode, T (default 100)"
             | Window _ -> "steps per truncated-backprop window (default 20; must divide the horizon; u_max of msadam-rnn)"
             | Episodes _ -> "episodes, each a fresh optimizee (default 100)"
@@ -547,6 +549,9 @@ module Cli =
               KindOptions = [ for a in r.GetResults MetaTrainArgs.Opt -> Registry.parseAssignment a ]
               Task = r.GetResult MetaTrainArgs.Task
               TaskOptions = [ for a in r.GetResults MetaTrainArgs.Task_Opt -> Registry.parseAssignment a ]
+              TaskChoice =
+                r.TryGetResult MetaTrainArgs.Task_Choice
+                |> Option.map (fun a -> let n, v = Registry.parseAssignment a in n, v.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray)
               Horizon = r.GetResult(MetaTrainArgs.Horizon, 100)
               Window = r.GetResult(MetaTrainArgs.Window, 20)
               Episodes = r.GetResult(MetaTrainArgs.Episodes, 100)

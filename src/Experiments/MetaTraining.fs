@@ -18,6 +18,8 @@ module MetaTraining =
           KindOptions: (string * string) list
           Task: string
           TaskOptions: (string * string) list
+          /// A task option whose value each optimizee takes in turn from the list (by its seed).
+          TaskChoice: (string * string list) option
           Horizon: int
           Window: int
           Episodes: int
@@ -64,6 +66,15 @@ module MetaTraining =
                 Tensors.invalidArg "init" $"--init {file} was trained with options {TensorBoard.options t.Options}, not {TensorBoard.options s.KindOptions}; drop --opt to take the file's"
             | Some _ -> s.KindOptions
         let values = LearnedOptimizer.values kind kindOptions
+        let taskFor =
+            match s.TaskChoice with
+            | None -> Registry.createSeededTask s.Task s.TaskOptions
+            | Some(name, []) -> Tensors.invalidArg "task-choice" $"--task-choice {name}=: no values; give them as {name}=v1,v2"
+            | Some(name, _) when s.TaskOptions |> List.exists (fun (n, _) -> n = name) ->
+                Tensors.invalidArg "task-choice" $"--task-choice {name} and --task-opt {name} both set '{name}'; keep one"
+            | Some(name, choices) ->
+                for v in choices do Registry.createTask s.Task (s.TaskOptions @ [ name, v ]) |> ignore   // each value checked now
+                fun seed -> Registry.createSeededTask s.Task (s.TaskOptions @ [ name, choices[((seed % choices.Length) + choices.Length) % choices.Length] ]) seed
         let initTheta =
             match init, s.InitAdam with
             | Some _, Some _ -> Tensors.invalidArg "init-adam" "--init and --init-adam both give the starting theta; pass one of them"
@@ -75,7 +86,7 @@ module MetaTraining =
             { Kind = kind
               KindOptions = kindOptions
               // Each episode (and each validation seed) draws its own minibatch order.
-              Task = Registry.createSeededTask s.Task s.TaskOptions
+              Task = taskFor
               InitTheta = initTheta
               Horizon = s.Horizon
               Window = s.Window

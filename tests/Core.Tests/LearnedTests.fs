@@ -163,6 +163,20 @@ let tests =
             let rates = Tree.toFloats (Tree.single "b" fromAdam.Theta["adam.bias"]) |> Array.map (fun z -> 1.0 / (1.0 + exp -z))
             Expect.floatClose Accuracy.medium rates[0] 0.9 "beta1's logit"
             Expect.floatClose Accuracy.medium rates[7] 0.999 "beta2's logit"
+            // --task-choice: each optimizee takes one value in turn by its seed (-1001: the second, -1002: the first).
+            let code, out, err =
+                cli [ "meta-train"; "--kind"; "hyperadam"; "--opt"; "j=2"; "--opt"; "hidden=3"; "--task"; "sum-of-squares"; "--task-choice"; "dim=3,5"
+                      "--horizon"; "8"; "--window"; "4"; "--episodes"; "2"; "--validate-every"; "1"; "--validation-seeds"; "2"; "--validation-baseline"; "adam:lr=0.1"; "--out"; continued; "--quiet" ]
+            Expect.equal code 0 $"meta-train --task-choice exit code ({err})"
+            let on dim vs = MetaTrain.validationLoss (Registry.createSeededTask "sum-of-squares" [ "dim", dim ] vs) adam TorchSharp.torch.float32 vs 8
+            let mixed = (on "5" -1001 + on "3" -1002) / 2.0
+            Expect.stringContains out $"validation baseline adam:lr=0.1: {Optimizers.Experiments.Output.short mixed}" "the validation optimizees take the values in turn"
+            let code, _, err = cli [ "meta-train"; "--kind"; "hyperadam"; "--task"; "sum-of-squares"; "--task-choice"; "dim=3,x"; "--out"; continued ]
+            Expect.equal code 2 "a bad value among the choices"
+            Expect.stringContains err "dim" "names the option"
+            let code, _, err = cli [ "meta-train"; "--kind"; "hyperadam"; "--task"; "sum-of-squares"; "--task-opt"; "dim=4"; "--task-choice"; "dim=3,5"; "--out"; continued ]
+            Expect.equal code 2 "the same option fixed and chosen"
+            Expect.stringContains err "keep one" "says how to fix it"
             let code, _, err = cli [ "meta-train"; "--kind"; "rnnprop"; "--init-adam"; "0.03"; "--task"; "rosenbrock"; "--out"; continued ]
             Expect.equal code 2 "--init-adam for a kind without an Adam special case"
             Expect.stringContains err "only hyperadam" "says which kind has one"
