@@ -168,6 +168,7 @@ type EvaluateArgs =
     | [<Mandatory>] Optimizer of spec: string
     | [<Unique>] Steps of int
     | [<Unique>] Seeds of int
+    | Validation
     | [<Unique>] Dtype of string
     | [<Unique>] Format of string
     | [<Unique>] Tensorboard of dir: string
@@ -181,6 +182,7 @@ type EvaluateArgs =
             | Optimizer _ -> "repeatable: NAME or NAME:opt=value,opt=value (e.g. hyperadam:file=h.bin, adam:lr=0.03125)"
             | Steps _ -> "steps per run (default 100)"
             | Seeds _ -> "number of seeds (default 20); every optimizer sees the same ones, each seed its own minibatch order (data_seed = seed unless given)"
+            | Validation -> "run on meta-train's validation optimizees (seeds -1001, -1002, ...) and read the loss on the validation split: for choosing among trained optimizers without touching the evaluation seeds 0, 1, ..."
             | Dtype _ -> "float32 or float64 (default float32)"
             | Format _ -> "table, csv (one line per optimizer), runs (one line per optimizer and seed, for paired comparisons) or markdown; default table"
 
@@ -594,7 +596,10 @@ module Cli =
         let taskOptions = [ for a in r.GetResults EvaluateArgs.Task_Opt -> Registry.parseAssignment a ]
         Registry.createTask taskName taskOptions |> ignore // bad options fail here, before any run
         let steps = r.GetResult(EvaluateArgs.Steps, 100)
-        let seeds = [ 0 .. r.GetResult(EvaluateArgs.Seeds, 20) - 1 ]
+        let n = r.GetResult(EvaluateArgs.Seeds, 20)
+        let validation = r.Contains EvaluateArgs.Validation
+        // meta-train's validation seeds (MetaTraining: -1000 - i)
+        let seeds = if validation then [ for i in 1 .. n -> -1000 - i ] else [ 0 .. n - 1 ]
         let write : Evaluation.Row list -> unit =
             match r.GetResult(EvaluateArgs.Format, "table") with
             | "table" -> Evaluation.writeTable $"{taskName}, {steps} steps, {seeds.Length} seeds"
@@ -604,7 +609,7 @@ module Cli =
             | f -> Tensors.invalidArg "format" $"unknown format '{f}'; valid: table, csv, runs, markdown"
         let tensorboard = r.TryGetResult EvaluateArgs.Tensorboard |> Option.map (fun dir -> dir, [ "task", taskName; "task options", TensorBoard.options taskOptions ])
         let dtype = Tensors.parseDtype (r.GetResult(EvaluateArgs.Dtype, "float32"))
-        write (Evaluation.run (Registry.createSeededTask taskName taskOptions) (r.GetResults EvaluateArgs.Optimizer) steps seeds dtype tensorboard)
+        write (Evaluation.run (Registry.createSeededTask taskName taskOptions) (r.GetResults EvaluateArgs.Optimizer) steps seeds (if validation then Optimizers.Data.Split.Validation else Optimizers.Data.Split.Train) dtype tensorboard)
 
     /// The command line of this invocation, as recorded with each run.
     let private commandLine (argv: string[]) =

@@ -20,15 +20,17 @@ module Evaluation =
         { Seed: int
           Final: float
           Mean: float
-          /// Loss on the whole training split after the last step (data-driven tasks).
-          TrainLoss: float option
+          /// Loss on the whole split `Row.LossSplit` (the training split, or the validation split
+          /// for choosing among trained optimizers) after the last step (data-driven tasks).
+          SplitLoss: float option
           /// Top-1 accuracy on the test split after the last step (classifiers).
           TestTop1: float option }
 
     type Row =
         { Optimizer: string
           Runs: RunResult list
-          Diverged: int }
+          Diverged: int
+          LossSplit: Split }
 
     /// "name" or "name:opt=value,opt=value" (values must not contain commas).
     let parseSpec (spec: string) : string * (string * string) list =
@@ -42,7 +44,7 @@ module Evaluation =
     /// The optimizers on `taskFor seed` (the task with that seed's data order) for each seed;
     /// with `tensorboard` = Some(dir, hyperparameters), event files in one folder per optimizer
     /// and seed under dir.
-    let run (taskFor: int -> Task) (optimizers: string list) (steps: int) (seeds: int list) (dtype: TorchSharp.torch.ScalarType)
+    let run (taskFor: int -> Task) (optimizers: string list) (steps: int) (seeds: int list) (lossSplit: Split) (dtype: TorchSharp.torch.ScalarType)
             (tensorboard: (string * (string * string) list) option) : Row list =
         if steps < 1 then Tensors.invalidArg "steps" $"steps = {steps} is invalid; it must be >= 1"
         if seeds.IsEmpty then Tensors.invalidArg "seeds" "no seeds: pass --seeds N with N >= 1"
@@ -68,29 +70,36 @@ module Evaluation =
                                     last <- l)
                             let train, test =
                                 match task.Evaluate with
-                                | Some evaluate -> Some (evaluate Split.Train p).Loss, (evaluate Split.Test p).Top1
+                                | Some evaluate -> Some (evaluate lossSplit p).Loss, (evaluate Split.Test p).Top1
                                 | None -> None, None
                             Tree.dispose p
                             State.dispose st
-                            Some { Seed = seed; Final = last; Mean = sum / float steps; TrainLoss = train; TestTop1 = test }
+                            Some { Seed = seed; Final = last; Mean = sum / float steps; SplitLoss = train; TestTop1 = test }
                         with DivergedException _ -> None
                     Tree.dispose start
                     r ]
             let ok = results |> List.choose id
-            { Optimizer = spec; Runs = ok; Diverged = results.Length - ok.Length } ]
+            { Optimizer = spec; Runs = ok; Diverged = results.Length - ok.Length; LossSplit = lossSplit } ]
+
+    /// The name of the split-loss measure: train_loss, validation_loss or test_loss.
+    let private splitLossName (rows: Row list) =
+        match rows with
+        | { LossSplit = Split.Validation } :: _ -> "validation_loss"
+        | { LossSplit = Split.Test } :: _ -> "test_loss"
+        | _ -> "train_loss"
 
     /// The measures a row has, by name: (name, value of a run, higher is better).
     let private measures (rows: Row list) : (string * (RunResult -> float) * bool) list =
         let all = rows |> List.collect (fun r -> r.Runs)
         [ yield "final_loss", (fun r -> r.Final), false
           yield "mean_loss", (fun r -> r.Mean), false
-          if all |> List.exists (fun r -> r.TrainLoss.IsSome) then yield "train_loss", (fun r -> defaultArg r.TrainLoss nan), false
+          if all |> List.exists (fun r -> r.SplitLoss.IsSome) then yield splitLossName rows, (fun r -> defaultArg r.SplitLoss nan), false
           if all |> List.exists (fun r -> r.TestTop1.IsSome) then yield "test_top1", (fun r -> defaultArg r.TestTop1 nan), true ]
 
-    /// The measure the table pairs on: the low-noise training-split loss when there is one.
+    /// The measure the table pairs on: the low-noise split loss when there is one.
     let private pairedMeasure (rows: Row list) =
         let ms = measures rows
-        ms |> List.tryFind (fun (n, _, _) -> n = "train_loss") |> Option.defaultValue ms.Head
+        ms |> List.tryFind (fun (n, _, _) -> n = splitLossName rows) |> Option.defaultValue ms.Head
 
     /// `row` against `reference` on the seeds both finished: the paired difference of `value`,
     /// oriented so that a positive mean says `row` is better.
@@ -105,6 +114,8 @@ module Evaluation =
         | "final_loss" -> "final loss"
         | "mean_loss" -> "mean loss"
         | "train_loss" -> "train-split loss"
+        | "validation_loss" -> "validation-split loss"
+        | "test_loss" -> "test-split loss"
         | "test_top1" -> "test top-1"
         | n -> n
 

@@ -144,7 +144,7 @@ let tests =
 
         testCase "evaluate runs each seed on its own data order, the same for every optimizer, and scores the fixed sets" <| fun () ->
             let options = [ "batch_size", "8"; "hidden", "4" ]
-            let rows = Evaluation.run (Registry.createSeededTask "lstm-sine" options) [ "sgd:lr=0.1"; "adam:lr=0.01" ] 3 [ 0; 1 ] torch.float64 None
+            let rows = Evaluation.run (Registry.createSeededTask "lstm-sine" options) [ "sgd:lr=0.1"; "adam:lr=0.01" ] 3 [ 0; 1 ] Optimizers.Data.Split.Train torch.float64 None
             // The same run by hand, on the task with data_seed = seed.
             let byHand (optimizer: Transformation) (seed: int) =
                 let task = Registry.createTask "lstm-sine" (options @ [ "data_seed", string seed ])
@@ -159,11 +159,21 @@ let tests =
                 for r in row.Runs do
                     let last, train = byHand optimizer r.Seed
                     Expect.floatClose Accuracy.high r.Final last $"{row.Optimizer} seed {r.Seed}: the last minibatch of data_seed {r.Seed}"
-                    Expect.floatClose Accuracy.high r.TrainLoss.Value train $"{row.Optimizer} seed {r.Seed}: the training split after the last step"
+                    Expect.floatClose Accuracy.high r.SplitLoss.Value train $"{row.Optimizer} seed {r.Seed}: the training split after the last step"
             // A pinned data_seed is kept: both seeds then see seed 0's minibatches.
-            let pinned = Evaluation.run (Registry.createSeededTask "lstm-sine" (options @ [ "data_seed", "0" ])) [ "sgd:lr=0.1" ] 3 [ 1 ] torch.float64 None
+            let pinned = Evaluation.run (Registry.createSeededTask "lstm-sine" (options @ [ "data_seed", "0" ])) [ "sgd:lr=0.1" ] 3 [ 1 ] Optimizers.Data.Split.Train torch.float64 None
             let unpinned = rows.Head.Runs |> List.find (fun r -> r.Seed = 1)
             Expect.notEqual pinned.Head.Runs.Head.Final unpinned.Final "seed 1 with data_seed pinned to 0 sees other minibatches"
+            // evaluate --validation: meta-train's validation optimizees, scored on the validation split.
+            let code, out, err = cli [ "evaluate"; "--task"; "lstm-sine"; "--task-opt"; "batch_size=8"; "--task-opt"; "hidden=4"; "--optimizer"; "sgd:lr=0.1"; "--steps"; "3"; "--seeds"; "2"; "--validation"; "--dtype"; "float64"; "--format"; "runs" ]
+            Expect.equal code 0 $"evaluate --validation ({err})"
+            let lines = out.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun l -> l.Trim())
+            Expect.equal lines[0] "optimizer,seed,final_loss,mean_loss,validation_loss" "the split's loss is named"
+            Expect.equal [ for l in lines[1..] -> l.Split(',')[1] ] [ "-1001"; "-1002" ] "meta-train's validation seeds"
+            let sgd = Registry.createOptimizer "sgd" [ "lr", "0.1" ]
+            let vs = float (lines[1].Split(',')[4])
+            let expected = Optimizers.Meta.MetaTrain.validationLoss (Registry.createSeededTask "lstm-sine" options -1001) sgd torch.float64 -1001 3
+            Expect.floatClose Accuracy.medium vs expected "the loss meta-train's validation reads"
 
         testCase "meta-training draws each episode's and each validation seed's data order from its own seed" <| fun () ->
             let seen = Collections.Concurrent.ConcurrentBag<int>()
