@@ -95,7 +95,7 @@ match fsi.CommandLineArgs |> Array.toList |> List.tail with
     let add (line: string) = section.AppendLine line |> ignore
     let argsOf (activation: string, lr: string) =
         [ "evaluate"; "--task"; "mlp-mnist"; "--task-opt"; $"activation={activation}"; "--optimizer"; $"adam:lr={lr}"
-          "--optimizer"; "hyperadam"; "--optimizer"; "rnnprop"; "--optimizer"; "dmoptimizer"; "--steps"; "100"; "--seeds"; seeds; "--format"; "markdown" ]
+          "--optimizer"; "hyperadam"; "--optimizer"; "hyperadam:file=models/hyperadam-mix.bin"; "--optimizer"; "rnnprop"; "--optimizer"; "dmoptimizer"; "--steps"; "100"; "--seeds"; seeds; "--format"; "markdown" ]
     // One single-threaded process per activation, as many at a time as there are cores.
     let evaluate (args: string list) =
         let psi = ProcessStartInfo("dotnet", [ "run"; "--project"; "src/Experiments"; "-c"; config; "--no-build"; "--" ] @ args, WorkingDirectory = root, RedirectStandardOutput = true)
