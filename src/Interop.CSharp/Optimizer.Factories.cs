@@ -371,23 +371,23 @@ public sealed partial class Optimizer
     /// trained-optimizer file (OPTLEARN, made by <c>optimizers meta-train --kind KIND --out FILE</c>);
     /// without a file, the one shipped as models/KIND.bin (hyperadam, dmoptimizer, rnnprop), which
     /// the build copies next to every program that references the library; with
-    /// <paramref name="init_seed"/>, fresh untrained meta-parameters. Options given here override the file's.
+    /// <paramref name="initSeed"/>, fresh untrained meta-parameters. Options given here override the file's.
     /// </summary>
     /// <param name="parameters">The parameters to optimize.</param>
     /// <param name="kind">The learned optimizer's kind.</param>
     /// <param name="file">A trained-optimizer file (default: the shipped one).</param>
     /// <param name="options">Options of the kind, overriding the file's (e.g. lr).</param>
-    /// <param name="init_seed">Untrained meta-parameters drawn from this seed instead of a file.</param>
+    /// <param name="initSeed">Untrained meta-parameters drawn from this seed instead of a file.</param>
     /// <exception cref="ArgumentException">An unknown kind (ParamName "kind"); no file and none
     /// shipped, or a file of another kind (ParamName "file").</exception>
     /// <exception cref="FileNotFoundException">No such file.</exception>
     /// <exception cref="InvalidDataException">The file is not a trained-optimizer file, or is truncated or corrupt.</exception>
     public static Optimizer Learned(IEnumerable<Parameter> parameters, string kind, string? file = null,
-        IReadOnlyDictionary<string, object>? options = null, int? init_seed = null)
+        IReadOnlyDictionary<string, object>? options = null, int? initSeed = null)
     {
         ArgumentNullException.ThrowIfNull(kind);
         var k = Errors.Guard(() => Core.Registry.findLearnedKind(kind));
-        return MakeLearned(k.Kind, parameters, file, init_seed, With(options).ToArray());
+        return MakeLearned(k.Kind, parameters, file, initSeed, With(options).ToArray());
     }
 
     /// A learned optimizer: checks first that there is a file to load (with the facade's argument
@@ -397,11 +397,11 @@ public sealed partial class Optimizer
     {
         ArgumentNullException.ThrowIfNull(parameters);
         if (initSeed is < 0)
-            throw new ArgumentOutOfRangeException("init_seed", $"init_seed = {initSeed} is invalid; it must be >= 0");
+            throw new ArgumentOutOfRangeException(nameof(initSeed), $"initSeed = {initSeed} is invalid; it must be >= 0");
         if (file is null && initSeed is null && Core.Learned.LearnedOptimizer.shipped(kind) is null)
             throw new ArgumentException(
                 $"no trained {kind} was found: models/{kind}.bin is not next to the program ({AppContext.BaseDirectory}) nor in a clone of the repository above the current directory; " +
-                $"pass file: \"PATH\" (a file made by optimizers meta-train --kind {kind} --out PATH) or init_seed: N for untrained meta-parameters", nameof(file));
+                $"pass file: \"PATH\" (a file made by optimizers meta-train --kind {kind} --out PATH) or initSeed: N for untrained meta-parameters", nameof(file));
         var all = new[] { ("file", (object?)file), ("init_seed", initSeed) }.Concat(options).ToArray();
         return Errors.Guard(() => Make(kind, parameters, all), p => p == "kind" ? "file" : p);
     }
@@ -414,12 +414,12 @@ public sealed partial class Optimizer
     /// <param name="parameters">The parameters to optimize.</param>
     /// <param name="file">A trained HyperAdam file (default: the shipped models/hyperadam.bin).</param>
     /// <param name="lr">Step size alpha (default: the file's, 0.005 for the shipped one).</param>
-    /// <param name="init_seed">Untrained meta-parameters drawn from this seed instead of a file.</param>
+    /// <param name="initSeed">Untrained meta-parameters drawn from this seed instead of a file.</param>
     /// <exception cref="ArgumentException">No file given and none shipped, or a file of another kind (ParamName "file").</exception>
     /// <exception cref="FileNotFoundException">No such file.</exception>
     /// <exception cref="InvalidDataException">The file is not a trained-optimizer file, or is truncated or corrupt.</exception>
-    public static Optimizer HyperAdam(IEnumerable<Parameter> parameters, string? file = null, double? lr = null, int? init_seed = null) =>
-        MakeLearned("hyperadam", parameters, file, init_seed, ("lr", lr));
+    public static Optimizer HyperAdam(IEnumerable<Parameter> parameters, string? file = null, double? lr = null, int? initSeed = null) =>
+        MakeLearned("hyperadam", parameters, file, initSeed, ("lr", lr));
 
     /// <summary>
     /// DMoptimizer (Andrychowicz et al. 2016, "Learning to learn by gradient descent by gradient
@@ -428,10 +428,10 @@ public sealed partial class Optimizer
     /// </summary>
     /// <param name="parameters">The parameters to optimize.</param>
     /// <param name="file">A trained DMoptimizer file (default: the shipped one).</param>
-    /// <param name="init_seed">Untrained meta-parameters drawn from this seed instead of a file.</param>
+    /// <param name="initSeed">Untrained meta-parameters drawn from this seed instead of a file.</param>
     /// <inheritdoc cref="HyperAdam" path="/exception"/>
-    public static Optimizer DMOptimizer(IEnumerable<Parameter> parameters, string? file = null, int? init_seed = null) =>
-        MakeLearned("dmoptimizer", parameters, file, init_seed);
+    public static Optimizer DMOptimizer(IEnumerable<Parameter> parameters, string? file = null, int? initSeed = null) =>
+        MakeLearned("dmoptimizer", parameters, file, initSeed);
 
     /// <summary>
     /// RNNprop (Lv, Jiang and Li, ICML 2017): a coordinate-wise two-layer LSTM on Adam-normalised
@@ -440,8 +440,8 @@ public sealed partial class Optimizer
     /// <param name="parameters">The parameters to optimize.</param>
     /// <param name="file">A trained RNNprop file (default: the shipped one).</param>
     /// <param name="lr">Step size (default: the file's).</param>
-    /// <param name="init_seed">Untrained meta-parameters drawn from this seed instead of a file.</param>
+    /// <param name="initSeed">Untrained meta-parameters drawn from this seed instead of a file.</param>
     /// <inheritdoc cref="HyperAdam" path="/exception"/>
-    public static Optimizer RNNProp(IEnumerable<Parameter> parameters, string? file = null, double? lr = null, int? init_seed = null) =>
-        MakeLearned("rnnprop", parameters, file, init_seed, ("lr", lr));
+    public static Optimizer RNNProp(IEnumerable<Parameter> parameters, string? file = null, double? lr = null, int? initSeed = null) =>
+        MakeLearned("rnnprop", parameters, file, initSeed, ("lr", lr));
 }

@@ -97,7 +97,7 @@ public class SurfaceTests
                 ("unknown learned kind", () => Optimizer.Learned(ps, "hyperbole"), typeof(ArgumentException), "kind"),
                 ("no shipped model", () => Optimizer.Learned(ps, "msadam-la"), typeof(ArgumentException), "file"),
                 ("no shipped model, by name", () => Optimizer.Create("msadam-la", ps), typeof(ArgumentException), "file"),
-                ("negative init_seed", () => Optimizer.HyperAdam(ps, init_seed: -2), typeof(ArgumentOutOfRangeException), "init_seed"),
+                ("negative initSeed", () => Optimizer.HyperAdam(ps, initSeed: -2), typeof(ArgumentOutOfRangeException), "initSeed"),
                 ("missing model file", () => Optimizer.HyperAdam(ps, file: missing), typeof(FileNotFoundException), null),
                 ("corrupt model file", () => Optimizer.HyperAdam(ps, file: notAModel), typeof(InvalidDataException), null),
                 ("step_size 0", () => LRScheduler.StepLR(sgd, step_size: 0), typeof(ArgumentOutOfRangeException), "step_size"),
@@ -126,7 +126,7 @@ public class SurfaceTests
             // the README's example, word for word
             Assert.Equal("adam: lr = -1 is invalid; it must be a finite number >= 0 (Parameter 'lr')", Catch(() => Optimizer.Adam(ps, lr: -1)).Message);
             var noModel = (ArgumentException)Catch(() => Optimizer.Learned(ps, "msadam-la"));
-            Assert.Contains("init_seed: N", noModel.Message);
+            Assert.Contains("initSeed: N", noModel.Message);
             Assert.Contains("file: \"PATH\"", noModel.Message);
         }
         finally { File.Delete(notAModel); }
