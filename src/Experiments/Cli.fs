@@ -598,8 +598,7 @@ module Cli =
         let steps = r.GetResult(EvaluateArgs.Steps, 100)
         let n = r.GetResult(EvaluateArgs.Seeds, 20)
         let validation = r.Contains EvaluateArgs.Validation
-        // meta-train's validation seeds (MetaTraining: -1000 - i)
-        let seeds = if validation then [ for i in 1 .. n -> -1000 - i ] else [ 0 .. n - 1 ]
+        let seeds = if validation then Optimizers.Meta.MetaTrain.validationSeeds n else [ 0 .. n - 1 ]
         let write : Evaluation.Row list -> unit =
             match r.GetResult(EvaluateArgs.Format, "table") with
             | "table" -> Evaluation.writeTable $"{taskName}, {steps} steps, {seeds.Length} seeds"

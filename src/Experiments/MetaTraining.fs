@@ -99,7 +99,7 @@ module MetaTraining =
               Objective = MetaObjective.Parse s.Objective
               ValidateEvery = s.ValidateEvery
               // Validation optimizees come from seeds the training episodes never use.
-              ValidationSeeds = [ for i in 1 .. s.ValidationSeeds -> -1000 - i ]
+              ValidationSeeds = MetaTrain.validationSeeds s.ValidationSeeds
               CheckpointDir = s.Checkpoint
               CheckpointEvery = s.CheckpointEvery
               Seed = s.Seed
@@ -124,8 +124,7 @@ module MetaTraining =
         let baselines =
             [ for spec in s.ValidationBaselines ->
                 let name, options = Evaluation.parseSpec spec
-                let opt = Registry.createOptimizer name options
-                spec, settings.ValidationSeeds |> List.averageBy (fun vs -> MetaTrain.validationLoss (settings.Task vs) opt settings.Dtype vs s.Horizon) ]
+                spec, MetaTrain.meanValidationLoss settings (Registry.createOptimizer name options) ]
         for spec, v in baselines do
             out.WriteLine $"validation baseline {spec}: {Output.short v} (mean over the {s.ValidationSeeds} validation optimizees)"
             writer |> Option.iter (fun w -> TensorBoard.scalar w $"validation_baseline/{spec}" 0 v)

@@ -50,7 +50,7 @@ module ResultsIndex =
             | _ -> None
         // A printed number names its rate when the paper gives one; it belongs to the claim only at the claim's rate.
         let rateMatches (p: JsonElement) (side: string) =
-            match number p "lr", (match number claim $"{side}_lr" with Some r -> Some r | None -> number claim "lr") with
+            match number p "lr", Option.orElse (number claim "lr") (number claim $"{side}_lr") with
             | Some a, Some b -> a = b
             | _ -> true
         let valuesOf (side: string) =

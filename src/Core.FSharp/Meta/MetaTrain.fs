@@ -156,6 +156,14 @@ module MetaTrain =
                 with DivergedException _ -> nan
             finally Tree.dispose start
 
+    /// The seeds of n validation optimizees: -1001, -1002, ..., never a training episode's
+    /// (episodes use Seed * 1,000,003 + episode) nor an evaluation seed (0, 1, ...).
+    let validationSeeds (n: int) : int list = [ for i in 1 .. n -> -1000 - i ]
+
+    /// `validationLoss` of `opt` averaged over the settings' validation optimizees.
+    let meanValidationLoss (s: MetaSettings) (opt: Transformation) : float =
+        s.ValidationSeeds |> List.averageBy (fun vs -> validationLoss (s.Task vs) opt s.Dtype vs s.Horizon)
+
     /// The loss of step `t` at `p` (no graph) and its gradient, the optimizer's input.
     let private lossAndGradient (task: Task) (t: int) (p: Tree) : Tensor * Tree =
         let leaves = Tree.asLeaves p
@@ -299,8 +307,7 @@ module MetaTrain =
                     let opt = s.Kind.Create values theta
                     // On the plain task, without the tricks: the problem the optimizer is meant for (the
                     // authors' code also tests on the untricked MNIST net).
-                    let v = s.ValidationSeeds |> List.averageBy (fun vs -> validationLoss (s.Task vs) opt s.Dtype vs s.Horizon)
-                    Some v
+                    Some(meanValidationLoss s opt)
                 else None
             let best, bestTheta =
                 match validation with
