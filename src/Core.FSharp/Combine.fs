@@ -20,7 +20,11 @@ module Combine =
                     let u', st' = t.Update u st p
                     u', st' :: acc) (u, [])
             u', { s with Count = s.Count + 1; Children = List.rev states }
-        Transform.create name init update
+        // A chain is measured where its parts say, in order (a Lookahead part: at its slow weights).
+        let evaluate =
+            if parts |> List.forall (fun t -> t.Evaluate.IsNone) then None
+            else Some(fun (s: State) p -> List.fold2 (fun p (t: Transformation) st -> Transform.evaluationParams t st p) p parts s.Children)
+        { Transform.create name init update with Evaluate = evaluate }
 
     /// Chain under a name made of the parts' names.
     let chain (parts: Transformation list) : Transformation =

@@ -27,7 +27,11 @@ type Transformation =
       Init: Tree -> State
       Update: Tree -> State -> Tree -> Tree * State
       /// The fused kernel, if the transformation has one.
-      Fast: FusedKernel option }
+      Fast: FusedKernel option
+      /// The parameters a model is measured at, from the state and the parameters, where they are
+      /// not the parameters themselves: Lookahead's slow weights (its authors evaluate there, and
+      /// between synchronisations the fast weights are mid-excursion). None: the parameters.
+      Evaluate: (State -> Tree -> Tree) option }
 
 /// Where a fused kernel writes the new parameters and state.
 and [<RequireQualifiedAccess>] Target =
@@ -61,7 +65,15 @@ module Transform =
           Version = 1
           Init = init
           Update = fun u s p -> checkKind name s; update u s p
-          Fast = None }
+          Fast = None
+          Evaluate = None }
+
+    /// The parameters to measure a model at after a step (`Transformation.Evaluate`): Lookahead's
+    /// slow weights, for every other optimizer the parameters themselves.
+    let evaluationParams (t: Transformation) (s: State) (p: Tree) : Tree =
+        match t.Evaluate with
+        | Some f -> f s p
+        | None -> p
 
     /// A transformation without state: `f updates params` gives the new updates.
     let stateless (name: string) (f: Tree -> Tree -> Tree) : Transformation =

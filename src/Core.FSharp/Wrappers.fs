@@ -13,6 +13,8 @@ module Wrappers =
     /// phi_new - theta on synchronising steps. The inner state is carried over a synchronisation
     /// (not reset), as in the authors' code and Ranger. alpha in [0, 1] may be a schedule or a
     /// tensor; k >= 1. With k = 1 and alpha = 1 it is the inner optimizer (up to rounding).
+    /// A model is measured at phi (`Transform.evaluationParams`), which equals theta right after a
+    /// synchronisation.
     let lookaheadNamed (name: string) (k: int) (alpha: Hyper) (inner: Transformation) : Transformation =
         if k < 1 then Tensors.invalidArg "k" $"{name}: k = {k} is invalid; it must be a whole number >= 1"
         Hyper.checkUnitClosed name "alpha" alpha
@@ -31,7 +33,10 @@ module Wrappers =
                 let slow' = Tree.map2 (fun phi th -> phi + a * (th - phi)) (s.Slot "slow") fast
                 let u' = Tree.map2 (fun phi th -> phi - th) slow' p
                 u', { s with Count = t; Slots = Map.ofList [ "slow", slow' ]; Children = [ innerState' ] }
-        Transform.create name init update
+        // Measured at the slow weights, as the authors evaluate: between synchronisations the fast
+        // weights are mid-excursion (a run of 1,000 steps with k = 6 would otherwise be judged 4
+        // fast steps after its last synchronisation).
+        { Transform.create name init update with Evaluate = Some(fun s _ -> s.Slot "slow") }
 
     /// Lookahead named "lookahead(inner name)", so a saved state records what it wrapped.
     /// The paper's usual settings are k = 5 (or 6, Ranger) and alpha = 0.5.

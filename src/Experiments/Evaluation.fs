@@ -69,8 +69,9 @@ module Evaluation =
                                     (if k > 0 then sum <- sum + l)
                                     last <- l)
                             let train, test =
+                                let at = Transform.evaluationParams opt st p
                                 match task.Evaluate with
-                                | Some evaluate -> Some (evaluate lossSplit p).Loss, (evaluate Split.Test p).Top1
+                                | Some evaluate -> Some (evaluate lossSplit at).Loss, (evaluate Split.Test at).Top1
                                 | None -> None, None
                             Tree.dispose p
                             State.dispose st

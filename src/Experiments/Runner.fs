@@ -234,8 +234,10 @@ module Runner =
                             match (match schedule with Some f -> Some(f k) | None -> stateLr st) with
                             | Some v -> record TaskMetrics.lr k v
                             | None -> ()
+                        // measured where the optimizer says a model is (Lookahead: its slow weights)
+                        let at = Transform.evaluationParams opt st p
                         for m in taskMetrics do
-                            if k = r.Steps || not (List.contains m.Name r.FinalOnly) then record m.Name k (m.Compute r.TaskOptions p)
+                            if k = r.Steps || not (List.contains m.Name r.FinalOnly) then record m.Name k (m.Compute r.TaskOptions at)
                     onStep k
                     true
                 let p, st = Run.optimizeWhile task opt start r.Steps observe

@@ -142,6 +142,30 @@ let tests =
             let c = Config.parse "test" """{ "name": "n", "source": "t", "grid": { "tasks": [ { "name": "rosenbrock" } ], "optimizers": [ { "name": "sgd" } ], "seeds": [3], "steps": 2 } }"""
             Expect.isEmpty (Config.expand c false).Head.TaskOptions "no data_seed where there are no minibatches"
 
+        testCase "a Lookahead run is measured at its slow weights, whatever step it stops at" <| fun () ->
+            // k = 5: steps 5, 6 and 9 share the slow weights of the synchronisation at step 5, so
+            // their final distance is the same; plain SGD moves on (lecture-lookahead's Ranger, k = 6,
+            // was judged 4 fast steps after its last synchronisation before this).
+            let config (steps: int) =
+                Config.parse "test" $$"""
+{ "name": "la", "source": "test",
+  "grid": { "tasks": [ { "name": "sum-of-squares", "options": { "dim": 3 } } ],
+            "optimizers": [ { "name": "lookahead", "options": { "inner": "sgd", "k": 5 } }, { "name": "sgd" } ],
+            "lrs": [0.1], "seeds": [0], "steps": {{steps}} },
+  "measures": ["final:distance"] }"""
+            let distances steps =
+                Config.expand (config steps) false
+                |> List.map (fun r ->
+                    let o = Runner.execute r None ignore
+                    Expect.equal o.Status "done" $"{r.OptimizerLabel} ran"
+                    r.OptimizerLabel, o.Measures |> List.pick (fun (n, v) -> if n = "final:distance" then v else None))
+                |> Map.ofList
+            let d5, d6, d9, d10 = distances 5, distances 6, distances 9, distances 10
+            Expect.equal d6["lookahead"] d5["lookahead"] "lookahead at step 6 = at its synchronisation at 5"
+            Expect.equal d9["lookahead"] d5["lookahead"] "and at step 9"
+            Expect.isLessThan d6["sgd"] d5["sgd"] "sgd keeps descending"
+            Expect.isLessThan d10["lookahead"] d9["lookahead"] "the next synchronisation moves the slow weights"
+
         testCase "evaluate runs each seed on its own data order, the same for every optimizer, and scores the fixed sets" <| fun () ->
             let options = [ "batch_size", "8"; "hidden", "4" ]
             let rows = Evaluation.run (Registry.createSeededTask "lstm-sine" options) [ "sgd:lr=0.1"; "adam:lr=0.01" ] 3 [ 0; 1 ] Optimizers.Data.Split.Train torch.float64 None

@@ -205,6 +205,24 @@ let private wrapperTests =
             Expect.equal s2.Count 2 "count"
             closeRel 0.0 (floats p0) [| 1.0 |] "the input parameters are untouched"
 
+        testCase "lookahead is measured at its slow weights, a chain passes that on, others at their parameters" <| fun () ->
+            let sgd = Sgd.create { Sgd.defaults with Lr = Hyper.Fixed 0.5 }
+            let la = Wrappers.lookahead 2 (Hyper.Fixed 0.5) sgd
+            let p0 = tree1 [ 1.0 ]
+            let p1, s1 = Transform.step la (identityGrad p0) (la.Init p0) p0
+            // fast 0.5 after one step; the slow weights are still the start
+            closeRel 0.0 (floats (Transform.evaluationParams la s1 p1)) [| 1.0 |] "between synchronisations: phi"
+            let p2, s2 = Transform.step la (identityGrad p1) s1 p1
+            closeRel 0.0 (floats (Transform.evaluationParams la s2 p2)) [| 0.625 |] "after one: phi = theta"
+            closeRel 0.0 (floats p2) [| 0.625 |] "theta"
+            let chained = Combine.chain [ Clip.byGlobalNorm (Hyper.Fixed 10.0) 2.0; la ]
+            let q1, c1 = Transform.step chained (identityGrad p0) (chained.Init p0) p0
+            closeRel 0.0 (floats q1) [| 0.5 |] "the chain steps like lookahead"
+            closeRel 0.0 (floats (Transform.evaluationParams chained c1 q1)) [| 1.0 |] "a chain with a lookahead part: phi"
+            let q, s = Transform.step sgd (identityGrad p0) (sgd.Init p0) p0
+            Expect.isTrue (obj.ReferenceEquals(Transform.evaluationParams sgd s q, q)) "sgd: its parameters"
+            Expect.isNone (Combine.chain [ sgd ]).Evaluate "a chain without lookahead: its parameters"
+
         testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 30 } "lookahead with k = 1 and alpha = 1 is its inner optimizer" <| fun (seed: int) (useAdam: bool) ->
             let rng = Random(seed)
             let n = 1 + rng.Next 4
