@@ -18,6 +18,9 @@ type TaskEntry =
 /// The one place that maps names and option strings to constructors.
 module Registry =
 
+    // Before anything here can load LibTorch: where a script starts (Native.fs).
+    do LibTorch.prepare ()
+
     let private num name (d: float) doc = { Name = name; Type = Number; Default = d.ToString("R", CultureInfo.InvariantCulture); Doc = doc }
     let private flag name (d: bool) doc = { Name = name; Type = Flag; Default = (if d then "true" else "false"); Doc = doc }
     let private int name (d: int) doc = { Name = name; Type = Integer; Default = string d; Doc = doc }

@@ -17,6 +17,9 @@ type InvalidOptionException(message: string, paramName: string) =
 /// Small tensor helpers shared by every module.
 module Tensors =
 
+    // Before this file's first TorchSharp value loads LibTorch (an F# script's first use).
+    do LibTorch.prepare ()
+
     /// Raise an InvalidOptionException.
     let invalidArg (paramName: string) (message: string) : 'a =
         raise (InvalidOptionException(message, paramName))
@@ -96,42 +99,6 @@ module Tensors =
         | "float32" | "float" | "single" -> torch.ScalarType.Float32
         | "float64" | "double" -> torch.ScalarType.Float64
         | other -> invalidArg "dtype" $"unknown dtype '{other}'; valid: {commas dtypeNames}"
-
-/// How long LibTorch's OpenMP worker threads spin between parallel regions before they sleep.
-/// libgomp's default spins long; when another process holds one of the cores, the spinning workers
-/// take the core that the thread with the work needs. Measured with `optimizers bench` (HyperAdam
-/// meta-training on MlpMnist, 2 threads, ms per meta-iteration; "loaded" = one busy loop on the
-/// other core): libgomp's default 490-550 quiet / 1440 loaded; OMP_WAIT_POLICY=ACTIVE 435 / 1994-2580;
-/// PASSIVE 629 / 663; GOMP_SPINCOUNT=1000 440-530 / 966. A short spin keeps the quiet machine's
-/// speed and avoids most of the loaded machine's stall, so that is what `limitSpinning` asks for.
-/// The setting is read once, when LibTorch loads: a startup hook (StartupHook.fs, named in the
-/// runtimeconfig of every program built against the library) calls it before Main; the CLI, the
-/// facade and the learned optimizers call it again at first use (too late to matter when LibTorch
-/// is already loaded, harmless then). Setting either variable yourself wins.
-module OpenMp =
-
-    [<DllImport("libc", EntryPoint = "setenv")>]
-    extern int private setenv(string name, string value, int overwrite)
-
-    /// The spin count `limitSpinning` sets. A literal: the startup hook (StartupHook.fs) calls
-    /// `limitSpinning` before Main, and must not start this file's static initialisation (which
-    /// makes TorchSharp Scalars and so would load LibTorch before the variable is set).
-    [<Literal>]
-    let spinCount = "1000"
-
-    /// Set GOMP_SPINCOUNT to `spinCount` unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is already set
-    /// (a user's choice wins). Returns the variable and value in effect.
-    let limitSpinning () : string * string =
-        let get name = match Environment.GetEnvironmentVariable name with null | "" -> None | v -> Some v
-        match get "GOMP_SPINCOUNT", get "OMP_WAIT_POLICY" with
-        | Some v, _ -> "GOMP_SPINCOUNT", v
-        | None, Some v -> "OMP_WAIT_POLICY", v
-        | None, None ->
-            // the native environment is what LibTorch reads; the managed one is what child processes get
-            if RuntimeInformation.IsOSPlatform OSPlatform.Linux then
-                try setenv ("GOMP_SPINCOUNT", spinCount, 0) |> ignore with _ -> ()
-            Environment.SetEnvironmentVariable("GOMP_SPINCOUNT", spinCount)
-            "GOMP_SPINCOUNT", spinCount
 
 /// The guard against glibc's allocator trap (shared/notes/TORCHSHARP.md): glibc before 2.38 does
 /// not reuse freed aligned chunks, so code that allocates tensor temporaries every step grows

@@ -4,7 +4,7 @@ open System
 
 [<EntryPoint>]
 let main argv =
-    Optimizers.OpenMp.limitSpinning () |> ignore // before LibTorch loads
+    Optimizers.LibTorch.prepare () // before LibTorch loads: the OpenMP spin limit
     match Environment.GetEnvironmentVariable WorkerProtocol.envVar with
     | null | "" -> Cli.run argv Console.Out Console.Error
     | _ -> Runner.serveWorker () // a worker process of a sweep's --jobs (WorkerProtocol)

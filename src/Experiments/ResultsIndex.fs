@@ -106,6 +106,8 @@ module ResultsIndex =
         line ""
         line "Verdict rule (docs/configs.md, \"Claims\"): per seed, the difference between the two optimizers oriented so that a positive value supports the claim; \"holds\" when its mean over seeds is more than 2 standard errors above 0, \"reversed\" when more than 2 below, else \"not significant\"; \"not run yet\" when the config has no committed full run."
         line ""
+        line "Before a \"reversed\" verdict is accepted, the optimizers' formulas are checked against the seed's text and the config's settings against the papers' reference code; what was checked for each is in [reversed-verdicts.md](reversed-verdicts.md) (written by hand)."
+        line ""
         let counts = rows |> List.countBy (fun r -> r.Verdict.Split(" (")[0])
         line ("Claims: " + String.Join(", ", counts |> List.map (fun (v, n) -> $"{n} {v}")) + $" (of {rows.Length}).")
         line ""

@@ -20,7 +20,7 @@ namespace Optimizers.Interop;
 /// </remarks>
 public static class Engine
 {
-    static Engine() => Core.OpenMp.limitSpinning();
+    static Engine() => Core.LibTorch.prepare();
 
     /// <summary>Called by every facade entry point before it touches a tensor: runs the static
     /// constructor (the spin limit) once.</summary>

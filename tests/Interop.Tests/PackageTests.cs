@@ -156,7 +156,8 @@ public class PackageTests
     /// the same package references, in a temporary folder outside the repository: they restore
     /// the freshly packed packages from a local folder feed (and TorchSharp-cpu from NuGet), build,
     /// find the shipped HyperAdam and MNIST beside the program, load LibTorch, and train MlpMnist
-    /// 50 steps with Adam, Adam-HD and the default HyperAdam with a falling loss.
+    /// 50 steps with Adam, Adam-HD and the default HyperAdam with a falling loss. Then the README's
+    /// F# script does the same with the core package alone, under `dotnet fsi`.
     [Fact]
     public void ProjectsOutsideTheRepositoryBuildAgainstThePackagesAndTrain()
     {
@@ -219,6 +220,30 @@ public class PackageTests
                     if (dir == "fsharp")
                         Assert.Contains("OpenMP at start: GOMP_SPINCOUNT=1000", text); // set by the startup hook before Main
                 }
+            }
+
+            // The README's F# script: no build, so the core must make LibTorch loadable itself (a
+            // patched copy under XDG_DATA_HOME, here a folder of the test's) and find the models and
+            // MNIST in its package.
+            var scripts = ReadmeBlocks("fsharp");
+            Assert.True(scripts.Count == 1, $"one F# script in the README's section, found {scripts.Count}");
+            Assert.Contains("#i \"nuget: /path/to/Optimizers/artifacts\"", scripts[0]);
+            Assert.Contains("#r \"nuget: Optimizers.Core, 0.1.0\"", scripts[0]);
+            var scriptDir = Directory.CreateDirectory(Path.Combine(root.FullName, "script")).FullName;
+            var script = scripts[0].Replace("/path/to/Optimizers/artifacts", feed).Replace("Optimizers.Core, 0.1.0", $"Optimizers.Core, {version}");
+            File.WriteAllText(Path.Combine(scriptDir, "train.fsx"), script);
+            var dataHome = Path.Combine(root.FullName, "data-home");
+            var (src, stext) = Fixtures.RunProcess("dotnet", "fsi train.fsx", 900,
+                new Dictionary<string, string?>(noSpin) { ["XDG_DATA_HOME"] = dataHome }, scriptDir);
+            Assert.True(src == 0, $"the script failed (exit code {src}):\n{stext}");
+            Assert.True(File.Exists(Path.Combine(dataHome, "optimizers", "libtorchsharp-0.107.0", "libLibTorchSharp.so")), $"no patched copy under {dataHome}:\n{stext}");
+            foreach (var optimizer in new[] { "adam", "adam-hd", "hyperadam" })
+            {
+                var at = new SortedDictionary<int, double>();
+                foreach (Match m in Regex.Matches(stext, $@"^{Regex.Escape(optimizer)} step (\d+): loss ([0-9.]+)\s*$", RegexOptions.Multiline))
+                    at[int.Parse(m.Groups[1].Value)] = double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture);
+                Assert.True(at.ContainsKey(1) && at.ContainsKey(50), $"script {optimizer}: no loss at steps 1 and 50 in:\n{stext}");
+                Assert.True(at[50] < at[1] - 0.1, $"script {optimizer}: the loss went from {at[1]} to {at[50]} in 50 steps");
             }
         }
         finally

@@ -131,8 +131,8 @@ module Datasets =
 
     /// The folder of a shipped MNIST set (`shippedMnist`): `data/<name>` next to the executable
     /// (the build copies the shipped sets there for every project that references the core), else
-    /// in the current directory or the nearest parent of the executable or current directory that
-    /// has one (a clone of the repository).
+    /// in the package the library came from (an F# script's), else in the current directory or the
+    /// nearest parent of the executable or current directory that has one (a clone of the repository).
     let shippedDirectory (name: string) : string =
         if not (List.contains name shippedMnist) then
             let shipped = String.Join(", ", shippedMnist)
@@ -140,7 +140,9 @@ module Datasets =
         let folder = Path.Combine("data", name)
         let starts = [ AppContext.BaseDirectory; Environment.CurrentDirectory ]
         let candidates =
-            [ for s in starts do
+            [ yield Path.Combine(AppContext.BaseDirectory, folder)
+              yield! Optimizers.Shipped.packageFolder () |> Option.map (fun d -> Path.Combine(d, folder)) |> Option.toList
+              for s in starts do
                   let mutable d = DirectoryInfo(s)
                   while not (isNull d) do
                       yield Path.Combine(d.FullName, folder)

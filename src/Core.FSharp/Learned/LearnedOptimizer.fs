@@ -40,7 +40,7 @@ module LearnedOptimizer =
     let create (k: LearnedKind) (t: TrainedOptimizer) : Transformation =
         // Learned optimizers are the ones hurt most by long OpenMP spinning (OpenMp's doc); this
         // takes effect only if LibTorch has not loaded yet (the startup hook normally did it).
-        OpenMp.limitSpinning () |> ignore
+        LibTorch.prepare ()
         if t.Kind <> k.Kind then
             Tensors.invalidArg "kind" $"a trained '{t.Kind}' cannot be used as a '{k.Kind}'"
         k.Create (values k t.Options) t.Theta
@@ -75,11 +75,14 @@ module LearnedOptimizer =
               Info = Map.ofList [ for KeyValue(n, v) in header["info"].AsObject() -> n, v.GetValue<string>() ] })
 
     /// The trained optimizer shipped with the library for a kind (models/<kind>.bin next to the
-    /// executable, copied there by the build, or in the repository's models/ folder), if any.
+    /// executable, copied there by the build, in the package the library came from, or in the
+    /// repository's models/ folder), if any.
     let shipped (kind: string) : string option =
         let file = kind + ".bin"
         let beside = Path.Combine(AppContext.BaseDirectory, "models", file)
+        let inPackage = Shipped.packageFolder () |> Option.map (fun d -> Path.Combine(d, "models", file)) |> Option.filter File.Exists
         if File.Exists beside then Some beside
+        elif inPackage.IsSome then inPackage
         else
             let rec up (dir: DirectoryInfo) =
                 if isNull dir then None
