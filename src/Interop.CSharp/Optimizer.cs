@@ -222,6 +222,46 @@ public sealed partial class Optimizer : IDisposable
         return result;
     }
 
+    /// <summary>
+    /// Put the weights a model is measured at into the parameters until the returned handle is
+    /// disposed, then put the parameters back: for <c>Lookahead</c> and <c>Ranger</c> the slow
+    /// weights (their authors evaluate there; between two synchronisations the parameters are the
+    /// fast weights, mid-excursion); for every other optimizer the parameters already are those
+    /// weights and nothing changes. Evaluate inside it, train outside:
+    /// <code>using (opt.EvaluationWeights()) { testLoss = Evaluate(model); }</code>
+    /// </summary>
+    public IDisposable EvaluationWeights()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var saved = new List<(Parameter param, Tensor backup)>();
+        using (torch.no_grad())
+            foreach (var group in _groups)
+            {
+                var ps = group.Parameters;
+                var current = Fs.Tree(group.Names, ps.ToArray<Tensor>());
+                var at = Core.Transform.evaluationParams(group.Transformation, group.State, current);
+                if (ReferenceEquals(at, current)) continue;
+                for (int i = 0; i < ps.Count; i++)
+                {
+                    var backup = ps[i].detach().clone().DetachFromDisposeScope();
+                    saved.Add((ps[i], backup));
+                    ps[i].copy_(at.Values[i]);
+                }
+            }
+        return new Restore(saved);
+    }
+
+    /// Copies the saved parameters back once.
+    private sealed class Restore(List<(Parameter param, Tensor backup)> saved) : IDisposable
+    {
+        public void Dispose()
+        {
+            using (torch.no_grad())
+                foreach (var (param, backup) in saved) { param.copy_(backup); backup.Dispose(); }
+            saved.Clear();
+        }
+    }
+
     /// <summary>Free the state's native memory.</summary>
     public void Dispose()
     {

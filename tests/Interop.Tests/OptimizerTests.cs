@@ -12,6 +12,32 @@ public class OptimizerTests
     private static float Train(nn.Module<Tensor, Tensor> model, Optimizer opt, Tensor x, Tensor y, int steps) =>
         Fixtures.Train(model, opt, x, y, steps);
 
+    /// Ranger (k = 6) after 8 steps: its slow weights are where the synchronisation at step 6 left
+    /// the parameters; inside EvaluationWeights the parameters are those, afterwards the fast ones again.
+    [Fact]
+    public void EvaluationWeightsAreLookaheadsSlowWeightsAndThenTheParametersAgain()
+    {
+        var (model, x, y) = Problem();
+        using var opt = Optimizer.Ranger(model.parameters(), lr: 0.01);
+        Train(model, opt, x, y, 6);
+        var atSync = model.parameters().Select(p => p.detach().clone()).ToArray();
+        Train(model, opt, x, y, 2);
+        var fast = model.parameters().Select(p => p.detach().clone()).ToArray();
+        Assert.False(fast.Zip(atSync).All(ab => ab.First.eq(ab.Second).all().item<bool>()), "two fast steps moved the parameters");
+        using (opt.EvaluationWeights())
+            // (the parameters after step 6 are p + (phi - p), phi itself up to rounding)
+            Assert.True(model.parameters().Zip(atSync).All(ab => ab.First.allclose(ab.Second, 1e-6, 1e-7)), "inside: the slow weights of step 6");
+        Assert.True(model.parameters().Zip(fast).All(ab => ab.First.eq(ab.Second).all().item<bool>()), "after: the fast weights again");
+        Train(model, opt, x, y, 1); // and training goes on from them
+
+        var (m2, x2, y2) = Problem();
+        using var adam = Optimizer.Adam(m2.parameters(), lr: 0.01);
+        Train(m2, adam, x2, y2, 3);
+        var p3 = m2.parameters().Select(p => p.detach().clone()).ToArray();
+        using (adam.EvaluationWeights())
+            Assert.True(m2.parameters().Zip(p3).All(ab => ab.First.eq(ab.Second).all().item<bool>()), "adam: the parameters themselves");
+    }
+
     [Theory]
     [InlineData("sgd")]
     [InlineData("momentum")]

@@ -141,7 +141,7 @@ public class PackageTests
             var output = Path.Combine(root.FullName, "bin", Config(), "net10.0", "linux-x64");
             Assert.True(File.Exists(Path.Combine(output, "models", "hyperadam.bin")), "models/hyperadam.bin is not beside the program");
             Assert.True(File.Exists(Path.Combine(output, "data", "mnist-20k", "train-images-idx3-ubyte.gz")), "the default MNIST set is not beside the program");
-            foreach (var optimizer in new[] { "adam", "hyperadam" })
+            foreach (var optimizer in new[] { "adam", "adam-hd", "hyperadam" })
             {
                 var (rc, text) = Fixtures.RunProcess(Path.Combine(output, "MyTraining"), $"{optimizer} 50", 600, directory: root.FullName);
                 Assert.True(rc == 0, $"{optimizer}: exit code {rc}:\n{text}");
