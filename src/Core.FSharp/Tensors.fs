@@ -76,6 +76,12 @@ module Tensors =
     /// x + v for a number v, as `withScalar`.
     let addNum (x: Tensor) (v: float) : Tensor = withScalar (fun t s -> t.add(s, one)) x v
 
+    /// x * v for a number v, as `withScalar` (the same op as TorchSharp's `v * x`).
+    let mulNum (x: Tensor) (v: float) : Tensor = withScalar (fun t s -> t.mul s) x v
+
+    /// x / v for a number v, as `withScalar`.
+    let divNum (x: Tensor) (v: float) : Tensor = withScalar (fun t s -> t.div s) x v
+
     /// sqrt(x + epsRoot). With epsRoot > 0 the derivative stays finite where x = 0, which
     /// differentiating through Adam-like updates needs (DiffSharp issue 287; optax's eps_root).
     let safeSqrt (epsRoot: float) (x: Tensor) : Tensor =

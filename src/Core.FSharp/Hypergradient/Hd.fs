@@ -126,13 +126,15 @@ module Hd =
     let private dots (perParameter: bool) (x: Tree) (y: Tree) : Tree =
         let each = Tree.map2 (fun a b -> (a * b).sum(torch.ScalarType.Float64)) x y
         if perParameter then each
-        else Tree.single Global (each.Values |> Array.reduce (+))
+        else Tree.single Global (each.Values |> Array.reduce Tensors.add)
 
     /// The rates' tree broadcast to the parameters: each tensor's own rate, or the global one.
     let private rateOf (perParameter: bool) (rates: Tree) (name: string) = if perParameter then rates[name] else rates[Global]
 
     /// The rates after step s.Count + 1 from the hypergradient h (the learning-rate optimizer, then
-    /// the guard): (alpha', lop_m', lop_v').
+    /// the guard): (alpha', lop_m', lop_v'). Numbers enter through Tensors' owned Scalars
+    /// (mulNum, ...) or HValue's: TorchSharp's implicit ones (`mu * v`) can be finalized during the native
+    /// call, which failed about 1 run in 25 of hd-alpha0-sensitivity ("Unknown scalar type").
     let private rates (o: HdOptions) (s: State) (g: Tree) (dPrev: Tree) (h: Tree) : Tree * Tree * Tree =
         let t = s.Count + 1
         let alpha, m, v = s.Slot "lr", s.Slot "lop_m", s.Slot "lop_v"
@@ -142,20 +144,23 @@ module Hd =
             | SgdLop, Multiplicative ->
                 // alpha (1 - beta h / (|g| |d|)); no change while d_{t-1} = 0 (the first step)
                 let norms = Tree.map2 (fun gn dn -> (gn * dn).sqrt()) (dots o.PerParameter g g) (dots o.PerParameter dPrev dPrev)
-                let cosine = Tree.map2 (fun hh nn -> torch.where(nn.gt(Tensors.scalar 0.0), hh / nn, torch.zeros_like hh)) h norms
-                Tree.map2 (fun a c -> a * (1.0 - beta * c)) alpha cosine, m, v
-            | SgdLop, _ -> Tree.map2 (fun a hh -> a - beta * hh) alpha h, m, v
+                let positive (x: Tensor) = Tensors.withScalar (fun t s -> t.gt s) x 0.0
+                let cosine = Tree.map2 (fun hh nn -> torch.where(positive nn, hh / nn, torch.zeros_like hh)) h norms
+                // 1 - beta c as 1 + (-(beta c)): the same float
+                Tree.map2 (fun a c -> a * Tensors.addNum (-(beta * c)) 1.0) alpha cosine, m, v
+            | SgdLop, _ -> Tree.map2 (fun a hh -> Tensors.sub a (beta * hh)) alpha h, m, v
             | SgdnLop, _ ->
                 let mu = o.LopMomentum
-                let v' = Tree.map2 (fun vv hh -> mu * vv + hh) v h
-                Tree.map3 (fun a hh vv -> a - beta * (hh + mu * vv)) alpha h v', m, v'
+                let v' = Tree.map2 (fun vv hh -> Tensors.add (Tensors.mulNum vv mu) hh) v h
+                Tree.map3 (fun a hh vv -> Tensors.sub a (beta * Tensors.add hh (Tensors.mulNum vv mu))) alpha h v', m, v'
             | AdamLop, _ ->
                 let b1, b2 = o.LopBeta1, o.LopBeta2
-                let m' = Tree.map2 (fun mm hh -> b1 * mm + (1.0 - b1) * hh) m h
-                let v' = Tree.map2 (fun vv hh -> b2 * vv + (1.0 - b2) * (hh * hh)) v h
+                let m' = Tree.map2 (fun mm hh -> Tensors.add (Tensors.mulNum mm b1) (Tensors.mulNum hh (1.0 - b1))) m h
+                let v' = Tree.map2 (fun vv hh -> Tensors.add (Tensors.mulNum vv b2) (Tensors.mulNum (hh * hh) (1.0 - b2))) v h
                 let bc1, bc2 = 1.0 - b1 ** float t, 1.0 - b2 ** float t
-                Tree.map3 (fun a mm vv -> a - beta * ((mm / bc1) / ((vv / bc2).sqrt() + o.LopEps))) alpha m' v', m', v'
-        (if o.Guard = ClipAtZero then Tree.map (fun a -> a.clamp_min(0.0)) alpha' else alpha'), m', v'
+                let step mm vv = Tensors.divNum mm bc1 / Tensors.addNum ((Tensors.divNum vv bc2).sqrt()) o.LopEps
+                Tree.map3 (fun a mm vv -> Tensors.sub a (beta * step mm vv)) alpha m' v', m', v'
+        (if o.Guard = ClipAtZero then Tree.map (fun a -> Tensors.withScalar (fun t s -> t.clamp_min s) a 0.0) alpha' else alpha'), m', v'
 
     /// x . y over two direct tensors of the same size as `dots` computes it: float32 products
     /// summed in float64.
@@ -297,10 +302,10 @@ module Hd =
                 Children = [ dir.Init p ] }
         let update (g: Tree) (s: State) (p: Tree) =
             let t = s.Count + 1
-            let g = if o.WeightDecay = 0.0 then g else Tree.map2 (fun g w -> g + o.WeightDecay * w) g p
+            let g = if o.WeightDecay = 0.0 then g else Tree.map2 (fun g w -> Tensors.add g (Tensors.mulNum w o.WeightDecay)) g p
             let dPrev = s.Slot "direction"
             // h_t = g_t . grad_alpha u_{t-1} = -g_t . d_{t-1}
-            let h = dots o.PerParameter g dPrev |> Tree.map (fun x -> 0.0 - x) // 0 - x: no "-0" at the first step
+            let h = dots o.PerParameter g dPrev |> Tree.map (fun x -> Tensors.sub (torch.zeros_like x) x) // 0 - x: no "-0" at the first step
             let alpha', m', v' = rates o s g dPrev h
             let d, inner' = dir.Update g s.Children.Head p
             let u = Tree.mapi (fun name dd -> -(rateOf o.PerParameter alpha' name) * dd) d
