@@ -456,7 +456,7 @@ module Bench =
         let settings : MetaSettings =
             { Kind = Registry.findLearnedKind "hyperadam"; KindOptions = []; Task = Registry.createSeededTask "mlp-mnist" []; InitTheta = None
               Horizon = horizon; Window = 20; Episodes = episodes + 1; MetaLr = 1e-3; MetaLrFinal = 1e-3
-              RandomScaling = None; ConvexTerm = None; ResetRange = None; Objective = MetaObjective.MeanLoss; ValidateEvery = episodes + 1; ValidationSeeds = []
+              RandomScaling = None; ConvexTerm = None; ResetRange = None; Objective = MetaObjective.MeanLoss; ValidateEvery = episodes + 1; ValidationSeeds = []; ValidationSplit = Optimizers.Data.Split.Validation
               CheckpointDir = None; CheckpointEvery = episodes + 1; Seed = 1; Dtype = torch.ScalarType.Float32 }
         let times = List<float>()
         let mutable first, peak1, peak2 = 0L, 0L, 0L

@@ -118,6 +118,7 @@ type MetaTrainArgs =
     | [<Unique>] Meta_Objective of string
     | [<Unique>] Validate_Every of int
     | [<Unique>] Validation_Seeds of int
+    | [<Unique>] Validation_Split of split: string
     | Validation_Baseline of spec: string
     | [<Unique>] Init of file: string
     | [<Unique>] Init_Adam of lr: float
@@ -150,6 +151,7 @@ type MetaTrainArgs =
             | Reset_Range _ -> "random resets (the thesis's train_reset): each episode runs U(lo, hi) steps, cut to whole windows, instead of the horizon"
             | Validate_Every _ -> "validate every this many episodes (default 10)"
             | Validation_Seeds _ -> "validation optimizees (default 5)"
+            | Validation_Split _ -> "the split whose loss after the horizon selects the best theta on a data task: validation (default; data never trained on) or train (the whole training split, what Table 1's claims read)"
             | Validation_Baseline _ -> "repeatable: an optimizer measured once on the same validation optimizees, for reference (NAME or NAME:opt=value, e.g. adam:lr=0.03125); printed and recorded in the file"
             | Init_Adam _ -> "hyperadam only: start theta at Adam with this rate (betas 0.9, 0.999; the J candidates' kernels slightly perturbed), e.g. the task's tuned rate, so meta-training starts from tuned Adam"
             | Init _ -> "start theta from this trained file of the same kind (e.g. a shipped model, to continue on new data); its options are used"
@@ -565,6 +567,7 @@ module Cli =
               Objective = r.GetResult(MetaTrainArgs.Meta_Objective, "mean")
               ValidateEvery = r.GetResult(MetaTrainArgs.Validate_Every, 10)
               ValidationSeeds = r.GetResult(MetaTrainArgs.Validation_Seeds, 5)
+              ValidationSplit = r.GetResult(MetaTrainArgs.Validation_Split, "validation")
               ValidationBaselines = r.GetResults MetaTrainArgs.Validation_Baseline
               Init = r.TryGetResult MetaTrainArgs.Init
               InitAdam = r.TryGetResult MetaTrainArgs.Init_Adam

@@ -31,6 +31,8 @@ module MetaTraining =
           Objective: string
           ValidateEvery: int
           ValidationSeeds: int
+          /// "validation" or "train": the split whose loss selects the best theta (MetaSettings.ValidationSplit).
+          ValidationSplit: string
           /// Optimizers (evaluate's NAME:opt=value specs) measured once on the validation optimizees,
           /// so that the log shows what the learned optimizer's validation loss has to beat.
           ValidationBaselines: string list
@@ -100,6 +102,11 @@ module MetaTraining =
               ValidateEvery = s.ValidateEvery
               // Validation optimizees come from seeds the training episodes never use.
               ValidationSeeds = MetaTrain.validationSeeds s.ValidationSeeds
+              ValidationSplit =
+                match s.ValidationSplit.Trim().ToLowerInvariant() with
+                | "validation" -> Optimizers.Data.Split.Validation
+                | "train" -> Optimizers.Data.Split.Train
+                | other -> Tensors.invalidArg "validation_split" $"--validation-split {other} is invalid; give validation or train"
               CheckpointDir = s.Checkpoint
               CheckpointEvery = s.CheckpointEvery
               Seed = s.Seed
@@ -126,7 +133,7 @@ module MetaTraining =
                 let name, options = Evaluation.parseSpec spec
                 spec, MetaTrain.meanValidationLoss settings (Registry.createOptimizer name options) ]
         for spec, v in baselines do
-            out.WriteLine $"validation baseline {spec}: {Output.short v} (mean over the {s.ValidationSeeds} validation optimizees)"
+            out.WriteLine $"validation baseline {spec}: {Output.short v} (mean over the {s.ValidationSeeds} validation optimizees, {s.ValidationSplit} split)"
             writer |> Option.iter (fun w -> TensorBoard.scalar w $"validation_baseline/{spec}" 0 v)
         let sw = Stopwatch.StartNew()
         let train (report: MetaProgress -> unit) = MetaTrain.train settings (logged report)
@@ -146,7 +153,8 @@ module MetaTraining =
             [ "command", s.CommandLine
               "wall_seconds", sw.Elapsed.TotalSeconds.ToString("F1", Globalization.CultureInfo.InvariantCulture)
               "meta_losses", String.Join(" ", result.MetaLosses |> List.map Output.short)
-              "validations", String.Join(" ", result.Validations |> List.map (fun (e, v) -> $"{e + 1}:{Output.short v}")) ]
+              "validations", String.Join(" ", result.Validations |> List.map (fun (e, v) -> $"{e + 1}:{Output.short v}"))
+              "validation_split", s.ValidationSplit ]
             @ [ for spec, v in baselines -> $"validation_baseline {spec}", Output.short v ]
         let withInfo (t: TrainedOptimizer) = { t with Info = List.fold (fun m (k, v) -> Map.add k v m) t.Info info }
         LearnedOptimizer.save s.Out (withInfo result.Best)

@@ -41,6 +41,7 @@ let metaSettings (k: LearnedKind) (options: (string * string) list) : MetaSettin
       Objective = MetaObjective.MeanLoss
       ValidateEvery = 1000
       ValidationSeeds = []
+      ValidationSplit = Optimizers.Data.Split.Validation
       CheckpointDir = None
       CheckpointEvery = 1000
       Seed = 5

@@ -208,7 +208,7 @@ let tests =
                 { Kind = Optimizers.Learned.HyperAdam.kind; KindOptions = [ "j", "2"; "hidden", "3" ]; Task = task; InitTheta = None
                   Horizon = 4; Window = 2; Episodes = 3; MetaLr = 1e-3; MetaLrFinal = 1e-3
                   RandomScaling = None; ConvexTerm = None; ResetRange = None; Objective = Optimizers.Meta.MetaObjective.MeanLoss
-                  ValidateEvery = 3; ValidationSeeds = [ -1001; -1002 ]; CheckpointDir = None; CheckpointEvery = 100
+                  ValidateEvery = 3; ValidationSeeds = [ -1001; -1002 ]; ValidationSplit = Optimizers.Data.Split.Validation; CheckpointDir = None; CheckpointEvery = 100
                   Seed = 2; Dtype = torch.float32 } : Optimizers.Meta.MetaSettings
             let r = Optimizers.Meta.MetaTrain.train s ignore
             let seeds = Set.ofSeq seen
@@ -219,6 +219,11 @@ let tests =
             let opt = Optimizers.Learned.HyperAdam.create (Optimizers.Learned.LearnedOptimizer.values s.Kind s.KindOptions) r.Last.Theta
             let expected = [ -1001; -1002 ] |> List.averageBy (fun vs -> Optimizers.Meta.MetaTrain.validationLoss (task vs) opt s.Dtype vs s.Horizon)
             Expect.floatClose Accuracy.medium v expected "the mean validation-split loss after the horizon"
+            // --validation-split train selects on the training split's loss instead (what Table 1's claims read)
+            let onTrain = Optimizers.Meta.MetaTrain.meanValidationLoss { s with ValidationSplit = Optimizers.Data.Split.Train } opt
+            let expectedTrain = [ -1001; -1002 ] |> List.averageBy (fun vs -> Optimizers.Meta.MetaTrain.validationLossOn Optimizers.Data.Split.Train (task vs) opt s.Dtype vs s.Horizon)
+            Expect.floatClose Accuracy.medium onTrain expectedTrain "the mean training-split loss after the horizon"
+            Expect.notEqual onTrain (Optimizers.Meta.MetaTrain.meanValidationLoss s opt) "another split, another number"
 
         testCase "mean_last:K is the mean loss of the last K steps; train_loss only at the last step" <| fun () ->
             use dir = new TempDir()

@@ -53,6 +53,7 @@ let settings (episodes: int) (checkpoint: string option) : MetaSettings =
       Objective = MetaObjective.MeanLoss
       ValidateEvery = 2
       ValidationSeeds = [ 1001; 1002 ]
+      ValidationSplit = Optimizers.Data.Split.Validation
       CheckpointDir = checkpoint
       CheckpointEvery = 2
       Seed = 5
@@ -130,6 +131,11 @@ let tests =
             Expect.equal (trained.Info["validations"].Split(' ').Length) 3 "one validation per episode is recorded"
             Expect.stringContains trained.Info["command"] "meta-train --kind hyperadam" "the command line is recorded in the file"
             Expect.equal trained.Options [ "j", "2"; "hidden", "3" ] "the kind's options are recorded"
+            Expect.equal trained.Info["validation_split"] "validation" "the selecting split is recorded"
+            let code, _, err =
+                cli [ "meta-train"; "--kind"; "hyperadam"; "--task"; "sum-of-squares"; "--validation-split"; "test"; "--out"; Path.Combine(dir, "x.bin"); "--quiet" ]
+            Expect.equal code 2 "a bad --validation-split is a usage error"
+            Expect.stringContains err "--validation-split test is invalid; give validation or train" "and says what is valid"
             let code, out, err = cli [ "evaluate"; "--task"; "sum-of-squares"; "--task-opt"; "dim=5"; "--optimizer"; $"hyperadam:file={file}"; "--optimizer"; "adam"; "--steps"; "5"; "--seeds"; "3"; "--format"; "csv" ]
             Expect.equal code 0 $"evaluate exit code ({err})"
             Expect.equal (out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length) 3 "header and two optimizers"

@@ -91,6 +91,7 @@ let metaSettings (kind: LearnedKind) (options: (string * string) list) (task: Ta
       Objective = MetaObjective.MeanLoss
       ValidateEvery = 1000
       ValidationSeeds = []
+      ValidationSplit = Optimizers.Data.Split.Validation
       CheckpointDir = None
       CheckpointEvery = 1000
       Seed = 3

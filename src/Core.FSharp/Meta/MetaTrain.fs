@@ -59,6 +59,10 @@ type MetaSettings =
       /// plain task, without the tricks); the best Theta so far is kept.
       ValidateEvery: int
       ValidationSeeds: int list
+      /// The split whose loss after the horizon validates a data-driven task: Validation (data the
+      /// optimizees never trained on) or Train (the whole training split: what the claims of
+      /// Table 1 read, final:train_loss).
+      ValidationSplit: Split
       /// Where checkpoints go (every CheckpointEvery episodes), and where a rerun resumes from.
       CheckpointDir: string option
       CheckpointEvery: int
@@ -138,10 +142,10 @@ module MetaTrain =
         with DivergedException _ -> nan
         |> fun v -> Tree.dispose start; v
 
-    /// The validation measure of one optimizee: for data-driven tasks the loss on the validation
-    /// split after `steps` steps (the final loss the optimizer is judged on, on data it never
-    /// trained on), else the mean training loss over the run (the meta-objective).
-    let validationLoss (task: Task) (opt: Transformation) (dtype: torch.ScalarType) (seed: int) (steps: int) : float =
+    /// The validation measure of one optimizee: for data-driven tasks the loss on `split` after
+    /// `steps` steps (the final loss the optimizer is judged on), else the mean training loss over
+    /// the run (the meta-objective).
+    let validationLossOn (split: Split) (task: Task) (opt: Transformation) (dtype: torch.ScalarType) (seed: int) (steps: int) : float =
         match task.Evaluate with
         | None -> objective task opt dtype seed steps
         | Some evaluate ->
@@ -149,12 +153,16 @@ module MetaTrain =
             try
                 try
                     let p, st = Run.optimize task opt start steps (fun _ _ _ -> ())
-                    let v = (evaluate Split.Validation p).Loss
+                    let v = (evaluate split p).Loss
                     Tree.dispose p
                     State.dispose st
                     v
                 with DivergedException _ -> nan
             finally Tree.dispose start
+
+    /// `validationLossOn` the validation split: the loss on data the optimizees never trained on.
+    let validationLoss (task: Task) (opt: Transformation) (dtype: torch.ScalarType) (seed: int) (steps: int) : float =
+        validationLossOn Split.Validation task opt dtype seed steps
 
     /// The seeds of n validation optimizees: -1001, -1002, ..., never a training episode's
     /// (episodes use Seed * 1,000,003 + episode) nor an evaluation seed (0, 1, ...).
@@ -162,7 +170,7 @@ module MetaTrain =
 
     /// `validationLoss` of `opt` averaged over the settings' validation optimizees.
     let meanValidationLoss (s: MetaSettings) (opt: Transformation) : float =
-        s.ValidationSeeds |> List.averageBy (fun vs -> validationLoss (s.Task vs) opt s.Dtype vs s.Horizon)
+        s.ValidationSeeds |> List.averageBy (fun vs -> validationLossOn s.ValidationSplit (s.Task vs) opt s.Dtype vs s.Horizon)
 
     /// The loss of step `t` at `p` (no graph) and its gradient, the optimizer's input.
     let private lossAndGradient (task: Task) (t: int) (p: Tree) : Tensor * Tree =
