@@ -147,7 +147,9 @@ module MetaTraining =
                         train (fun p ->
                             let v = match p.Validation with Some v -> $", validation {Output.short v}" | None -> ""
                             bar.Description <- $"episode {p.Episode + 1}/{p.Episodes}: meta-loss {Output.short p.MetaLoss}{v}"
-                            bar.Value <- float (p.Episode + 1)))
+                            bar.Value <- float (p.Episode + 1)
+                            // each validation on a line of its own, above the bar, so that a log keeps them all
+                            p.Validation |> Option.iter (fun v -> AnsiConsole.WriteLine $"episode {p.Episode + 1}: validation {Output.short v}")))
         sw.Stop()
         let info =
             [ "command", s.CommandLine
