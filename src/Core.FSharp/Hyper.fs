@@ -45,20 +45,20 @@ type HValue =
     static member (*)(a: HValue, b: HValue) =
         match a, b with
         | Num x, Num y -> Num(x * y)
-        | Num x, Ten y | Ten y, Num x -> Ten(Tensors.withScalar (fun t s -> t.mul s) y x)
+        | Num x, Ten y | Ten y, Num x -> Ten(Tensors.mulNum y x)
         | Ten x, Ten y -> Ten(x * y)
 
     static member (/)(a: HValue, b: HValue) =
         match a, b with
         | Num x, Num y -> Num(x / y)
         | Num x, Ten y -> Ten(x / y)
-        | Ten x, Num y -> Ten(Tensors.withScalar (fun t s -> t.div s) x y)
+        | Ten x, Num y -> Ten(Tensors.divNum x y)
         | Ten x, Ten y -> Ten(x / y)
 
     /// Scale a tensor by the value.
     static member (*)(a: HValue, x: Tensor) : Tensor =
         match a with
-        | Num v -> Tensors.withScalar (fun t s -> t.mul s) x v
+        | Num v -> Tensors.mulNum x v
         | Ten v -> x * v
 
     static member (*)(x: Tensor, a: HValue) : Tensor = a * x
@@ -66,7 +66,7 @@ type HValue =
     /// Divide a tensor by the value.
     static member (/)(x: Tensor, a: HValue) : Tensor =
         match a with
-        | Num v -> Tensors.withScalar (fun t s -> t.div s) x v
+        | Num v -> Tensors.divNum x v
         | Ten v -> x / v
 
     static member (-)(a: float, b: HValue) = HValue.Num a - b

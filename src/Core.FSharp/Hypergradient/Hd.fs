@@ -238,7 +238,7 @@ module Hd =
             let dPrev = state.Slot "direction"
             Kernel.checkNames n parameters [ "gradients", grads; "directions", dPrev; "first moments", aS.Slot "exp_avg"; "second moments", aS.Slot "exp_avg_sq" ]
             let ps0, gs = parameters.Values, grads.Values
-            let gWd = if o.WeightDecay = 0.0 then grads else Tree.map2 (fun g w -> Tensors.add g (Tensors.withScalar (fun x s -> x.mul s) w o.WeightDecay)) grads parameters
+            let gWd = if o.WeightDecay = 0.0 then grads else Tree.map2 (fun g w -> Tensors.add g (Tensors.mulNum w o.WeightDecay)) grads parameters
             // h_t = -g'_t . d_{t-1}, summed in float64 as `dots` sums it
             let dot (g: Tensor) (d: Tensor) =
                 if Kernel.allDirect [| g; d |] then dotDirect g d else (g * d).sum(torch.ScalarType.Float64).ToDouble()
