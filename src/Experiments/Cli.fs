@@ -147,7 +147,7 @@ type MetaTrainArgs =
             | Meta_Lr_Final _ -> "decay the meta learning rate exponentially to this (default: no decay)"
             | Random_Scaling _ -> "random scaling trick with c = exp(U(-r, r)) (Lv et al.; e.g. 3)"
             | Convex_Term _ -> "convex-term trick over a k-dimensional variable (Lv et al.; e.g. 20)"
-            | Meta_Objective _ -> "what a window's meta-loss averages: mean (the optimizee loss, the papers'; default) or log (its log: late steps count as much as early ones, Metz et al. 2019)"
+            | Meta_Objective _ -> "what a window's meta-loss averages: mean (the optimizee loss, the papers'; default) log (its log: late steps count as much as early ones, Metz et al. 2019) or late-log (the log weighted by 2 t / (T + 1): the later the step, the more it counts)"
             | Reset_Range _ -> "random resets (the thesis's train_reset): each episode runs U(lo, hi) steps, cut to whole windows, instead of the horizon"
             | Validate_Every _ -> "validate every this many episodes (default 10)"
             | Validation_Seeds _ -> "validation optimizees (default 5)"

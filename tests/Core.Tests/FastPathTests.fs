@@ -508,7 +508,7 @@ let tests =
             let targets = Collections.Generic.List<Target>()
             let lr = torch.tensor(0.1, dtype = f64)
             let sgd = Sgd.create { Lr = Hyper.Learnable lr; Momentum = Hyper.Fixed 0.9; Dampening = Hyper.Fixed 0.0; WeightDecay = Hyper.Fixed 0.0; Nesterov = false }
-            let kernel = SgdKernel.kernel (Hyper.Learnable lr) (Hyper.Fixed 0.9) (Hyper.Fixed 0.0) (Hyper.Fixed 0.0) false
+            let kernel = sgd.Fast.Value.Apply
             let spy = sgd |> Transform.withFast [ Hyper.Learnable lr ] (fun target g s p -> targets.Add target; kernel target g s p)
             let p = Tree.single "w" (vec [ 1.0; 2.0 ])
             let g = grad2x p

@@ -211,10 +211,15 @@ let tests =
                 let last = r.MetaLosses |> List.skip 32 |> List.average
                 Expect.isLessThan last (0.7 * first) $"mean meta-loss of the first 8 episodes {first}, of the last 8 {last}"
 
-            for objective, name in [ MetaObjective.MeanLoss, "mean loss"; MetaObjective.MeanLogLoss, "mean log loss" ] do
+            for objective, name in [ MetaObjective.MeanLoss, "mean loss"; MetaObjective.MeanLogLoss, "mean log loss"; MetaObjective.LateLogLoss, "late-weighted log loss" ] do
                 testCase $"a window's surrogate has the meta-gradient of backpropagating its {name} through the unrolled steps" <| fun () ->
                     let s = { settings 1 None with Window = 5; Dtype = f64; Objective = objective }
-                    let measure (l: Tensor) = match objective with MetaObjective.MeanLoss -> l | MetaObjective.MeanLogLoss -> l.log()
+                    // the loss after t updates as the objective counts it (late-log: weighted by 2 t / (T + 1))
+                    let measure (t: int) (l: Tensor) =
+                        match objective with
+                        | MetaObjective.MeanLoss -> l
+                        | MetaObjective.MeanLogLoss -> l.log()
+                        | MetaObjective.LateLogLoss -> l.log() * (2.0 * float t / float (s.Horizon + 1))
                     let task = Synthetic.rosenbrock 1.0 100.0 None
                     let values = LearnedOptimizer.values HyperAdam.kind s.KindOptions
                     let leaves = freshTheta s.KindOptions 3 |> Tree.asLeaves
@@ -232,7 +237,7 @@ let tests =
                         let p', st' = Transform.step opt { Names = p.Names; Values = g } st input
                         p <- p'
                         st <- st'
-                    let meanLoss = torch.stack(Array.ofList (task.Loss s.Window p :: losses) |> Array.map measure).mean()
+                    let meanLoss = torch.stack(Array.ofList (task.Loss s.Window p :: losses) |> Array.rev |> Array.mapi (fun i l -> measure (i + 1) l)).mean()
                     let expected = torch.autograd.grad([| meanLoss |], leaves.Values, retain_graph = true)
                     let value, surrogate, _, _ = MetaTrain.window s task opt 0 p0 s0
                     let actual = torch.autograd.grad([| surrogate |], leaves.Values)

@@ -41,17 +41,17 @@ module AdagradKernel =
             sOut[i] <- si
             pOut[i] <- p[i] + (gi / (MathF.Sqrt si + c.Eps)) * c.NegLr
 
-    /// Adagrad's kernel (Adagrad.fs) (state: add_decayed_weights, scale_by_adagrad,
-    /// identity or scale_by_inverse_time_decay, scale_by_learning_rate).
-    let kernel (lr: Hyper) (lrDecay: Hyper) (weightDecay: Hyper) (eps: float) : Target -> Tree -> State -> Tree -> Tree * State =
+    /// Adagrad's kernel (Adagrad.fs) over the state of its chain, whose parts `wdPart` (weight
+    /// decay), `sums` (scale_by_adagrad), `decay` (identity or scale_by_inverse_time_decay) and
+    /// `lrPart` (the learning-rate step) read their state.
+    let kernel (chain: Kernel.Chain) (wdPart: Transformation) (sumsPart: Transformation) (decay: Transformation) (lrPart: Transformation)
+               (lr: Hyper) (lrDecay: Hyper) (weightDecay: Hyper) (eps: float) : Target -> Tree -> State -> Tree -> Tree * State =
         let hasWd = not (Hyper.isZero weightDecay)
         let decays = not (Hyper.isZero lrDecay)
-        let kinds = [ "add_decayed_weights"; "scale_by_adagrad"; (if decays then "scale_by_inverse_time_decay" else "identity"); "scale_by_learning_rate" ]
         fun target grads state parameters ->
-            let s = Kernel.parts "adagrad" kinds state
-            let wdS, aS, dS, lrS = s[0], s[1], s[2], s[3]
+            let wdS, aS, dS, lrS = chain.Of(wdPart, state), chain.Of(sumsPart, state), chain.Of(decay, state), chain.Of(lrPart, state)
             let sums = aS.Slot "sum"
-            Kernel.checkNames "adagrad" parameters [ "gradients", grads; "sums of squares", sums ]
+            Kernel.checkNames chain.Name parameters [ "gradients", grads; "sums of squares", sums ]
             let lrV = Kernel.value lrS.Count lr
             let wd = if hasWd then Kernel.value wdS.Count weightDecay else 0.0
             let f = if decays then 1.0 + float dS.Count * Kernel.value dS.Count lrDecay else 1.0
@@ -71,4 +71,4 @@ module AdagradKernel =
                     let g = if hasWd then gs[i].add(p, sWd) else gs[i]
                     sum.addcmul_(g, g, sOne) |> ignore
                     p.addcdiv_(g, sum.sqrt().add_(sEps), sNegLr) |> ignore)
-            pOut, out.State(Kernel.stepped state)
+            pOut, out.State(chain.Stepped state)

@@ -38,12 +38,12 @@ type AdamCoeffs =
       /// AMSGrad: divide by the running maximum of v (a fifth stream, vmax)
       HasMax: bool }
 
-/// Where the weight decay of an Adam-family optimizer goes, and so the layout of its state.
+/// Where the weight decay of an Adam-family optimizer acts.
 [<RequireQualifiedAccess>]
 type AdamDecay =
-    /// Adam: L2 added to the gradient first; parts [add_decayed_weights; scale_by_adam; scale_by_learning_rate]
+    /// Adam: L2 added to the gradient before the moments
     | L2
-    /// AdamW: added to the update after the moments; parts [scale_by_adam; add_decayed_weights; scale_by_learning_rate]
+    /// AdamW: added to the update after the moments
     | Decoupled
 
 /// The hyperparameters the Adam family's kernel reads.
@@ -127,18 +127,15 @@ module AdamKernel =
                 if c.HasDecoupled then pi + ((mi * c.InvBc1) / denom + pi * c.Decoupled) * c.NegLr
                 else pi + (mi * c.Step) / denom
 
-    /// The kernel of an Adam-family chain named `name` whose weight decay goes where
-    /// `decay` says (which, with `h.Amsgrad`, fixes the state layout).
-    let kernelWith (name: string) (decay: AdamDecay) (h: AdamHypers) : Target -> Tree -> State -> Tree -> Tree * State =
+    /// The kernel of an Adam-family chain whose parts `wd` (the weight decay), `moments`
+    /// (scale_by_adam or scale_by_amsgrad) and `lr` (the learning-rate step) read their state;
+    /// `decay` says where the weight decay acts (the chain's order of wd and moments).
+    let kernelWith (chain: Kernel.Chain) (decay: AdamDecay) (wd: Transformation) (moments: Transformation) (lr: Transformation) (h: AdamHypers)
+        : Target -> Tree -> State -> Tree -> Tree * State =
+        let name = chain.Name
         let hasWd = not (Hyper.isZero h.WeightDecay)
-        let moments = if h.Amsgrad then "scale_by_amsgrad" else "scale_by_adam"
-        let kinds, iWd, iAdam =
-            match decay with
-            | AdamDecay.L2 -> [ "add_decayed_weights"; moments; "scale_by_learning_rate" ], 0, 1
-            | AdamDecay.Decoupled -> [ moments; "add_decayed_weights"; "scale_by_learning_rate" ], 1, 0
         fun target grads state parameters ->
-            let s = Kernel.parts name kinds state
-            let wdS, aS, lrS = s[iWd], s[iAdam], s[2]
+            let wdS, aS, lrS = chain.Of(wd, state), chain.Of(moments, state), chain.Of(lr, state)
             let ms, vs = aS.Slot "exp_avg", aS.Slot "exp_avg_sq"
             let xs = if h.Amsgrad then Some(aS.Slot "max_exp_avg_sq") else None
             Kernel.checkNames name parameters
@@ -192,4 +189,4 @@ module AdamKernel =
                         else v.div(sBc2).add_(sEpsRoot).sqrt_().add_(sEps)
                     if decoupled then p.add_(m.div(denom).div_(sBc1).add_(p, sWd), sNegLr) |> ignore
                     else p.addcdiv_(m, denom, sStep) |> ignore)
-            pOut, out.State(Kernel.stepped state)
+            pOut, out.State(chain.Stepped state)

@@ -249,16 +249,16 @@ module AdamGrad =
         | HValue.Ten t -> t
         | HValue.Num v -> torch.tensor(v, dtype = torch.ScalarType.Float64)
 
-    /// Adam's differentiable step over trees (the state of Adam.create: parts add_decayed_weights,
-    /// scale_by_adam, scale_by_learning_rate): new parameters and state as `Transform.stepOps` gives
+    /// Adam's differentiable step over trees (the state of Adam.create's chain, whose parts `wd`,
+    /// `moments` and `lr` read their state): new parameters and state as `Transform.stepOps` gives
     /// them, or None for what the function does not take (eps_root, or a tensor that is not
     /// contiguous CPU float32/float64).
-    let treeStep (lr: Hyper) (beta1: Hyper) (beta2: Hyper) (eps: float) (epsRoot: float) (weightDecay: Hyper) : Tree -> State -> Tree -> (Tree * State) option =
+    let treeStep (chain: Kernel.Chain) (wd: Transformation) (moments: Transformation) (lrPart: Transformation)
+                 (lr: Hyper) (beta1: Hyper) (beta2: Hyper) (eps: float) (epsRoot: float) (weightDecay: Hyper) : Tree -> State -> Tree -> (Tree * State) option =
         fun grads state parameters ->
-            let s = Kernel.parts "adam" [ "add_decayed_weights"; "scale_by_adam"; "scale_by_learning_rate" ] state
-            let wdS, aS, lrS = s[0], s[1], s[2]
+            let wdS, aS, lrS = chain.Of(wd, state), chain.Of(moments, state), chain.Of(lrPart, state)
             let ms, vs = aS.Slot "exp_avg", aS.Slot "exp_avg_sq"
-            Kernel.checkNames "adam" parameters [ "gradients", grads; "first moments", ms; "second moments", vs ]
+            Kernel.checkNames chain.Name parameters [ "gradients", grads; "first moments", ms; "second moments", vs ]
             let tensorsOf i = [ parameters.Values[i]; grads.Values[i]; ms.Values[i]; vs.Values[i] ]
             if epsRoot <> 0.0 || not (Array.forall (fun i -> fusable (tensorsOf i)) [| 0 .. parameters.Count - 1 |]) then None
             else
@@ -267,10 +267,6 @@ module AdamGrad =
                 let out = Array.init parameters.Count (fun i ->
                     apply parameters.Values[i] grads.Values[i] ms.Values[i] vs.Values[i] lrT b1T b2T wdT eps (aS.Count + 1))
                 let tree (pick: Tensor * Tensor * Tensor -> Tensor) = { Names = parameters.Names; Values = Array.map pick out }
-                let counted = Kernel.counted
-                Some(tree (fun (p, _, _) -> p),
-                     { counted state with
-                         Children =
-                           [ counted wdS
-                             { counted aS with Slots = Map.ofList [ "exp_avg", tree (fun (_, m, _) -> m); "exp_avg_sq", tree (fun (_, _, v) -> v) ] }
-                             counted lrS ] })
+                let stepped = chain.Stepped state
+                let moments' = { chain.Of(moments, stepped) with Slots = Map.ofList [ "exp_avg", tree (fun (_, m, _) -> m); "exp_avg_sq", tree (fun (_, _, v) -> v) ] }
+                Some(tree (fun (p, _, _) -> p), chain.With(moments, moments', stepped))

@@ -195,22 +195,45 @@ module Kernel =
     /// current value (the fast path does not differentiate).
     let value (step: int) (h: Hyper) : float = HValue.toFloat (Hyper.at step h)
 
-    /// The parts of a named optimizer's state, checked against the kinds the kernel expects, so a
-    /// state from another optimizer or another configuration fails with a message, not garbage.
-    let parts (name: string) (kinds: string list) (s: State) : State[] =
-        let got = s.Children |> List.map (fun c -> c.Kind)
-        if got <> kinds then
-            Tensors.invalidArg "state"
-                $"'{name}' (fast path) expects a state with parts [{Tensors.commas kinds}], got [{Tensors.commas got}]; pass the state made by this optimizer's init or update"
-        Array.ofList s.Children
-
     /// The same state one step later: the count advanced, its tensors (updated in place) kept.
     let counted (s: State) : State = { s with Count = s.Count + 1 }
 
-    /// A named optimizer's state one step later, as its chain's pure update leaves it: the chain
-    /// and every part counted, except `identity` parts (stateless, they keep their count).
-    let stepped (s: State) : State =
-        { counted s with Children = s.Children |> List.map (fun c -> if c.Kind = "identity" then c else counted c) }
+    /// A named optimizer built as a chain of small transformations, as its fused kernels see it:
+    /// `Transformation` is the chain (`Combine.named`), and a kernel reads the state of a part by
+    /// the part itself (`Of`), so the layout a kernel expects is the chain it was built with, never
+    /// a list of part names or positions written a second time. A state of another optimizer or
+    /// configuration fails with a message, not garbage.
+    type Chain(name: string, version: int, parts: Transformation list) =
+        let partArray = Array.ofList parts
+        let kinds = parts |> List.map (fun t -> t.Name)
+
+        member _.Name = name
+
+        /// The chain as a transformation (the pure path; a kernel is added with Transform.withFast).
+        member val Transformation = Combine.named name version parts
+
+        member private _.Index(part: Transformation, s: State) : int =
+            let got = s.Children |> List.map (fun c -> c.Kind)
+            if got <> kinds then
+                Tensors.invalidArg "state"
+                    $"'{name}' (fast path) expects a state with parts [{Tensors.commas kinds}], got [{Tensors.commas got}]; pass the state made by this optimizer's init or update"
+            match Array.tryFindIndex (fun t -> obj.ReferenceEquals(t, part)) partArray with
+            | Some i -> i
+            | None -> invalidArg "part" $"'{part.Name}' is not a part of the chain '{name}'"
+
+        /// The state of `part` (one of the chain's parts, the same object) in a state of the chain.
+        member c.Of(part: Transformation, s: State) : State = s.Children[c.Index(part, s)]
+
+        /// A state of the chain with the state of `part` replaced by `partState`.
+        member c.With(part: Transformation, partState: State, s: State) : State =
+            let i = c.Index(part, s)
+            { s with Children = s.Children |> List.mapi (fun j x -> if j = i then partState else x) }
+
+        /// The chain's state one step later as its pure update leaves it: the chain and every part
+        /// counted, except `Transform.identity` (stateless, it keeps its count); the tensors kept.
+        member _.Stepped(s: State) : State =
+            { counted s with
+                Children = List.map2 (fun (t: Transformation) c -> if obj.ReferenceEquals(t, Transform.identity) then c else counted c) parts s.Children }
 
     /// Check that trees have the names of the parameters (as the pure path's Tree.map2 does).
     let checkNames (name: string) (parameters: Tree) (others: (string * Tree) list) =

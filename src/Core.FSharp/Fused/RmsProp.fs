@@ -77,19 +77,19 @@ module RmsPropKernel =
             let u = if c.Momentum then (let bi = (if c.First then u else b[i] * c.Mu + u) in bOut[i] <- bi; bi) else u
             pOut[i] <- p[i] + u * c.NegLr
 
-    /// RMSProp's kernel (RmsProp.fs) (state: add_decayed_weights, scale_by_rms,
-    /// identity or trace_momentum, scale_by_learning_rate).
-    let kernel (lr: Hyper) (alpha: Hyper) (eps: float) (weightDecay: Hyper) (momentum: Hyper) (centered: bool) : Target -> Tree -> State -> Tree -> Tree * State =
+    /// RMSProp's kernel (RmsProp.fs) over the state of its chain, whose parts `wdPart` (weight
+    /// decay), `rms` (scale_by_rms), `moves` (identity or trace_momentum) and `lrPart` (the
+    /// learning-rate step) read their state.
+    let kernel (chain: Kernel.Chain) (wdPart: Transformation) (rms: Transformation) (moves: Transformation) (lrPart: Transformation)
+               (lr: Hyper) (alpha: Hyper) (eps: float) (weightDecay: Hyper) (momentum: Hyper) (centered: bool) : Target -> Tree -> State -> Tree -> Tree * State =
         let hasMomentum = not (Hyper.isZero momentum)
         let hasWd = not (Hyper.isZero weightDecay)
-        let kinds = [ "add_decayed_weights"; "scale_by_rms"; (if hasMomentum then "trace_momentum" else "identity"); "scale_by_learning_rate" ]
         fun target grads state parameters ->
-            let s = Kernel.parts "rmsprop" kinds state
-            let wdS, rS, mS, lrS = s[0], s[1], s[2], s[3]
+            let wdS, rS, mS, lrS = chain.Of(wdPart, state), chain.Of(rms, state), chain.Of(moves, state), chain.Of(lrPart, state)
             let vs = rS.Slot "square_avg"
             let avgs = if centered then Some(rS.Slot "grad_avg") else None
             let bufs = if hasMomentum then Some(mS.Slot "momentum_buffer") else None
-            Kernel.checkNames "rmsprop" parameters
+            Kernel.checkNames chain.Name parameters
                 [ yield "gradients", grads
                   yield "mean squares", vs
                   match avgs with Some x -> yield "mean gradients", x | None -> ()
@@ -133,4 +133,4 @@ module RmsPropKernel =
                         if first then b.copy_(g.div(denom)) |> ignore else b.mul_(sMu).addcdiv_(g, denom, sOne) |> ignore
                         p.add_(b, sNegLr) |> ignore
                     | None -> p.addcdiv_(g, denom, sNegLr) |> ignore)
-            pOut, out.State(Kernel.stepped state)
+            pOut, out.State(chain.Stepped state)

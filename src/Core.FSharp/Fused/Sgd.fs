@@ -71,17 +71,16 @@ module SgdKernel =
                 let d = if c.Nesterov then gi + bi * c.Mu else bi
                 pOut[i] <- p[i] + d * c.NegLr
 
-    /// SGD's kernel (Sgd.fs) (state: add_decayed_weights, identity or
-    /// trace_momentum, scale_by_learning_rate).
-    let kernel (lr: Hyper) (momentum: Hyper) (dampening: Hyper) (weightDecay: Hyper) (nesterov: bool) : Target -> Tree -> State -> Tree -> Tree * State =
+    /// SGD's kernel (Sgd.fs) over the state of its chain, whose parts `wdPart` (weight decay),
+    /// `moves` (identity or trace_momentum) and `lrPart` (the learning-rate step) read their state.
+    let kernel (chain: Kernel.Chain) (wdPart: Transformation) (moves: Transformation) (lrPart: Transformation)
+               (lr: Hyper) (momentum: Hyper) (dampening: Hyper) (weightDecay: Hyper) (nesterov: bool) : Target -> Tree -> State -> Tree -> Tree * State =
         let hasMomentum = not (Hyper.isZero momentum)
         let hasWd = not (Hyper.isZero weightDecay)
-        let kinds = [ "add_decayed_weights"; (if hasMomentum then "trace_momentum" else "identity"); "scale_by_learning_rate" ]
         fun target grads state parameters ->
-            let s = Kernel.parts "sgd" kinds state
-            let wdS, mS, lrS = s[0], s[1], s[2]
+            let wdS, mS, lrS = chain.Of(wdPart, state), chain.Of(moves, state), chain.Of(lrPart, state)
             let bufs = if hasMomentum then Some(mS.Slot "momentum_buffer") else None
-            Kernel.checkNames "sgd" parameters
+            Kernel.checkNames chain.Name parameters
                 [ yield "gradients", grads
                   match bufs with Some b -> yield "momentum buffers", b | None -> () ]
             let lrV = Kernel.value lrS.Count lr
@@ -116,4 +115,4 @@ module SgdKernel =
                         if first then b.copy_(g) |> ignore else b.mul_(sMu).add_(g, sKeep) |> ignore
                         let d = if nesterov then g.add(b, sMu) else b
                         p.add_(d, sNegLr) |> ignore)
-            pOut, out.State { Kernel.counted state with Children = [ Kernel.counted wdS; (if hasMomentum then Kernel.counted mS else mS); Kernel.counted lrS ] }
+            pOut, out.State(chain.Stepped state)

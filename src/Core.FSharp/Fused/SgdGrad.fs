@@ -171,14 +171,14 @@ module SgdGrad =
     /// parts add_decayed_weights, trace_momentum, scale_by_learning_rate), as `Transform.stepOps`
     /// gives it, or None for what it does not take (no momentum, or tensors that are not contiguous
     /// CPU float32/float64).
-    let treeStep (lr: Hyper) (momentum: Hyper) (dampening: Hyper) (weightDecay: Hyper) (nesterov: bool) : Tree -> State -> Tree -> (Tree * State) option =
+    let treeStep (chain: Kernel.Chain) (wdPart: Transformation) (moves: Transformation) (lrPart: Transformation)
+                 (lr: Hyper) (momentum: Hyper) (dampening: Hyper) (weightDecay: Hyper) (nesterov: bool) : Tree -> State -> Tree -> (Tree * State) option =
         fun grads state parameters ->
             if Hyper.isZero momentum then None
             else
-                let s = Kernel.parts "sgd" [ "add_decayed_weights"; "trace_momentum"; "scale_by_learning_rate" ] state
-                let wdS, mS, lrS = s[0], s[1], s[2]
+                let wdS, mS, lrS = chain.Of(wdPart, state), chain.Of(moves, state), chain.Of(lrPart, state)
                 let bufs = mS.Slot "momentum_buffer"
-                Kernel.checkNames "sgd" parameters [ "gradients", grads; "momentum buffers", bufs ]
+                Kernel.checkNames chain.Name parameters [ "gradients", grads; "momentum buffers", bufs ]
                 let tensorsOf i = [ parameters.Values[i]; grads.Values[i]; bufs.Values[i] ]
                 if not (Array.forall (fun i -> AdamGrad.fusable (tensorsOf i)) [| 0 .. parameters.Count - 1 |]) then None
                 else
@@ -187,10 +187,6 @@ module SgdGrad =
                     let out = Array.init parameters.Count (fun i ->
                         let r = Step.apply(parameters.Values[i], grads.Values[i], bufs.Values[i], lrT, muT, dampT, wdT, box (mS.Count = 0), box nesterov)
                         r[0], r[1])
-                    let counted = Kernel.counted
-                    Some({ Names = parameters.Names; Values = Array.map fst out },
-                         { counted state with
-                             Children =
-                               [ counted wdS
-                                 { counted mS with Slots = Map.ofList [ "momentum_buffer", { Names = parameters.Names; Values = Array.map snd out } ] }
-                                 counted lrS ] })
+                    let stepped = chain.Stepped state
+                    let moves' = { chain.Of(moves, stepped) with Slots = Map.ofList [ "momentum_buffer", { Names = parameters.Names; Values = Array.map snd out } ] }
+                    Some({ Names = parameters.Names; Values = Array.map fst out }, chain.With(moves, moves', stepped))

@@ -40,12 +40,12 @@ module Adagrad =
     /// Adagrad as a transformation named "adagrad", with its fused kernel (AdagradKernel). Validates its options.
     let create (o: AdagradOptions) : Transformation =
         validate o
-        Combine.named "adagrad" 1
-            [ ScaleBy.l2WeightDecay o.WeightDecay
-              Accumulators.adagrad o.InitialAccumulatorValue o.Eps
-              (if Hyper.isZero o.LrDecay then Transform.identity else ScaleBy.inverseTimeDecay o.LrDecay)
-              ScaleBy.learningRate o.Lr ]
-        |> Transform.withFast [ o.Lr; o.LrDecay; o.WeightDecay ] (AdagradKernel.kernel o.Lr o.LrDecay o.WeightDecay o.Eps)
+        let wd, sums = ScaleBy.l2WeightDecay o.WeightDecay, Accumulators.adagrad o.InitialAccumulatorValue o.Eps
+        let decay = if Hyper.isZero o.LrDecay then Transform.identity else ScaleBy.inverseTimeDecay o.LrDecay
+        let lr = ScaleBy.learningRate o.Lr
+        let chain = Kernel.Chain("adagrad", 1, [ wd; sums; decay; lr ])
+        chain.Transformation
+        |> Transform.withFast [ o.Lr; o.LrDecay; o.WeightDecay ] (AdagradKernel.kernel chain wd sums decay lr o.Lr o.LrDecay o.WeightDecay o.Eps)
 
     let fields : Field<AdagradOptions> list =
         [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"

@@ -46,14 +46,13 @@ module Adam =
     /// differentiable fused step (AdamGrad, when a gradient flows through the step). Validates its options.
     let create (o: AdamOptions) : Transformation =
         validate o
-        Combine.named "adam" 1
-            [ ScaleBy.l2WeightDecay o.WeightDecay
-              Moments.adam o.Beta1 o.Beta2 o.Eps o.EpsRoot
-              ScaleBy.learningRate o.Lr ]
+        let wd, moments, lr = ScaleBy.l2WeightDecay o.WeightDecay, Moments.adam o.Beta1 o.Beta2 o.Eps o.EpsRoot, ScaleBy.learningRate o.Lr
+        let chain = Kernel.Chain("adam", 1, [ wd; moments; lr ])
+        chain.Transformation
         |> Transform.withFast [ o.Lr; o.Beta1; o.Beta2; o.WeightDecay ]
-            (AdamKernel.kernelWith "adam" AdamDecay.L2
+            (AdamKernel.kernelWith chain AdamDecay.L2 wd moments lr
                 { Lr = o.Lr; Beta1 = o.Beta1; Beta2 = o.Beta2; Eps = o.Eps; EpsRoot = o.EpsRoot; WeightDecay = o.WeightDecay; Amsgrad = false; Debias = true })
-        |> Transform.withDifferentiable (AdamGrad.treeStep o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay)
+        |> Transform.withDifferentiable (AdamGrad.treeStep chain wd moments lr o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay)
 
     let fields : Field<AdamOptions> list =
         [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"

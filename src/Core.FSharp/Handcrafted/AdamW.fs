@@ -42,13 +42,12 @@ module AdamW =
     /// form. Validates its options.
     let create (o: AdamWOptions) : Transformation =
         validate o
-        Combine.named "adamw" 1
-            [ (if o.Amsgrad then Moments.amsgrad o.Beta1 o.Beta2 o.Eps o.EpsRoot true
-               else Moments.adam o.Beta1 o.Beta2 o.Eps o.EpsRoot)
-              ScaleBy.l2WeightDecay o.WeightDecay
-              ScaleBy.learningRate o.Lr ]
+        let moments = if o.Amsgrad then Moments.amsgrad o.Beta1 o.Beta2 o.Eps o.EpsRoot true else Moments.adam o.Beta1 o.Beta2 o.Eps o.EpsRoot
+        let wd, lr = ScaleBy.l2WeightDecay o.WeightDecay, ScaleBy.learningRate o.Lr
+        let chain = Kernel.Chain("adamw", 1, [ moments; wd; lr ])
+        chain.Transformation
         |> Transform.withFast [ o.Lr; o.Beta1; o.Beta2; o.WeightDecay ]
-            (AdamKernel.kernelWith "adamw" AdamDecay.Decoupled
+            (AdamKernel.kernelWith chain AdamDecay.Decoupled wd moments lr
                 { Lr = o.Lr; Beta1 = o.Beta1; Beta2 = o.Beta2; Eps = o.Eps; EpsRoot = o.EpsRoot; WeightDecay = o.WeightDecay; Amsgrad = o.Amsgrad; Debias = true })
 
     let fields : Field<AdamWOptions> list =

@@ -43,12 +43,11 @@ module AmsGrad =
     /// AMSGrad as a transformation named "amsgrad", with the Adam family's fused kernel. Validates its options.
     let create (o: AmsGradOptions) : Transformation =
         validate o
-        Combine.named "amsgrad" 1
-            [ ScaleBy.l2WeightDecay o.WeightDecay
-              Moments.amsgrad o.Beta1 o.Beta2 o.Eps o.EpsRoot o.Debias
-              ScaleBy.learningRate o.Lr ]
+        let wd, moments, lr = ScaleBy.l2WeightDecay o.WeightDecay, Moments.amsgrad o.Beta1 o.Beta2 o.Eps o.EpsRoot o.Debias, ScaleBy.learningRate o.Lr
+        let chain = Kernel.Chain("amsgrad", 1, [ wd; moments; lr ])
+        chain.Transformation
         |> Transform.withFast [ o.Lr; o.Beta1; o.Beta2; o.WeightDecay ]
-            (AdamKernel.kernelWith "amsgrad" AdamDecay.L2
+            (AdamKernel.kernelWith chain AdamDecay.L2 wd moments lr
                 { Lr = o.Lr; Beta1 = o.Beta1; Beta2 = o.Beta2; Eps = o.Eps; EpsRoot = o.EpsRoot; WeightDecay = o.WeightDecay; Amsgrad = true; Debias = o.Debias })
 
     let fields : Field<AmsGradOptions> list =

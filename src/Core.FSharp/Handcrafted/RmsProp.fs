@@ -47,14 +47,13 @@ module RmsProp =
     /// RMSProp as a transformation named "rmsprop", with its fused kernel (RmsPropKernel). Validates its options.
     let create (o: RmsPropOptions) : Transformation =
         validate o
-        Combine.named "rmsprop" 1
-            [ ScaleBy.l2WeightDecay o.WeightDecay
-              Accumulators.rmsprop o.Alpha o.Eps o.Centered
-              (if Hyper.isZero o.Momentum then Transform.identity
-               else ScaleBy.momentum o.Momentum (Hyper.Fixed 0.0) false)
-              ScaleBy.learningRate o.Lr ]
+        let wd, rms = ScaleBy.l2WeightDecay o.WeightDecay, Accumulators.rmsprop o.Alpha o.Eps o.Centered
+        let moves = if Hyper.isZero o.Momentum then Transform.identity else ScaleBy.momentum o.Momentum (Hyper.Fixed 0.0) false
+        let lr = ScaleBy.learningRate o.Lr
+        let chain = Kernel.Chain("rmsprop", 1, [ wd; rms; moves; lr ])
+        chain.Transformation
         |> Transform.withFast [ o.Lr; o.Alpha; o.Momentum; o.WeightDecay ]
-            (RmsPropKernel.kernel o.Lr o.Alpha o.Eps o.WeightDecay o.Momentum o.Centered)
+            (RmsPropKernel.kernel chain wd rms moves lr o.Lr o.Alpha o.Eps o.WeightDecay o.Momentum o.Centered)
 
     let fields : Field<RmsPropOptions> list =
         [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"

@@ -50,10 +50,12 @@ module Sgd =
         let moves =
             if Hyper.isZero o.Momentum then Transform.identity
             else ScaleBy.momentum o.Momentum o.Dampening o.Nesterov
-        Combine.named "sgd" 1 [ ScaleBy.l2WeightDecay o.WeightDecay; moves; ScaleBy.learningRate o.Lr ]
+        let wd, lr = ScaleBy.l2WeightDecay o.WeightDecay, ScaleBy.learningRate o.Lr
+        let chain = Kernel.Chain("sgd", 1, [ wd; moves; lr ])
+        chain.Transformation
         |> Transform.withFast [ o.Lr; o.Momentum; o.Dampening; o.WeightDecay ]
-            (SgdKernel.kernel o.Lr o.Momentum o.Dampening o.WeightDecay o.Nesterov)
-        |> Transform.withDifferentiable (SgdGrad.treeStep o.Lr o.Momentum o.Dampening o.WeightDecay o.Nesterov)
+            (SgdKernel.kernel chain wd moves lr o.Lr o.Momentum o.Dampening o.WeightDecay o.Nesterov)
+        |> Transform.withDifferentiable (SgdGrad.treeStep chain wd moves lr o.Lr o.Momentum o.Dampening o.WeightDecay o.Nesterov)
 
     /// SGD's options as the registry, the CLI, the configs and the C# facade name them; `decay`
     /// says what weight_decay does (L2 in the gradient here, decoupled for SGDW).

@@ -230,11 +230,11 @@ module Hd =
     /// hypergradient h_t = -g_t . d_{t-1} (a dot product per tensor), the rate's update as `update`
     /// makes it, then one pass over p, g, m, v that writes m, v, the direction d and p - alpha d.
     /// Float64, non-contiguous or non-CPU tensors take TorchSharp ops.
-    let private adamKernel (o: HdOptions) : Target -> Tree -> State -> Tree -> Tree * State =
+    let private adamKernel (o: HdOptions) (moments: Transformation) : Target -> Tree -> State -> Tree -> Tree * State =
         let n = name o
         fun target grads state parameters ->
             let t = state.Count + 1
-            let aS = match state.Children with [ a ] when a.Kind = "scale_by_adam" -> a | _ -> Tensors.invalidArg "state" $"'{n}' (fast path): the state has no Adam moments; pass the state made by this optimizer's init or update"
+            let aS = match state.Children with [ a ] when a.Kind = moments.Name -> a | _ -> Tensors.invalidArg "state" $"'{n}' (fast path): the state has no Adam moments; pass the state made by this optimizer's init or update"
             let dPrev = state.Slot "direction"
             Kernel.checkNames n parameters [ "gradients", grads; "directions", dPrev; "first moments", aS.Slot "exp_avg"; "second moments", aS.Slot "exp_avg_sq" ]
             let ps0, gs = parameters.Values, grads.Values
@@ -317,7 +317,7 @@ module Hd =
         let t = Transform.create n init update
         // the fused kernel serves Adam with one global rate; the other forms run op by op
         if o.Model = AdamOp && not o.PerParameter && o.Guard <> Multiplicative then
-            t |> Transform.withFast [ o.HypergradLr ] (adamKernel o)
+            t |> Transform.withFast [ o.HypergradLr ] (adamKernel o dir)
         else t
 
     /// The three model optimizers with their defaults of the reference code's experiments

@@ -21,12 +21,17 @@ type MetaObjective =
     /// Metz et al., "Understanding and correcting pathologies in the training of learned
     /// optimizers", 2019). Losses must be positive.
     | MeanLogLoss
+    /// The mean of w_t log L(w_t) with w_t = 2 t / (T + 1) over the horizon's steps t = 1..T
+    /// (weights averaging 1): the later a step, the more it counts. The claims read the final
+    /// loss, and the plain means reward a fast start as much as a low end.
+    | LateLogLoss
 
     static member Parse(text: string) =
         match text.Trim().ToLowerInvariant() with
         | "mean" -> MeanLoss
         | "log" -> MeanLogLoss
-        | t -> Tensors.invalidArg "meta-objective" $"unknown meta objective '{t}'; valid: mean (the mean loss, the papers'), log (the mean log loss)"
+        | "late-log" -> LateLogLoss
+        | t -> Tensors.invalidArg "meta-objective" $"unknown meta objective '{t}'; valid: mean (the mean loss, the papers'), log (the mean log loss), late-log (the log loss weighted by 2 t / (T + 1))"
 
 /// Settings of a meta-training run.
 type MetaSettings =
@@ -191,25 +196,28 @@ module MetaTrain =
         let mutable st = s0
         let losses = Collections.Generic.List<Tensor>()
         let terms = Collections.Generic.List<Tensor>()
-        let record (loss: Tensor) (g: Tree) (p: Tree) =
+        // the loss after t updates, t = t0 + 1 .. t0 + Window
+        let record (t: int) (loss: Tensor) (g: Tree) (p: Tree) =
             let term = torch.dot(Cells.flatten g, Cells.flatten p)
+            // d log L(w)/dTheta = (g / L) . dw/dTheta, with L held constant like g.
+            let logged (weight: float) =
+                let l = loss.clamp_min(1e-30)
+                losses.Add(Tensors.mulNum (l.log()) weight)
+                terms.Add(Tensors.mulNum (term / l) weight)
             match s.Objective with
             | MetaObjective.MeanLoss ->
                 losses.Add loss
                 terms.Add term
-            | MetaObjective.MeanLogLoss ->
-                // d log L(w)/dTheta = (g / L) . dw/dTheta, with L held constant like g.
-                let l = loss.clamp_min(1e-30)
-                losses.Add(l.log())
-                terms.Add(term / l)
+            | MetaObjective.MeanLogLoss -> logged 1.0
+            | MetaObjective.LateLogLoss -> logged (2.0 * float t / float (s.Horizon + 1))
         for i in 0 .. s.Window - 1 do
             let loss, grads = lossAndGradient task (t0 + i) p
-            if i > 0 then record loss grads p
+            if i > 0 then record (t0 + i) loss grads p
             let p', st' = Transform.step opt grads st p
             p <- p'
             st <- st'
         let loss, grads = lossAndGradient task (t0 + s.Window) p
-        record loss grads p
+        record (t0 + s.Window) loss grads p
         torch.stack(losses).mean(), torch.stack(terms).mean(), p, st
 
     type private Checkpoint =
