@@ -582,6 +582,6 @@ let tests =
             Expect.isGreaterThanOrEqual ms.Length 4 "read, copy, TorchSharp's copy and triad at least"
             Expect.equal (ms |> List.map (fun m -> m.Rate)) (ms |> List.map (fun m -> m.Rate) |> List.sortDescending) "fastest first"
             for m in ms do
-                Expect.floatClose Accuracy.high m.Rate (m.BytesPerElement * 200000.0 / (m.BestMs / 1000.0)) $"{m.Name}: rate = bytes / best time"
+                closeTo Tol.high m.Rate (m.BytesPerElement * 200000.0 / (m.BestMs / 1000.0)) $"{m.Name}: rate = bytes / best time"
             Expect.equal (ms |> List.find (fun m -> m.Name = "triad")).BytesPerElement 12.0 "a triad reads two arrays and writes one"
     ]
