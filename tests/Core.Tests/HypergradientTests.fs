@@ -254,52 +254,52 @@ let tests =
         ]
 
         testList "unrolled" [
-        testCase "second-order gradient through two unrolled SGD steps equals the closed form" <| fun () ->
-            // f(x) = a/2 x^2; two steps give x2 = x0 (1 - lr a)^2, so
-            // L = a/2 x0^2 (1 - lr a)^4 and dL/dlr = -2 a^2 x0^2 (1 - lr a)^3.
-            let a, x0, lr = 3.0, 2.0, 0.1
-            let make (h: Tensor) = Sgd.create { Sgd.defaults with Lr = Hyper.Learnable h }
-            let g = hypergrad make lr (fun x -> 0.5 * a * x.square().sum()) [ x0 ] 2
-            let expected = -2.0 * a * a * x0 * x0 * (1.0 - lr * a) ** 3.0
-            closeTo Tol.veryHigh g expected "dL/dlr"
+            testCase "second-order gradient through two unrolled SGD steps equals the closed form" <| fun () ->
+                // f(x) = a/2 x^2; two steps give x2 = x0 (1 - lr a)^2, so
+                // L = a/2 x0^2 (1 - lr a)^4 and dL/dlr = -2 a^2 x0^2 (1 - lr a)^3.
+                let a, x0, lr = 3.0, 2.0, 0.1
+                let make (h: Tensor) = Sgd.create { Sgd.defaults with Lr = Hyper.Learnable h }
+                let g = hypergrad make lr (fun x -> 0.5 * a * x.square().sum()) [ x0 ] 2
+                let expected = -2.0 * a * a * x0 * x0 * (1.0 - lr * a) ** 3.0
+                closeTo Tol.veryHigh g expected "dL/dlr"
 
-        testCase "hypergradients through unrolled Adam steps match finite differences" <| fun () ->
-            let loss = rosenT
-            let x0 = [ -1.5; 2.0 ]
-            let lrMake (h: Tensor) = Adam.create { Adam.defaults with Lr = Hyper.Learnable h }
-            let b1Make (h: Tensor) = Adam.create { Adam.defaults with Lr = Hyper.Fixed 0.01; Beta1 = Hyper.Learnable h }
-            let b2Make (h: Tensor) = Adam.create { Adam.defaults with Lr = Hyper.Fixed 0.01; Beta2 = Hyper.Learnable h }
-            for name, make, h0 in [ "lr", lrMake, 0.01; "beta1", b1Make, 0.9; "beta2", b2Make, 0.999 ] do
-                let g = hypergrad make h0 loss x0 5
-                let fd = finiteDiff make h0 loss x0 5
-                closeTo { Abs = 1e-7; Rel = 1e-5 } g fd $"dL/d{name} after 5 Adam steps"
+            testCase "hypergradients through unrolled Adam steps match finite differences" <| fun () ->
+                let loss = rosenT
+                let x0 = [ -1.5; 2.0 ]
+                let lrMake (h: Tensor) = Adam.create { Adam.defaults with Lr = Hyper.Learnable h }
+                let b1Make (h: Tensor) = Adam.create { Adam.defaults with Lr = Hyper.Fixed 0.01; Beta1 = Hyper.Learnable h }
+                let b2Make (h: Tensor) = Adam.create { Adam.defaults with Lr = Hyper.Fixed 0.01; Beta2 = Hyper.Learnable h }
+                for name, make, h0 in [ "lr", lrMake, 0.01; "beta1", b1Make, 0.9; "beta2", b2Make, 0.999 ] do
+                    let g = hypergrad make h0 loss x0 5
+                    let fd = finiteDiff make h0 loss x0 5
+                    closeTo { Abs = 1e-7; Rel = 1e-5 } g fd $"dL/d{name} after 5 Adam steps"
 
-        hypergradCase "adagrad" (fun lr -> Adagrad.create { Adagrad.defaults with Lr = lr; LrDecay = F 0.1 }) 0.1
-        hypergradCase "rmsprop centered momentum" (fun lr -> RmsProp.create { RmsProp.defaults with Lr = lr; Centered = true; Momentum = F 0.5 }) 0.01
-        hypergradCase "adamax" (fun lr -> Adamax.create { Adamax.defaults with Lr = lr }) 0.05
-        hypergradCase "amsgrad" (fun lr -> AmsGrad.create { AmsGrad.defaults with Lr = lr }) 0.05
-        hypergradCase "adabound" (fun lr -> AdaBound.create { AdaBound.defaults with Lr = lr; FinalLr = F 0.05; Gamma = F 0.1 }) 0.05
-        hypergradCase "radam" (fun lr -> RAdam.create { RAdam.defaults with Lr = lr; Beta2 = F 0.9 }) 0.05
-        hypergradCase "nadam" (fun lr -> NAdam.create { NAdam.defaults with Lr = lr }) 0.05
-        hypergradCase "adamw" (fun lr -> AdamW.create { AdamW.defaults with Lr = lr; WeightDecay = F 0.1 }) 0.05
-        hypergradCase "sgdwm" (fun lr -> Sgdw.create { Sgdw.momentumDefaults with Lr = lr }) 0.02
-        hypergradCase "swats (switches at step 2)" (fun lr -> Swats.create { Swats.defaults with Lr = lr; SwitchEps = 1e9 }) 0.05
-        hypergradCase "gradient noise" (fun lr -> GradientNoise.create { GradientNoise.defaults with Eta = F 0.1 } { Sgd.defaults with Lr = lr }) 0.02
-        testCase "nadam: d loss / d beta1 flows through the mu product" <| fun () ->
-            use _scope = torch.NewDisposeScope()
-            let lossAfter (b1: Hyper) =
-                let opt = NAdam.create { NAdam.defaults with Lr = F 0.05; Beta1 = b1 }
-                let mutable p = tree1 [ 1.0; -2.0 ]
-                let mutable s = opt.Init p
-                for _ in 1..6 do
-                    let p', s' = Transform.step opt (Tree.map (fun x -> x * 2.0) p) s p
-                    p <- p'
-                    s <- s'
-                p["x"].square().sum()
-            let b = torch.tensor(0.9, dtype = f64, requires_grad = true)
-            let grad = torch.autograd.grad([| lossAfter (Hyper.Learnable b) |], [| b |]).[0].ToDouble()
-            let h = 1e-6
-            let fd = ((lossAfter (F (0.9 + h))).ToDouble() - (lossAfter (F (0.9 - h))).ToDouble()) / (2.0 * h)
-            closeRel 1e-5 [| grad |] [| fd |] "autograd vs finite differences"
+            hypergradCase "adagrad" (fun lr -> Adagrad.create { Adagrad.defaults with Lr = lr; LrDecay = F 0.1 }) 0.1
+            hypergradCase "rmsprop centered momentum" (fun lr -> RmsProp.create { RmsProp.defaults with Lr = lr; Centered = true; Momentum = F 0.5 }) 0.01
+            hypergradCase "adamax" (fun lr -> Adamax.create { Adamax.defaults with Lr = lr }) 0.05
+            hypergradCase "amsgrad" (fun lr -> AmsGrad.create { AmsGrad.defaults with Lr = lr }) 0.05
+            hypergradCase "adabound" (fun lr -> AdaBound.create { AdaBound.defaults with Lr = lr; FinalLr = F 0.05; Gamma = F 0.1 }) 0.05
+            hypergradCase "radam" (fun lr -> RAdam.create { RAdam.defaults with Lr = lr; Beta2 = F 0.9 }) 0.05
+            hypergradCase "nadam" (fun lr -> NAdam.create { NAdam.defaults with Lr = lr }) 0.05
+            hypergradCase "adamw" (fun lr -> AdamW.create { AdamW.defaults with Lr = lr; WeightDecay = F 0.1 }) 0.05
+            hypergradCase "sgdwm" (fun lr -> Sgdw.create { Sgdw.momentumDefaults with Lr = lr }) 0.02
+            hypergradCase "swats (switches at step 2)" (fun lr -> Swats.create { Swats.defaults with Lr = lr; SwitchEps = 1e9 }) 0.05
+            hypergradCase "gradient noise" (fun lr -> GradientNoise.create { GradientNoise.defaults with Eta = F 0.1 } { Sgd.defaults with Lr = lr }) 0.02
+            testCase "nadam: d loss / d beta1 flows through the mu product" <| fun () ->
+                use _scope = torch.NewDisposeScope()
+                let lossAfter (b1: Hyper) =
+                    let opt = NAdam.create { NAdam.defaults with Lr = F 0.05; Beta1 = b1 }
+                    let mutable p = tree1 [ 1.0; -2.0 ]
+                    let mutable s = opt.Init p
+                    for _ in 1..6 do
+                        let p', s' = Transform.step opt (Tree.map (fun x -> x * 2.0) p) s p
+                        p <- p'
+                        s <- s'
+                    p["x"].square().sum()
+                let b = torch.tensor(0.9, dtype = f64, requires_grad = true)
+                let grad = torch.autograd.grad([| lossAfter (Hyper.Learnable b) |], [| b |]).[0].ToDouble()
+                let h = 1e-6
+                let fd = ((lossAfter (F (0.9 + h))).ToDouble() - (lossAfter (F (0.9 - h))).ToDouble()) / (2.0 * h)
+                closeRel 1e-5 [| grad |] [| fd |] "autograd vs finite differences"
         ]
     ]

@@ -1,3 +1,4 @@
+/// The test runner: every [<Tests>] value of the assembly, run by Expecto from the repository root.
 module Optimizers.Tests.Main
 
 open Expecto
