@@ -16,13 +16,6 @@ open Optimizers.Tests.Check
 
 let private config = { FsCheckConfig.defaultConfig with maxTest = 12; endSize = 20 }
 
-let private forAll (g: Gen<'a>) (body: 'a -> unit) : Property = Prop.forAll (Arb.fromGen g) body
-
-let private tempDir () =
-    let d = Path.Combine(Path.GetTempPath(), $"badinput-{Guid.NewGuid():N}")
-    Directory.CreateDirectory d |> ignore
-    d
-
 /// A file's SHA-256 (or "absent"), to see that nothing was written.
 let private fingerprint (path: string) =
     if File.Exists path then Convert.ToHexString(SHA256.HashData(File.ReadAllBytes path)) else "absent"
@@ -89,7 +82,7 @@ let private flagTests =
     testList "flags" [
         testPropertyWithConfig config "an unknown optimizer name is exit 2 for every verb that takes one" <|
             forAll unknownName (fun name ->
-                let dir = tempDir ()
+                let dir = tempDir "badinput"
                 let db = Path.Combine(dir, "x.db")
                 try
                     expectBad [ "trace"; "--task"; "rosenbrock"; "--optimizer"; name ] []
@@ -102,7 +95,7 @@ let private flagTests =
 
         testPropertyWithConfig config "an unknown task name is exit 2 for every verb that takes one" <|
             forAll unknownName (fun name ->
-                let dir = tempDir ()
+                let dir = tempDir "badinput"
                 let db = Path.Combine(dir, "x.db")
                 try
                     expectBad [ "trace"; "--task"; name; "--optimizer"; "sgd" ] []
@@ -115,7 +108,7 @@ let private flagTests =
 
         testPropertyWithConfig config "a negative, non-finite or malformed learning rate is exit 2" <|
             forAll badLr (fun lr ->
-                let dir = tempDir ()
+                let dir = tempDir "badinput"
                 let db = Path.Combine(dir, "x.db")
                 try
                     expectBad [ "trace"; "--task"; "rosenbrock"; "--optimizer"; "adam"; $"--lr={lr}" ] []
@@ -127,7 +120,7 @@ let private flagTests =
 
         testPropertyWithConfig config "a negative, fractional or malformed step count is exit 2" <|
             forAll badSteps (fun steps ->
-                let dir = tempDir ()
+                let dir = tempDir "badinput"
                 let db = Path.Combine(dir, "x.db")
                 try
                     expectBad [ "trace"; "--task"; "rosenbrock"; "--optimizer"; "sgd"; "--steps"; steps ] []
@@ -152,7 +145,7 @@ let private flagTests =
 // ---------------------------------------------------------------------------------------------
 // Configs, model files, data files.
 
-let private configText = lazy (File.ReadAllText(Path.Combine(PaperConfigTests.repoRoot (), "paper-configs", "examples", "rosenbrock-compare.json")))
+let private configText = lazy (File.ReadAllText(Path.Combine(repoRoot (), "paper-configs", "examples", "rosenbrock-compare.json")))
 
 let private fileTests =
     testList "files" [
@@ -160,7 +153,7 @@ let private fileTests =
             forAll (Gen.choose (1, 10000)) (fun k ->
                 let text = configText.Value
                 let cut = 1 + k % (text.LastIndexOf '}' - 1)
-                let dir = tempDir ()
+                let dir = tempDir "badinput"
                 try
                     let path = Path.Combine(dir, "cut.json")
                     File.WriteAllText(path, text.Substring(0, cut))
@@ -173,7 +166,7 @@ let private fileTests =
         testPropertyWithConfig config "a config with a field of the wrong type or out of range is exit 2" <|
             forAll (Gen.elements [ "steps", "-5"; "steps", "\"100\""; "steps", "1e999"; "steps", "2.5"; "seeds", "[]"; "seeds", "[\"a\"]"
                                    "lrs", "[-1]"; "lrs", "[\"nan\"]"; "lrs", "[1e999]"; "record_every", "0" ]) (fun (key, value) ->
-                let dir = tempDir ()
+                let dir = tempDir "badinput"
                 try
                     let path = Path.Combine(dir, "bad.json")
                     let fields = Map.ofList [ "steps", "3"; "seeds", "[0]"; "lrs", "[0.01]"; "record_every", "1" ] |> Map.add key value
@@ -185,9 +178,9 @@ let private fileTests =
 
         testPropertyWithConfig config "a truncated model file, or one with a damaged header, is exit 2 for inspect and evaluate" <|
             forAll (Gen.zip (Gen.choose (0, 1000000)) (Gen.choose (0, 15 * 8 - 1))) (fun (k, bit) ->
-                let model = Path.Combine(PaperConfigTests.repoRoot (), "models", "hyperadam.bin")
+                let model = Path.Combine(repoRoot (), "models", "hyperadam.bin")
                 let bytes = File.ReadAllBytes model
-                let dir = tempDir ()
+                let dir = tempDir "badinput"
                 try
                     let cut = Path.Combine(dir, "cut.bin")
                     File.WriteAllBytes(cut, bytes[0 .. (k % (bytes.Length - 1))])
@@ -205,8 +198,8 @@ let private fileTests =
 
         testPropertyWithConfig { config with maxTest = 6 } "a truncated or bit-flipped MNIST file is exit 2 for evaluate" <|
             forAll (Gen.zip (Gen.elements [ "train-images-idx3-ubyte.gz"; "train-labels-idx1-ubyte.gz"; "t10k-labels-idx1-ubyte.gz" ]) (Gen.choose (0, 1000000))) (fun (file, k) ->
-                let src = Path.Combine(PaperConfigTests.repoRoot (), "data", "mnist-subset")
-                let dir = tempDir ()
+                let src = Path.Combine(repoRoot (), "data", "mnist-subset")
+                let dir = tempDir "badinput"
                 try
                     for f in Directory.GetFiles src do File.Copy(f, Path.Combine(dir, Path.GetFileName f))
                     let target = Path.Combine(dir, file)
@@ -289,13 +282,13 @@ let private dbTests =
     testList "databases" [
         testPropertyWithConfig { config with maxTest = 16 } "a damaged database is exit 2 for run, compare, sweep, export, report and merge (input and output), and is left as it was" <|
             forAll damagedDb (fun damage ->
-                let dir = tempDir ()
+                let dir = tempDir "badinput"
                 try
                     let db = Path.Combine(dir, "bad.db")
                     writeDamaged db damage
                     let good = Path.Combine(dir, "good.db")
                     makeDb good
-                    let cfg = Path.Combine(PaperConfigTests.repoRoot (), "paper-configs", "examples", "rosenbrock-compare.json")
+                    let cfg = Path.Combine(repoRoot (), "paper-configs", "examples", "rosenbrock-compare.json")
                     let out = Path.Combine(dir, "out.db")
                     expectBad [ "run"; cfg; "--quick"; "--db"; db; "--quiet" ] [ db ]
                     expectBad [ "compare"; "--tasks"; "rosenbrock"; "--optimizers"; "sgd"; "--steps"; "3"; "--db"; db ] [ db ]
@@ -311,7 +304,7 @@ let private dbTests =
                     Directory.Delete(dir, true))
 
         testCase "a database in a read-only place is exit 2 with one line, and the file is left as it was" <| fun () ->
-            let dir = tempDir ()
+            let dir = tempDir "badinput"
             try
                 // A folder in place of the file, and a file in place of the folder: no permissions
                 // needed (root may write anywhere), and both are what a typo gives.
@@ -327,7 +320,7 @@ let private dbTests =
             finally Directory.Delete(dir, true)
 
         testCase "export, report and merge of a database that does not exist are exit 2 and create nothing" <| fun () ->
-            let dir = tempDir ()
+            let dir = tempDir "badinput"
             try
                 let missing = Path.Combine(dir, "missing.db")
                 expectBad [ "export"; "--db"; missing ] [ missing ]
@@ -347,7 +340,7 @@ let private smallTests =
             expectBad [ "trace"; "--task"; "rosenbrock"; "--start=1,inf"; "--optimizer"; "sgd" ] []
 
         testCase "export --config NAME that matches nothing is exit 2 with the valid names" <| fun () ->
-            let dir = tempDir ()
+            let dir = tempDir "badinput"
             try
                 let db = Path.Combine(dir, "r.db")
                 makeDb db

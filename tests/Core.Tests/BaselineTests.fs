@@ -13,39 +13,9 @@ open Optimizers.Learned
 open Optimizers.Meta
 open Optimizers.Tasks
 open Optimizers.Tests.Check
-open Optimizers.Tests.PropertyTests
-
-let values (k: LearnedKind) (options: (string * string) list) = LearnedOptimizer.values k options
-
-/// Fresh float64 meta-parameters of a kind.
-let theta64 (k: LearnedKind) (options: (string * string) list) (seed: int) =
-    k.InitTheta (values k options) seed |> Tree.map (fun t -> t.to_type f64)
-
-let make (k: LearnedKind) (options: (string * string) list) (theta: Tree) = k.Create (values k options) theta
+open Optimizers.Tests.LearnedCheck
 
 let shape (t: Tensor) = t.shape |> List.ofArray
-
-let metaSettings (k: LearnedKind) (options: (string * string) list) : MetaSettings =
-    { Kind = k
-      KindOptions = options
-      Task = (fun _ -> Synthetic.sumOfSquares 12 None)
-      InitTheta = None
-      Horizon = 20
-      Window = 5
-      Episodes = 40
-      MetaLr = 1e-2
-      MetaLrFinal = 1e-2
-      RandomScaling = None
-      ConvexTerm = None
-      ResetRange = None
-      Objective = MetaObjective.MeanLoss
-      ValidateEvery = 1000
-      ValidationSeeds = []
-      ValidationSplit = Optimizers.Data.Split.Validation
-      CheckpointDir = None
-      CheckpointEvery = 1000
-      Seed = 5
-      Dtype = torch.ScalarType.Float32 }
 
 /// Meta-train 40 episodes; the mean meta-loss of the last 8 episodes must be below `ratio` times
 /// that of the first 8.
@@ -90,16 +60,16 @@ let tests =
                 Expect.isLessThanOrEqual (x |> Array.map abs |> Array.max) (2.0 / sqrt (float fanIn) + 1e-7) $"{name} within two std"
                 Expect.isGreaterThan (x |> Array.map abs |> Array.max) 0.0 $"{name} is not zero"
             let p = Tree.ofSeq [ "w", torch.ones([| 3L; 2L |], dtype = f64); "b", torch.ones([| 4L |], dtype = f64) ]
-            let opt = make DmOptimizer.kind [] theta
+            let opt = create DmOptimizer.kind [] theta
             let s = opt.Init p
             for n in [ "h1"; "c1"; "h2"; "c2" ] do
                 Expect.equal (shape (s.Slot "cells").[n]) [ 10L; 20L ] $"{n}: one row per coordinate, 20 columns"
             let u, s' = opt.Update p s p
             Expect.equal (u.Values |> Array.map shape) [| [ 3L; 2L ]; [ 4L ] |] "updates shaped like the parameters"
             Expect.equal s'.Count 1 "one step counted"
-            let e = Expect.throwsC (fun () -> make DmOptimizer.kind [ "preprocess", "none" ] theta |> ignore) id
+            let e = Expect.throwsC (fun () -> create DmOptimizer.kind [ "preprocess", "none" ] theta |> ignore) id
             Expect.stringContains e.Message "expected [21; 80]" "a theta of another layout is refused"
-            let e = Expect.throwsC (fun () -> make DmOptimizer.kind [ "preprocess", "log" ] theta |> ignore) id
+            let e = Expect.throwsC (fun () -> create DmOptimizer.kind [ "preprocess", "log" ] theta |> ignore) id
             Expect.stringContains e.Message "log-sign, none" "an unknown preprocessing lists the valid ones"
 
         testCase "rnnprop: theta, state and update shapes; theta checked" <| fun () ->
@@ -113,16 +83,16 @@ let tests =
             for name in [ "in.b"; "lstm1.bias"; "lstm2.bias"; "out.b" ] do
                 Expect.all (floats (Tree.single name theta.[name])) (fun x -> x = 0.0) $"{name} is zero"
             let p = Tree.ofSeq [ "w", torch.ones([| 3L; 2L |], dtype = f64); "b", torch.ones([| 4L |], dtype = f64) ]
-            let opt = make RnnProp.kind [] theta
+            let opt = create RnnProp.kind [] theta
             let s = opt.Init p
             Expect.equal (shape (s.Slot "cells").["m"]) [ 10L; 1L ] "first moment: one row per coordinate"
             Expect.equal (shape (s.Slot "cells").["h2"]) [ 10L; 20L ] "LSTM state: 20 columns"
             let u, _ = opt.Update p s p
             Expect.equal (u.Values |> Array.map shape) [| [ 3L; 2L ]; [ 4L ] |] "updates shaped like the parameters"
             Expect.all (floats u) (fun x -> abs x < 0.1) "|step| < lr = 0.1"
-            let e = Expect.throwsC (fun () -> make RnnProp.kind [ "hidden", "8" ] theta |> ignore) id
+            let e = Expect.throwsC (fun () -> create RnnProp.kind [ "hidden", "8" ] theta |> ignore) id
             Expect.stringContains e.Message "expected [2; 8]" "a theta of other sizes is refused"
-            let e = Expect.throwsC (fun () -> make RnnProp.kind [ "beta1", "1" ] theta |> ignore) id
+            let e = Expect.throwsC (fun () -> create RnnProp.kind [ "beta1", "1" ] theta |> ignore) id
             Expect.stringContains e.Message "beta1" "a decay rate of 1 is refused"
 
         testCase "rnnprop's Adam-normalised inputs are the reference code's" <| fun () ->
@@ -138,25 +108,24 @@ let tests =
             let x2, _, _ = RnnProp.inputs b b 1e-8 2 (col g2) m v
             closeRel 1e-12 (floats (Tree.single "x" x2)) [| g2 / s2; m2 / (1.0 - b * b) / s2 |] "step 2: [g / s, m-hat / s]"
 
-        testPropertyWithConfig config "rnnprop's update is invariant to the gradient's scale (up to eps)" <| fun (pr: Problem) (Scale c) ->
+        testPropertyWithConfig problemConfig "rnnprop's update is invariant to the gradient's scale (up to eps)" <| fun (pr: Problem) (Scale c) ->
             let options = [ "hidden", "7"; "eps", "1e-16" ]
-            let opt = make RnnProp.kind options (theta64 RnnProp.kind options 3)
+            let opt = create RnnProp.kind options (theta64 RnnProp.kind options 3)
             List.iter2 (fun a b -> closeRel 1e-7 a b $"scaled by {c}") (updates opt pr c) (updates opt pr 1.0)
 
         testCase "dmoptimizer's update is not invariant to the gradient's scale" <| fun () ->
             let pr = { Grads = [| [| 0.5; -0.2; 0.01; 3.0 |]; [| 0.4; -0.1; 0.02; 2.0 |] |]; Start = [| 1.0; 1.0; 1.0; 1.0 |] }
-            let opt = make DmOptimizer.kind [] (theta64 DmOptimizer.kind [] 0)
+            let opt = create DmOptimizer.kind [] (theta64 DmOptimizer.kind [] 0)
             let unit = updates opt pr 1.0 |> Array.concat
             let scaled = updates opt pr 1000.0 |> Array.concat
             let diff = Array.map2 (fun a b -> abs (a - b)) scaled unit |> Array.max
             Expect.isGreaterThan diff (0.05 * (unit |> Array.map abs |> Array.max)) $"updates for g and 1000 g differ (max difference {diff})"
             // RNNprop on the same gradients: the same updates.
-            let rp = make RnnProp.kind [] (theta64 RnnProp.kind [] 0)
+            let rp = create RnnProp.kind [] (theta64 RnnProp.kind [] 0)
             closeRel 1e-6 (updates rp pr 1000.0 |> Array.concat) (updates rp pr 1.0 |> Array.concat) "rnnprop for comparison"
 
         testCase "trained files round-trip and build the same optimizer" <| fun () ->
-            let dir = Path.Combine(Path.GetTempPath(), $"optimizers-baselines-{Guid.NewGuid():N}")
-            Directory.CreateDirectory dir |> ignore
+            let dir = tempDir "baselines"
             let p = Tree.ofSeq [ "w", torch.tensor([| 0.3; -1.2; 2.0 |], dtype = f64) ]
             let g = Tree.ofSeq [ "w", torch.tensor([| 0.5; -0.01; 4.0 |], dtype = f64) ]
             for k, options in [ DmOptimizer.kind, [ "hidden", "6"; "k", "10" ]; RnnProp.kind, [ "hidden", "5"; "lr", "0.05" ] ] do
@@ -172,7 +141,7 @@ let tests =
                     let u1, s1 = opt.Update g (opt.Init p) p
                     let u2, _ = opt.Update g s1 p
                     Array.append (floats u1) (floats u2)
-                Expect.equal (run (LearnedOptimizer.create k back)) (run (make k options t.Theta)) $"{k.Kind}: the loaded optimizer steps as the saved one"
+                Expect.equal (run (LearnedOptimizer.create k back)) (run (create k options t.Theta)) $"{k.Kind}: the loaded optimizer steps as the saved one"
                 Expect.equal (Registry.findLearnedKind k.Kind).Kind k.Kind "registered"
             let e = Expect.throwsC (fun () -> LearnedOptimizer.create RnnProp.kind (LearnedOptimizer.load (Path.Combine(dir, "dmoptimizer.bin"))) |> ignore) id
             Expect.stringContains e.Message "a trained 'dmoptimizer' cannot be used as a 'rnnprop'" "kinds are not mixed up"

@@ -1,4 +1,7 @@
-/// The experiment host's command line, run in-process: output contracts and exit codes.
+/// The experiment host's command line (src/Experiments/Cli.fs), run in-process: output contracts
+/// and exit codes of trace and list, and of the schedule options and the lr-range-test verb. The
+/// verbs of the experiment host (run, sweep, merge, report) are in HostTests.fs; generated bad
+/// input to every verb in BadInputTests.fs.
 module Optimizers.Tests.CliTests
 
 open System
@@ -6,14 +9,6 @@ open System.IO
 open System.Text.Json
 open Expecto
 open Optimizers.Tests.Check
-
-
-/// Bad input: exit code 2 and a one-line message containing `part`.
-let expectBadInput (args: string list) (part: string) =
-    let code, _, err = cli args
-    Expect.equal code 2 $"exit code for {args}"
-    Expect.stringContains err part "the message"
-    Expect.equal (lines err).Length 1 $"one line: {err}"
 
 [<Tests>]
 let tests =
@@ -58,7 +53,7 @@ let tests =
             let _, a, _ = run "float32"
             let _, b, _ = run "float64"
             let last (s: string) = let row = lines s |> Array.last in row.Split(',') |> Array.map float
-            Array.iter2 (fun x y -> Expect.floatClose { absolute = 1e-4; relative = 1e-4 } x y "last row") (last a) (last b)
+            closeAll { Abs = 1e-4; Rel = 1e-4 } (last a) (last b) "last row"
 
         testCase "bad input exits with 2 and one line listing what is valid" <| fun () ->
             let t = [ "trace"; "--task"; "rosenbrock" ]
@@ -95,4 +90,81 @@ let tests =
             Expect.equal code 0 "list"
             for name in [ "sgd"; "momentum"; "nesterov"; "adam"; "rosenbrock"; "sum-of-squares"; "beta1" ] do
                 Expect.stringContains out name "list names it"
+
+        testCase "trace --schedule applies the schedule to lr and prints it" <| fun () ->
+            let code, out, err = cli (words "trace --task sum-of-squares --dim 1 --start 1 --optimizer sgd --lr 0.25 --steps 4 --dtype float64 --schedule step --sched-opt step_size=2 --sched-opt gamma=0.5")
+            Expect.equal code 0 err
+            let rows = out.Trim().Split('\n') |> Array.map (fun l -> l.Trim().Split ',')
+            Expect.equal rows[0] [| "step"; "loss"; "p0"; "lr" |] "header"
+            // lr 0.25, 0.25, 0.125, 0.125: x <- (1 - 2 lr) x: 1, 0.5, 0.25, 0.1875, 0.140625
+            let xs = rows[1..] |> Array.map (fun r -> float r[2])
+            let lrs = rows[1..] |> Array.map (fun r -> float r[3])
+            closeRel 1e-15 xs [| 1.0; 0.5; 0.25; 0.1875; 0.140625 |] "trajectory"
+            closeRel 0.0 lrs [| 0.25; 0.25; 0.125; 0.125; 0.0625 |] "lr column"
+
+        testCase "trace --schedule in JSON, on a wrapper, with the run's length as default" <| fun () ->
+            let code, out, err = cli (words "trace --task rosenbrock --start=-1.5,2 --optimizer lookahead --opt inner=sgd --opt momentum=0.9 --lr 1e-3 --steps 10 --schedule cosine --format json")
+            Expect.equal code 0 err
+            use doc = JsonDocument.Parse out
+            let root = doc.RootElement
+            Expect.equal (root.GetProperty("schedule").GetString()) "cosine" "schedule recorded"
+            let rows = root.GetProperty("trajectory").EnumerateArray() |> Seq.toArray
+            Expect.equal rows.Length 11 "start and 10 steps"
+            closeTo Tol.tight (rows[0].GetProperty("lr").GetDouble()) 1e-3 "lr at 0"
+            closeTo Tol.tight (rows[10].GetProperty("lr").GetDouble()) 0.0 "lr at t_max = steps"
+
+        testCase "bad schedule input exits with 2 and says why" <| fun () ->
+            let cases =
+                [ "trace --task rosenbrock --optimizer sgd --schedule nope", "unknown schedule 'nope'"
+                  "trace --task rosenbrock --optimizer sgd --schedule step", "step_size is required"
+                  "trace --task rosenbrock --optimizer sgd --schedule step --sched-opt step_size=0", "step_size = 0"
+                  "trace --task rosenbrock --optimizer sgd --sched-opt gamma=0.5", "without a schedule"
+                  "trace --task rosenbrock --optimizer sgd --schedule cosine --sched-opt tmax=3", "unknown option 'tmax'"
+                  "trace --task rosenbrock --optimizer lookahead --opt inner=adam --opt momentum=0.9", "unknown option 'momentum'" ]
+            for args, message in cases do
+                let code, _, err = cli (words args)
+                Expect.equal code 2 $"exit code of: {args}"
+                Expect.stringContains err message $"error of: {args}"
+
+        testCase "lr-range-test prints the sweep and the suggestion (CSV and JSON)" <| fun () ->
+            let code, out, err = cli (words "lr-range-test --task sum-of-squares --dim 10 --optimizer sgd --min-lr 1e-4 --max-lr 10 --steps 60")
+            Expect.equal code 0 err
+            let lines = out.Trim().Split('\n') |> Array.map (fun l -> l.Trim())
+            Expect.equal lines[0] "step,lr,loss,smoothed_loss" "header"
+            Expect.isTrue (lines |> Array.exists (fun l -> l.StartsWith "# suggested_lr: ")) "a suggestion line"
+            Expect.isTrue (lines |> Array.exists (fun l -> l.StartsWith "# stop: ")) "a stop line"
+            let code, out, err = cli (words "lr-range-test --task sum-of-squares --dim 10 --optimizer momentum --min-lr 1e-4 --max-lr 10 --steps 60 --format json")
+            Expect.equal code 0 err
+            use doc = JsonDocument.Parse out
+            let root = doc.RootElement
+            Expect.isGreaterThan (root.GetProperty("points").GetArrayLength()) 10 "points"
+            let lr = root.GetProperty("suggested_lr").GetDouble()
+            Expect.isTrue (lr > 1e-4 && lr < 10.0) $"suggested lr {lr} inside the sweep"
+
+        testCase "lr-range-test --plot writes a PNG" <| fun () ->
+            let path = Path.Combine(Path.GetTempPath(), $"lr-range-{Guid.NewGuid()}.png")
+            try
+                let code, _, err = cli (words $"lr-range-test --task sum-of-squares --dim 5 --optimizer sgd --min-lr 1e-3 --max-lr 10 --steps 40 --plot {path}")
+                Expect.equal code 0 err
+                let bytes = File.ReadAllBytes path
+                Expect.equal bytes[0..3] [| 0x89uy; byte 'P'; byte 'N'; byte 'G' |] "PNG signature"
+            finally File.Delete path
+
+        testCase "bad lr-range-test input exits with 2" <| fun () ->
+            let cases =
+                [ "lr-range-test --task sum-of-squares --optimizer sgd --opt lr=0.1", "sweeps the learning rate"
+                  "lr-range-test --task sum-of-squares --optimizer sgd --min-lr 1 --max-lr 0.1", "max_lr"
+                  "lr-range-test --task sum-of-squares --optimizer sgd --format xml", "unknown format"
+                  "lr-range-test --task sum-of-squares --optimizer nope", "unknown optimizer"
+                  "lr-range-test --optimizer sgd", "task" ]
+            for args, message in cases do
+                let code, _, err = cli (words args)
+                Expect.equal code 2 $"exit code of: {args}"
+                Expect.stringContains err message $"error of: {args}"
+
+        testCase "list shows the schedules and lookahead" <| fun () ->
+            let code, out, _ = cli (words "list")
+            Expect.equal code 0 "exit code"
+            for s in [ "Learning-rate schedules"; "one-cycle"; "sgdr"; "warmup-cosine"; "lookahead" ] do
+                Expect.stringContains out s $"lists {s}"
     ]

@@ -1,4 +1,5 @@
-/// The core abstraction: trees, transformations, chains, hyperparameters, validation, run loops.
+/// The core abstraction: trees, transformations, chains, hyperparameters, run loops. The
+/// validation of optimizer options is in ValidationTests.fs.
 module Optimizers.Tests.CoreTests
 
 open System
@@ -8,15 +9,6 @@ open Optimizers
 open Optimizers.Handcrafted
 open Optimizers.Tasks
 open Optimizers.Tests.Check
-
-/// Expect an InvalidOptionException whose message contains every one of `parts`.
-let throwsNaming (parts: string list) (f: unit -> unit) =
-    try
-        f ()
-        failtestf "expected an InvalidOptionException naming %A" parts
-    with :? InvalidOptionException as e ->
-        for part in parts do
-            Expect.stringContains e.Message part $"the message names '{part}'"
 
 [<Tests>]
 let tests =
@@ -64,35 +56,6 @@ let tests =
                 let a = trajectory fixedOpt grad2x (tree1 [ 1.0; -2.0 ]) 5
                 let b = trajectory tensorOpt grad2x (tree1 [ 1.0; -2.0 ]) 5
                 closeRel 1e-15 (Array.concat b) (Array.concat a) "trajectory"
-        ]
-
-        testList "validation" [
-            let sgdBad: (string * SgdOptions) list =
-                [ "lr", { Sgd.defaults with Lr = Hyper.Fixed -0.1 }
-                  "momentum", { Sgd.defaults with Momentum = Hyper.Fixed -0.5 }
-                  "dampening", { Sgd.defaults with Dampening = Hyper.Fixed 1.5 }
-                  "weight_decay", { Sgd.defaults with WeightDecay = Hyper.Fixed -1.0 }
-                  "momentum", { Sgd.defaults with Nesterov = true }
-                  "dampening", { Sgd.nesterovDefaults with Dampening = Hyper.Fixed 0.1 }
-                  "lr", { Sgd.defaults with Lr = Hyper.Fixed nan } ]
-            for i, (arg, o) in List.indexed sgdBad do
-                testCase $"sgd rejects a bad {arg} (case {i})" <| fun () -> throwsNaming [ "sgd"; arg ] (fun () -> Sgd.create o |> ignore)
-            let adamBad: (string * AdamOptions) list =
-                [ "lr", { Adam.defaults with Lr = Hyper.Fixed -1e-3 }
-                  "beta1", { Adam.defaults with Beta1 = Hyper.Fixed 1.0 }
-                  "beta2", { Adam.defaults with Beta2 = Hyper.Fixed -0.1 }
-                  "eps", { Adam.defaults with Eps = 0.0 }
-                  "eps_root", { Adam.defaults with EpsRoot = -1e-8 }
-                  "weight_decay", { Adam.defaults with WeightDecay = Hyper.Fixed -0.1 }
-                  "beta1", { Adam.defaults with Beta1 = Hyper.Scheduled(fun _ -> 2.0) } ]
-            for i, (arg, o) in List.indexed adamBad do
-                testCase $"adam rejects a bad {arg} (case {i})" <| fun () -> throwsNaming [ "adam"; arg ] (fun () -> Adam.create o |> ignore)
-            testCase "the registry rejects unknown names and options, listing the valid ones" <| fun () ->
-                throwsNaming [ "unknown optimizer 'adamz'"; "sgd, momentum, nesterov, adam" ] (fun () -> Registry.createOptimizer "adamz" [] |> ignore)
-                throwsNaming [ "unknown option 'betta1'"; "beta1" ] (fun () -> Registry.createOptimizer "adam" [ "betta1", "0.9" ] |> ignore)
-                throwsNaming [ "beta1 = 'x' is not a number" ] (fun () -> Registry.createOptimizer "adam" [ "beta1", "x" ] |> ignore)
-                throwsNaming [ "nesterov = 'maybe' is not true or false" ] (fun () -> Registry.createOptimizer "sgd" [ "nesterov", "maybe" ] |> ignore)
-                throwsNaming [ "unknown task 'rosen'"; "rosenbrock" ] (fun () -> Registry.createTask "rosen" [] |> ignore)
         ]
 
         // Sequenced: the live-tensor count is global, so nothing may run beside these tests.

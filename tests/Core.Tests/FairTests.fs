@@ -12,14 +12,6 @@ open Optimizers.Tasks
 open Optimizers.Tests.Check
 open Optimizers.Experiments
 
-type private TempDir() =
-    let path = Path.Combine(Path.GetTempPath(), "optimizers-fair-" + Guid.NewGuid().ToString("N").Substring(0, 12))
-    do Directory.CreateDirectory path |> ignore
-    member _.Path = path
-    member _.File(name: string) = Path.Combine(path, name)
-    interface IDisposable with
-        member _.Dispose() = try Directory.Delete(path, true) with _ -> ()
-
 let private write (path: string) (text: string) =
     Directory.CreateDirectory(Path.GetDirectoryName path) |> ignore
     File.WriteAllText(path, text)
@@ -84,10 +76,10 @@ let tests =
             let r = Claims.evaluate (source [ 1.0; 2.0; 3.0; 4.0 ] [ 1.3; 1.8; 3.1; 3.75 ]) (claim Measure.FinalLoss)
             Expect.equal r.Verdict Verdict.NotSignificant "mixed signs"
             Expect.equal r.Paired.Holds 2 "holds on 2 of 4 seeds"
-            Expect.floatClose Accuracy.high r.Paired.Mean -0.0125 "mean paired difference"
+            closeTo Tol.high r.Paired.Mean -0.0125 "mean paired difference"
             let d = [ 0.3; -0.2; 0.1; -0.25 ]
             let sd = sqrt ((d |> List.sumBy (fun x -> (x + 0.0125) ** 2.0)) / 3.0)
-            Expect.floatClose Accuracy.high r.Paired.Se (sd / 2.0) "standard error of the mean difference"
+            closeTo Tol.high r.Paired.Se (sd / 2.0) "standard error of the mean difference"
             // One seed is never enough.
             Expect.equal (v [ 1.0 ] [ 2.0 ] Measure.FinalLoss) Verdict.NotSignificant "one seed"
             // A sensitivity claim: per seed, the range over the learning rates; the smaller wins.
@@ -101,7 +93,7 @@ let tests =
             let s = Claims.evaluate src { claim (Measure.StepsTo 0.5) with Sensitivity = true }
             Expect.equal s.Verdict Verdict.Holds "b's range over learning rates is smaller on every seed"
             for (_, got), want in List.zip s.Better.Values [ 1.0; 1.1; 1.2 ] do
-                Expect.floatClose Accuracy.high got want "b's per-seed ranges"
+                closeTo Tol.high got want "b's per-seed ranges"
 
         testCase "each seed draws its own minibatch order unless the config pins data_seed" <| fun () ->
             let config (pin: string) =
@@ -182,8 +174,8 @@ let tests =
                 Expect.equal (row.Runs |> List.map (fun r -> r.Seed)) [ 0; 1 ] "both seeds"
                 for r in row.Runs do
                     let last, train = byHand optimizer r.Seed
-                    Expect.floatClose Accuracy.high r.Final last $"{row.Optimizer} seed {r.Seed}: the last minibatch of data_seed {r.Seed}"
-                    Expect.floatClose Accuracy.high r.SplitLoss.Value train $"{row.Optimizer} seed {r.Seed}: the training split after the last step"
+                    closeTo Tol.high r.Final last $"{row.Optimizer} seed {r.Seed}: the last minibatch of data_seed {r.Seed}"
+                    closeTo Tol.high r.SplitLoss.Value train $"{row.Optimizer} seed {r.Seed}: the training split after the last step"
             // A pinned data_seed is kept: both seeds then see seed 0's minibatches.
             let pinned = Evaluation.run (Registry.createSeededTask "lstm-sine" (options @ [ "data_seed", "0" ])) [ "sgd:lr=0.1" ] 3 [ 1 ] Optimizers.Data.Split.Train torch.float64 None
             let unpinned = rows.Head.Runs |> List.find (fun r -> r.Seed = 1)
@@ -197,7 +189,7 @@ let tests =
             let sgd = Registry.createOptimizer "sgd" [ "lr", "0.1" ]
             let vs = float (lines[1].Split(',')[4])
             let expected = Optimizers.Meta.MetaTrain.validationLoss (Registry.createSeededTask "lstm-sine" options -1001) sgd torch.float64 -1001 3
-            Expect.floatClose Accuracy.medium vs expected "the loss meta-train's validation reads"
+            closeTo Tol.medium vs expected "the loss meta-train's validation reads"
 
         testCase "meta-training draws each episode's and each validation seed's data order from its own seed" <| fun () ->
             let seen = Collections.Concurrent.ConcurrentBag<int>()
@@ -218,15 +210,15 @@ let tests =
             let v = snd r.Validations.Head
             let opt = Optimizers.Learned.HyperAdam.create (Optimizers.Learned.LearnedOptimizer.values s.Kind s.KindOptions) r.Last.Theta
             let expected = [ -1001; -1002 ] |> List.averageBy (fun vs -> Optimizers.Meta.MetaTrain.validationLoss (task vs) opt s.Dtype vs s.Horizon)
-            Expect.floatClose Accuracy.medium v expected "the mean validation-split loss after the horizon"
+            closeTo Tol.medium v expected "the mean validation-split loss after the horizon"
             // --validation-split train selects on the training split's loss instead (what Table 1's claims read)
             let onTrain = Optimizers.Meta.MetaTrain.meanValidationLoss { s with ValidationSplit = Optimizers.Data.Split.Train } opt
             let expectedTrain = [ -1001; -1002 ] |> List.averageBy (fun vs -> Optimizers.Meta.MetaTrain.validationLossOn Optimizers.Data.Split.Train (task vs) opt s.Dtype vs s.Horizon)
-            Expect.floatClose Accuracy.medium onTrain expectedTrain "the mean training-split loss after the horizon"
+            closeTo Tol.medium onTrain expectedTrain "the mean training-split loss after the horizon"
             Expect.notEqual onTrain (Optimizers.Meta.MetaTrain.meanValidationLoss s opt) "another split, another number"
 
         testCase "mean_last:K is the mean loss of the last K steps; train_loss only at the last step" <| fun () ->
-            use dir = new TempDir()
+            use dir = new TempDir("fair")
             let config =
                 write (dir.File "ml.json") """
 { "name": "ml", "source": "test",
@@ -244,14 +236,14 @@ let tests =
                 let losses = store.Metric([ r.Key ], "loss")[r.Key] |> List.ofArray |> List.sortBy fst |> List.map snd
                 Expect.equal losses.Length 13 "the loss at steps 0..12"
                 let expected = losses |> List.skip 9 |> List.average
-                Expect.floatClose Accuracy.high (measures[r.Key]["mean_last:4"]).Value expected "mean of the losses at steps 9..12"
+                closeTo Tol.high (measures[r.Key]["mean_last:4"]).Value expected "mean of the losses at steps 9..12"
                 let train = store.Metric([ r.Key ], "train_loss")[r.Key] |> List.ofArray
                 Expect.equal (train |> List.map fst) [ 12 ] "the evaluation set is scored at the last step only"
-                Expect.floatClose Accuracy.high (measures[r.Key]["final:train_loss"]).Value (snd train.Head) "final:train_loss"
+                closeTo Tol.high (measures[r.Key]["final:train_loss"]).Value (snd train.Head) "final:train_loss"
             Expect.notEqual runs[0].TaskOptions runs[1].TaskOptions "each seed its own data_seed in the run's options"
 
         testCase "claims get verdicts in the report; report --all writes the index" <| fun () ->
-            use dir = new TempDir()
+            use dir = new TempDir("fair")
             let configs = dir.File "configs"
             let results = dir.File "results"
             let dbs = dir.File "dbs"
@@ -289,14 +281,14 @@ let tests =
             Expect.equal (File.ReadAllText(Path.Combine(results, "README.md"))) index "the index is a function of the configs and the results"
 
         testCase "the committed index docs/results/README.md is what report --all makes of the committed results" <| fun () ->
-            let root = PaperConfigTests.repoRoot ()
+            let root = repoRoot ()
             let configs, results = Path.Combine(root, "paper-configs"), Path.Combine(root, "docs", "results")
             let committed = File.ReadAllText(Path.Combine(results, "README.md"))
             Expect.equal (ResultsIndex.markdown configs results) committed "rerun `optimizers report --all` (or dotnet fsi build.fsx results) after changing claims or results"
             Expect.isFalse (committed.Contains "stale:") "every committed report's claims match its config's"
 
         testCase "malformed claims exit with 2 and name the field" <| fun () ->
-            use dir = new TempDir()
+            use dir = new TempDir("fair")
             let bad (claim: string) (part: string) =
                 let json = (claimsConfig "bad" "[0, 1]").Replace("""{ "text": "fast beats slow", "where": "constructed to hold", "task": "squares", "better": "fast", "worse": "slow", "measure": "final_loss" }""", claim)
                 let config = write (dir.File $"bad-{Guid.NewGuid():N}.json") json

@@ -16,7 +16,7 @@ open Optimizers.Learned
 open Optimizers.Meta
 open Optimizers.Tasks
 open Optimizers.Tests.Check
-open Optimizers.Tests.LearnedTests
+open Optimizers.Tests.LearnedCheck
 
 type FieldCase =
     { Rows: int
@@ -160,7 +160,7 @@ let tests =
             use _ = torch.NewDisposeScope()
             let gradient (dtype: torch.ScalarType) =
                 // J = 10: the SIMD loop with an overlapping last vector
-                let s = { settings 1 None with Window = 5; Dtype = dtype; KindOptions = [ "j", "10"; "hidden", "6"; "lr", "0.05" ] }
+                let s = { hyperAdamSettings 1 None with Window = 5; Dtype = dtype; KindOptions = [ "j", "10"; "hidden", "6"; "lr", "0.05" ] }
                 let values = LearnedOptimizer.values HyperAdam.kind s.KindOptions
                 let leaves = freshTheta s.KindOptions 3 |> Tree.map (fun t -> t.to_type dtype) |> Tree.asLeaves
                 let opt = HyperAdam.create values leaves

@@ -13,15 +13,6 @@ open Microsoft.Data.Sqlite
 open Optimizers.Experiments
 
 
-/// A fresh temporary directory, deleted (best effort) when disposed.
-type private TempDir() =
-    let path = Path.Combine(Path.GetTempPath(), "optimizers-host-" + Guid.NewGuid().ToString("N").Substring(0, 12))
-    do Directory.CreateDirectory path |> ignore
-    member _.Path = path
-    member _.File(name: string) = Path.Combine(path, name)
-    interface IDisposable with
-        member _.Dispose() = try Directory.Delete(path, true) with _ -> ()
-
 let private write (dir: TempDir) (name: string) (json: string) =
     let p = dir.File name
     File.WriteAllText(p, json)
@@ -77,12 +68,6 @@ let private countDone (db: string) =
         Convert.ToInt32(cmd.ExecuteScalar())
     with _ -> 0
 
-let private expectBadInputArgs (args: string list) (part: string) =
-    let code, _, err = cli args
-    Expect.equal code 2 $"exit code for {args}; stderr: {err}"
-    Expect.stringContains err part "the message"
-    Expect.equal (lines err).Length 1 $"one line: {err}"
-
 let private expectBadConfig (dir: TempDir) (json: string) (part: string) =
     let config = write dir $"bad-{Guid.NewGuid():N}.json" json
     let db = dir.File $"bad-{Guid.NewGuid():N}.db"
@@ -97,7 +82,7 @@ let tests =
     testSequenced <| testList "host" [
 
         testCase "a tiny config runs to a report" <| fun () ->
-            use dir = new TempDir()
+            use dir = new TempDir("host")
             let config = write dir "tiny.json" (tinyConfig "tiny" 40)
             let db = dir.File "tiny.db"
             let code, out, err = cli [ "run"; config; "--db"; db; "--jobs"; "2"; "--json" ]
@@ -141,7 +126,7 @@ let tests =
                 Expect.equal (count "lr" > 0) (r.Optimizer = "adam") $"{r.Key}: lr recorded where there is a schedule"
 
         testCase "rerunning a config skips finished runs; a recorded command line reproduces its run" <| fun () ->
-            use dir = new TempDir()
+            use dir = new TempDir("host")
             let config = write dir "tiny.json" (tinyConfig "tiny" 20)
             let db = dir.File "tiny.db"
             let code, _, _ = cli [ "run"; config; "--db"; db; "--quiet" ]
@@ -177,7 +162,7 @@ let tests =
             | other -> failtest $"one run expected, got {other.Length}"
 
         testCase "kill -9 during a sweep, then a rerun completes it with no duplicate and no lost run" <| fun () ->
-            use dir = new TempDir()
+            use dir = new TempDir("host")
             let config = write dir "long.json" """
 { "name": "long", "source": "test: runs long enough to be killed",
   "grid": { "tasks": [ { "name": "rosenbrock" } ], "optimizers": [ { "name": "adam" }, { "name": "momentum" } ],
@@ -207,7 +192,7 @@ let tests =
                 Expect.equal n 101 $"run {key}: losses at steps 0, 10, ..., 1000 exactly once"
 
         testCase "shards then merge equal the unsharded sweep" <| fun () ->
-            use dir = new TempDir()
+            use dir = new TempDir("host")
             let config = write dir "tiny.json" (tinyConfig "tiny" 15)
             let whole = dir.File "whole.db"
             let code, _, _ = cli [ "sweep"; config; "--db"; whole; "--quiet"; "--jobs"; "2" ]
@@ -234,11 +219,11 @@ let tests =
             let code, _, _ = cli ([ "merge"; merged ] @ shards @ [ "--quiet" ])
             Expect.equal code 0 "merge again"
             Expect.equal (metricRows merged) (metricRows whole) "idempotent"
-            expectBadInputArgs [ "merge"; merged ] "merge needs an output and at least one input"
-            expectBadInputArgs [ "sweep"; config; "--shard"; "3/3" ] "shard: '3/3' is invalid"
+            expectBadInput [ "merge"; merged ] "merge needs an output and at least one input"
+            expectBadInput [ "sweep"; config; "--shard"; "3/3" ] "shard: '3/3' is invalid"
 
         testCase "malformed configs exit with 2 and name the field" <| fun () ->
-            use dir = new TempDir()
+            use dir = new TempDir("host")
             let good = tinyConfig "tiny" 5
             let bad (from: string) (into: string) =
                 Expect.stringContains good from "the test edits an existing part"
@@ -276,7 +261,7 @@ let tests =
             Expect.stringContains err "not found" "message"
 
         testCase "a diverging run is marked diverged and the sweep goes on" <| fun () ->
-            use dir = new TempDir()
+            use dir = new TempDir("host")
             let config = write dir "div.json" """
 { "name": "div", "source": "test: one learning rate diverges",
   "grid": { "tasks": [ { "name": "rosenbrock", "options": { "start": [-1.5, 2] } } ], "optimizers": [ { "name": "sgd" } ],
@@ -300,7 +285,7 @@ let tests =
             Expect.equal (doc.RootElement.GetProperty("skipped").GetInt32()) 2 "a diverged run is finished, not redone"
 
         testCase "a failing run is marked failed, the others still run, exit code 1; a rerun retries it" <| fun () ->
-            use dir = new TempDir()
+            use dir = new TempDir("host")
             let config = write dir "fail.json" """
 { "name": "fail", "source": "test: a metric that throws on rosenbrock",
   "grid": { "tasks": [ { "name": "rosenbrock" }, { "name": "sum-of-squares", "options": { "dim": 3 } } ], "optimizers": [ { "name": "sgd" } ],
@@ -325,7 +310,7 @@ let tests =
             Expect.stringContains (List.head runs).Error "boom" "the error is stored"
 
         testCase "compare runs a grid from flags; every verb has help" <| fun () ->
-            use dir = new TempDir()
+            use dir = new TempDir("host")
             let db = dir.File "cmp.db"
             let code, out, err =
                 cli [ "compare"; "--tasks"; "rosenbrock,sum-of-squares"; "--task-opt"; "dim=5"; "--optimizers"; "sgd,adam"; "--opt"; "beta1=0.8"

@@ -11,11 +11,6 @@ open Expecto
 open Microsoft.Data.Sqlite
 open Optimizers.Tests.Check
 
-let private tempDir () =
-    let d = Path.Combine(Path.GetTempPath(), $"jobs-{Guid.NewGuid():N}")
-    Directory.CreateDirectory d |> ignore
-    d
-
 let private writeConfig (dir: string) (name: string) =
     let path = Path.Combine(dir, name + ".json")
     File.WriteAllText(
@@ -39,7 +34,7 @@ let private statuses (db: string) =
 let tests =
     testSequenced <| testList "jobs" [
         testCase "run --jobs 2 (twice) and --jobs 4 under GC stress: every run done, no abort" <| fun () ->
-            let dir = tempDir ()
+            let dir = tempDir "jobs"
             let before = Environment.GetEnvironmentVariable "DOTNET_GCgen0size"
             try
                 // Inherited by the worker processes: a 64 KB gen-0 budget, a GC every few allocations.
@@ -72,7 +67,7 @@ let tests =
                 Directory.Delete(dir, true)
 
         testCase "a worker that aborts fails its run with the reason; the others finish; a rerun redoes it" <| fun () ->
-            let dir = tempDir ()
+            let dir = tempDir "jobs"
             try
                 let config = writeConfig dir "jobs-abort"
                 let db = Path.Combine(dir, "r.db")

@@ -12,13 +12,7 @@ open Optimizers.Learned
 open Optimizers.Meta
 open Optimizers.Tasks
 open Optimizers.Tests.Check
-open Optimizers.Tests.PropertyTests
-
-let hyperAdam (options: (string * string) list) (theta: Tree) =
-    HyperAdam.create (LearnedOptimizer.values HyperAdam.kind options) theta
-
-let freshTheta (options: (string * string) list) (seed: int) =
-    HyperAdam.initTheta (LearnedOptimizer.values HyperAdam.kind options) seed |> Tree.map (fun t -> t.to_type f64)
+open Optimizers.Tests.LearnedCheck
 
 let logit (p: float) = log (p / (1.0 - p))
 
@@ -32,50 +26,23 @@ let adamTheta (b1: float) (b2: float) =
         | "weight.b" -> torch.ones_like x
         | _ -> x)
 
-let tempDir () =
-    let d = Path.Combine(Path.GetTempPath(), $"optimizers-meta-{Guid.NewGuid():N}")
-    Directory.CreateDirectory d |> ignore
-    d
-
-let settings (episodes: int) (checkpoint: string option) : MetaSettings =
-    { Kind = HyperAdam.kind
-      KindOptions = [ "j", "4"; "hidden", "6"; "lr", "0.05" ]
-      Task = (fun _ -> Synthetic.sumOfSquares 12 None)
-      InitTheta = None
-      Horizon = 12
-      Window = 4
-      Episodes = episodes
-      MetaLr = 3e-3
-      MetaLrFinal = 1e-3
-      RandomScaling = None
-      ConvexTerm = None
-      ResetRange = None
-      Objective = MetaObjective.MeanLoss
-      ValidateEvery = 2
-      ValidationSeeds = [ 1001; 1002 ]
-      ValidationSplit = Optimizers.Data.Split.Validation
-      CheckpointDir = checkpoint
-      CheckpointEvery = 2
-      Seed = 5
-      Dtype = torch.ScalarType.Float32 }
-
 [<Tests>]
 let tests =
     testList "learned" [
-        testPropertyWithConfig config "hyperadam with J = 1, constant decay rates and weight 1 is adam step for step" <| fun (pr: Problem) ->
+        testPropertyWithConfig problemConfig "hyperadam with J = 1, constant decay rates and weight 1 is adam step for step" <| fun (pr: Problem) ->
             let lr = 0.05
             let ours = hyperAdam [ "j", "1"; "lr", string lr; "eps", "1e-24" ] (adamTheta 0.9 0.999)
             let adam = Adam.create { Adam.defaults with Lr = Hyper.Fixed lr; Eps = 1e-300; EpsRoot = 1e-24 }
             List.iter2 (fun a b -> closeRel 1e-10 a b "updates") (updates ours pr 1.0) (updates adam pr 1.0)
 
-        testPropertyWithConfig config "hyperadam at adamTheta with no noise is adam at the given rate, for any J" <| fun (pr: Problem) ->
+        testPropertyWithConfig problemConfig "hyperadam at adamTheta with no noise is adam at the given rate, for any J" <| fun (pr: Problem) ->
             let options = [ "j", "3"; "hidden", "4"; "lr", "0.005"; "eps", "1e-24" ]
             let theta = HyperAdam.adamTheta (LearnedOptimizer.values HyperAdam.kind options) 7 0.03 0.9 0.999 0.0 |> Tree.map (fun t -> t.to_type f64)
             let adam = Adam.create { Adam.defaults with Lr = Hyper.Fixed 0.03; Eps = 1e-300; EpsRoot = 1e-24 }
             // the rates pass through float32 logits: equal to about 1e-7
             List.iter2 (fun a b -> closeRel 1e-5 a b "updates") (updates (hyperAdam options theta) pr 1.0) (updates adam pr 1.0)
 
-        testPropertyWithConfig config "hyperadam's update is invariant to the gradient's scale" <| fun (pr: Problem) (Scale c) ->
+        testPropertyWithConfig problemConfig "hyperadam's update is invariant to the gradient's scale" <| fun (pr: Problem) (Scale c) ->
             let opt = hyperAdam [ "j", "5"; "hidden", "7" ] (freshTheta [ "j", "5"; "hidden", "7" ] 3)
             List.iter2 (fun a b -> closeRel 1e-7 a b $"scaled by {c}") (updates opt pr c) (updates opt pr 1.0)
 
@@ -92,7 +59,7 @@ let tests =
             Expect.stringContains e.Message "expected [25; 10]" "a theta of other sizes is refused"
 
         testCase "a trained optimizer file round-trips, and wrong files are refused clearly" <| fun () ->
-            let dir = tempDir ()
+            let dir = tempDir "meta"
             let file = Path.Combine(dir, "h.bin")
             let t : TrainedOptimizer = { Kind = "hyperadam"; Options = [ "j", "3" ]; Theta = freshTheta [ "j", "3" ] 1; Info = Map.ofList [ "command", "test" ] }
             LearnedOptimizer.save file t
@@ -114,7 +81,7 @@ let tests =
             Directory.Delete(dir, true)
 
         testCase "meta-train and evaluate from the command line" <| fun () ->
-            let dir = tempDir ()
+            let dir = tempDir "meta"
             let file = Path.Combine(dir, "h.bin")
             let code, out, err =
                 cli [ "meta-train"; "--kind"; "hyperadam"; "--opt"; "j=2"; "--opt"; "hidden=3"; "--task"; "sum-of-squares"; "--task-opt"; "dim=5"
@@ -147,7 +114,7 @@ let tests =
             // The per-run lines average to the summary's mean final loss.
             let adamMean = out.Split('\n') |> Array.find (fun l -> l.StartsWith "\"adam\"") |> fun l -> float (l.Split(',')[1])
             let adamRuns = runLines |> Array.filter (fun l -> l.StartsWith "\"adam\"") |> Array.averageBy (fun l -> float (l.Split(',')[2]))
-            Expect.floatClose Accuracy.medium adamRuns adamMean "per-run and summary agree"
+            closeTo Tol.medium adamRuns adamMean "per-run and summary agree"
             // --init continues from a trained file: its options, its theta (a tiny meta lr barely moves it).
             let continued = Path.Combine(dir, "h2.bin")
             let code, _, err =
@@ -157,7 +124,7 @@ let tests =
             let again = LearnedOptimizer.load continued
             Expect.equal again.Options trained.Options "the file's options"
             for a, b in Array.zip (Tree.toFloats again.Theta) (Tree.toFloats trained.Theta) do
-                Expect.floatClose Accuracy.medium a b "theta starts from the file's"
+                closeTo Tol.medium a b "theta starts from the file's"
             // --init-adam starts at Adam with that rate: J weights of lr / (alpha J), the rates' logits.
             let code, _, err =
                 cli [ "meta-train"; "--kind"; "hyperadam"; "--opt"; "j=4"; "--opt"; "lr=0.01"; "--init-adam"; "0.03"; "--task"; "sum-of-squares"; "--task-opt"; "dim=5"
@@ -165,10 +132,10 @@ let tests =
             Expect.equal code 0 $"meta-train --init-adam exit code ({err})"
             let fromAdam = LearnedOptimizer.load continued
             for w in Tree.toFloats (Tree.single "b" fromAdam.Theta["weight.b"]) do
-                Expect.floatClose Accuracy.medium w 0.75 "each weight is 0.03 / (0.01 * 4)"
+                closeTo Tol.medium w 0.75 "each weight is 0.03 / (0.01 * 4)"
             let rates = Tree.toFloats (Tree.single "b" fromAdam.Theta["adam.bias"]) |> Array.map (fun z -> 1.0 / (1.0 + exp -z))
-            Expect.floatClose Accuracy.medium rates[0] 0.9 "beta1's logit"
-            Expect.floatClose Accuracy.medium rates[7] 0.999 "beta2's logit"
+            closeTo Tol.medium rates[0] 0.9 "beta1's logit"
+            closeTo Tol.medium rates[7] 0.999 "beta2's logit"
             // --task-choice: each optimizee takes one value in turn by its seed (-1001: the second, -1002: the first).
             let code, out, err =
                 cli [ "meta-train"; "--kind"; "hyperadam"; "--opt"; "j=2"; "--opt"; "hidden=3"; "--task"; "sum-of-squares"; "--task-choice"; "dim=3,5"
@@ -205,7 +172,7 @@ let tests =
 
         testSequenced <| testList "meta-training" [
             testCase "the meta-loss falls" <| fun () ->
-                let s = { settings 40 None with Horizon = 20; Window = 5; MetaLr = 1e-2; MetaLrFinal = 1e-2; ValidateEvery = 1000 }
+                let s = { hyperAdamSettings 40 None with Horizon = 20; Window = 5; MetaLr = 1e-2; MetaLrFinal = 1e-2; ValidateEvery = 1000 }
                 let r = MetaTrain.train s ignore
                 let first = r.MetaLosses |> List.take 8 |> List.average
                 let last = r.MetaLosses |> List.skip 32 |> List.average
@@ -213,7 +180,7 @@ let tests =
 
             for objective, name in [ MetaObjective.MeanLoss, "mean loss"; MetaObjective.MeanLogLoss, "mean log loss"; MetaObjective.LateLogLoss, "late-weighted log loss" ] do
                 testCase $"a window's surrogate has the meta-gradient of backpropagating its {name} through the unrolled steps" <| fun () ->
-                    let s = { settings 1 None with Window = 5; Dtype = f64; Objective = objective }
+                    let s = { hyperAdamSettings 1 None with Window = 5; Dtype = f64; Objective = objective }
                     // the loss after t updates as the objective counts it (late-log: weighted by 2 t / (T + 1))
                     let measure (t: int) (l: Tensor) =
                         match objective with
@@ -246,9 +213,9 @@ let tests =
                     Expect.isGreaterThan (expected |> Seq.sumBy (fun e -> e.abs().sum().ToDouble())) 1e-6 "a meta-gradient that is not zero"
 
             testCase "a killed run resumed from its checkpoint ends bit-identical to an uninterrupted one" <| fun () ->
-                let whole = MetaTrain.train (settings 6 None) ignore
-                let dir = tempDir ()
-                let killed = settings 6 (Some dir)
+                let whole = MetaTrain.train (hyperAdamSettings 6 None) ignore
+                let dir = tempDir "meta"
+                let killed = hyperAdamSettings 6 (Some dir)
                 Expect.throws (fun () -> MetaTrain.train killed (fun p -> if p.Episode = 2 then failwith "killed") |> ignore) "the run dies after episode 2"
                 let resumed = MetaTrain.train killed ignore
                 Expect.equal (floats resumed.Last.Theta) (floats whole.Last.Theta) "last theta"
@@ -257,18 +224,18 @@ let tests =
                 Directory.Delete(dir, true)
 
             testCase "random resets draw episode lengths in the range, the same on every call" <| fun () ->
-                let s = { settings 200 None with ResetRange = Some(6, 17) }
+                let s = { hyperAdamSettings 200 None with ResetRange = Some(6, 17) }
                 let lengths = [ for e in 0 .. 199 -> MetaTrain.episodeWindows s e ]
                 Expect.allEqual (lengths |> List.map (fun w -> w >= 1 && w <= 4)) true $"windows of 4 steps within 6..17 steps: {lengths}"
                 Expect.equal (lengths |> List.distinct |> List.sort) [ 1; 2; 3; 4 ] "every length in the range occurs"
                 Expect.equal [ for e in 0 .. 199 -> MetaTrain.episodeWindows s e ] lengths "deterministic"
-                Expect.equal (MetaTrain.episodeWindows (settings 1 None) 7) 3 "without resets: horizon / window"
+                Expect.equal (MetaTrain.episodeWindows (hyperAdamSettings 1 None) 7) 3 "without resets: horizon / window"
                 Expect.throws (fun () -> MetaTrain.train { s with ResetRange = Some(2, 10) } ignore |> ignore) "lo below one window"
 
             testCase "a killed run with random resets resumes bit-identical" <| fun () ->
-                let s = { settings 5 None with ResetRange = Some(4, 16) }
+                let s = { hyperAdamSettings 5 None with ResetRange = Some(4, 16) }
                 let whole = MetaTrain.train s ignore
-                let dir = tempDir ()
+                let dir = tempDir "meta"
                 let killed = { s with CheckpointDir = Some dir }
                 Expect.throws (fun () -> MetaTrain.train killed (fun p -> if p.Episode = 2 then failwith "killed") |> ignore) "the run dies after episode 2"
                 let resumed = MetaTrain.train killed ignore

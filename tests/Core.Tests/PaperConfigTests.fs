@@ -12,16 +12,6 @@ open Optimizers.Data
 open Optimizers.Experiments
 open Optimizers.Tests.Check
 
-/// The repository: the folder holding Optimizers.sln, above the test binaries or the working directory.
-let repoRoot () =
-    let rec up (dir: DirectoryInfo) =
-        if isNull dir then None
-        elif File.Exists(Path.Combine(dir.FullName, "Optimizers.sln")) then Some dir.FullName
-        else up dir.Parent
-    match up (DirectoryInfo AppContext.BaseDirectory) |> Option.orElse (up (DirectoryInfo(Directory.GetCurrentDirectory()))) with
-    | Some r -> r
-    | None -> failwith "the repository (Optimizers.sln) was not found above the tests or the working directory"
-
 let private configFiles () =
     Directory.GetFiles(Path.Combine(repoRoot (), "paper-configs"), "*.json", SearchOption.AllDirectories) |> Array.sort |> List.ofArray
 

@@ -10,25 +10,9 @@ open Expecto
 open Optimizers
 open Optimizers.Data
 open Optimizers.Tasks
+open Optimizers.Tests.Check
 
 // ---- helpers ------------------------------------------------------------------------------------
-
-/// Run `f` with a fresh temporary directory, deleted afterwards.
-let private withTempDir (f: string -> unit) =
-    let dir = Path.Combine(Path.GetTempPath(), "optimizers-tasks-" + Guid.NewGuid().ToString("N"))
-    Directory.CreateDirectory dir |> ignore
-    try f dir finally (try Directory.Delete(dir, true) with _ -> ())
-
-/// `f` raises an exception of type 'E whose message names `path` and contains every fragment.
-let private throwsNaming<'E when 'E :> exn> (fragments: string list) (f: unit -> unit) =
-    try
-        f ()
-        failtestf "expected %s mentioning %A, nothing was raised" typeof<'E>.Name fragments
-    with
-    | :? 'E as e ->
-        for frag in fragments do
-            Expect.stringContains e.Message frag $"the message names '{frag}'"
-    | e when not (e :? AssertException) -> failtestf "expected %s, got %s: %s" typeof<'E>.Name (e.GetType().Name) e.Message
 
 /// Small MNIST-format files: `n` 28 x 28 images whose pixel (0, label) is 255, and their labels.
 let private writeMnistPair (dir: string) (prefix: string) (n: int) (gz: bool) =
@@ -122,7 +106,7 @@ let private dataTests =
                     Expect.equal actual sha $"{name}/{file}: SHA-256"
 
         testCase "IDX round trip, raw and gzip; a directory without validation files splits one off" <| fun () ->
-            withTempDir (fun dir ->
+            withTempDir "tasks" (fun dir ->
                 writeMnistPair dir "train" 30 false
                 writeMnistPair dir "t10k" 10 true
                 let d = Datasets.mnist (Some dir)
@@ -132,28 +116,28 @@ let private dataTests =
                 Expect.equal d.Test.Pixels[5 * 784 + 5] 255uy "gzip pixels read back")
 
         testCase "IDX: a wrong magic number is rejected, naming the file" <| fun () ->
-            withTempDir (fun dir ->
+            withTempDir "tasks" (fun dir ->
                 let path = Path.Combine(dir, "labels-as-images")
                 Idx.write path [| 4 |] [| 1uy; 2uy; 3uy; 4uy |]
-                throwsNaming<InvalidDataException> [ path; "wrong magic number 0x00000801"; "0x00000803" ] (fun () -> Idx.readImages path |> ignore)
+                throwsOf<InvalidDataException> [ path; "wrong magic number 0x00000801"; "0x00000803" ] (fun () -> Idx.readImages path |> ignore)
                 let junk = Path.Combine(dir, "junk")
                 File.WriteAllText(junk, "hello, world")
-                throwsNaming<InvalidDataException> [ junk; "wrong magic number"; "not an IDX file" ] (fun () -> Idx.readLabels junk |> ignore))
+                throwsOf<InvalidDataException> [ junk; "wrong magic number"; "not an IDX file" ] (fun () -> Idx.readLabels junk |> ignore))
 
         testCase "IDX: truncated and oversized files are rejected, naming the file" <| fun () ->
-            withTempDir (fun dir ->
+            withTempDir "tasks" (fun dir ->
                 let path = Path.Combine(dir, "short-images")
                 Idx.write path [| 2; 28; 28 |] (Array.zeroCreate 1568)
                 let bytes = File.ReadAllBytes path
                 File.WriteAllBytes(path, bytes[.. bytes.Length - 100])
-                throwsNaming<InvalidDataException> [ path; "truncated"; "1568" ] (fun () -> Idx.readImages path |> ignore)
+                throwsOf<InvalidDataException> [ path; "truncated"; "1568" ] (fun () -> Idx.readImages path |> ignore)
                 File.WriteAllBytes(path, bytes[.. 9])
-                throwsNaming<InvalidDataException> [ path; "truncated"; "header" ] (fun () -> Idx.readImages path |> ignore)
+                throwsOf<InvalidDataException> [ path; "truncated"; "header" ] (fun () -> Idx.readImages path |> ignore)
                 File.WriteAllBytes(path, Array.append bytes [| 0uy; 0uy; 0uy |])
-                throwsNaming<InvalidDataException> [ path; "wrong size"; "3 bytes follow" ] (fun () -> Idx.readImages path |> ignore))
+                throwsOf<InvalidDataException> [ path; "wrong size"; "3 bytes follow" ] (fun () -> Idx.readImages path |> ignore))
 
         testCase "IDX: corrupt and truncated gzip is rejected, naming the file" <| fun () ->
-            withTempDir (fun dir ->
+            withTempDir "tasks" (fun dir ->
                 let path = Path.Combine(dir, "images.gz")
                 let rng = Rng(1UL)
                 Idx.write path [| 20; 28; 28 |] (Array.init (20 * 784) (fun _ -> byte (rng.NextInt 256)))
@@ -161,24 +145,24 @@ let private dataTests =
                 let corrupt = Array.copy good
                 for i in 20 .. 60 do corrupt[i] <- corrupt[i] ^^^ 0x5Auy
                 File.WriteAllBytes(path, corrupt)
-                throwsNaming<InvalidDataException> [ path ] (fun () -> Idx.readImages path |> ignore)
+                throwsOf<InvalidDataException> [ path ] (fun () -> Idx.readImages path |> ignore)
                 File.WriteAllBytes(path, good[.. good.Length / 2])
-                throwsNaming<InvalidDataException> [ path ] (fun () -> Idx.readImages path |> ignore))
+                throwsOf<InvalidDataException> [ path ] (fun () -> Idx.readImages path |> ignore))
 
         testCase "MNIST directory: mismatched counts, bad labels and missing files are named" <| fun () ->
-            withTempDir (fun dir ->
+            withTempDir "tasks" (fun dir ->
                 writeMnistPair dir "train" 20 false
                 writeMnistPair dir "t10k" 10 false
                 let labels = Path.Combine(dir, "t10k-labels-idx1-ubyte")
                 Idx.write labels [| 9 |] (Array.zeroCreate 9)
-                throwsNaming<InvalidDataException> [ labels; "9 labels"; "10 images" ] (fun () -> Datasets.mnist (Some dir) |> ignore)
+                throwsOf<InvalidDataException> [ labels; "9 labels"; "10 images" ] (fun () -> Datasets.mnist (Some dir) |> ignore)
                 Idx.write labels [| 10 |] (Array.init 10 (fun i -> if i = 4 then 12uy else 0uy))
-                throwsNaming<InvalidDataException> [ labels; "label 4 is 12" ] (fun () -> Datasets.mnist (Some dir) |> ignore)
+                throwsOf<InvalidDataException> [ labels; "label 4 is 12" ] (fun () -> Datasets.mnist (Some dir) |> ignore)
                 File.Delete labels
-                throwsNaming<FileNotFoundException> [ dir; "t10k labels" ] (fun () -> Datasets.mnist (Some dir) |> ignore))
+                throwsOf<FileNotFoundException> [ dir; "t10k labels" ] (fun () -> Datasets.mnist (Some dir) |> ignore))
 
         testCase "CIFAR-10 binary: round trip, wrong size and bad labels are named" <| fun () ->
-            withTempDir (fun dir ->
+            withTempDir "tasks" (fun dir ->
                 writeCifar dir
                 let d = Datasets.cifar10 dir
                 Expect.equal (d.Train.Count, d.Validation.Count, d.Test.Count) (54, 6, 10) "60 training records, a tenth for validation"
@@ -188,17 +172,17 @@ let private dataTests =
                 Expect.equal l.Length 10 "ten records"
                 CifarBinary.write path l p
                 File.WriteAllBytes(path, File.ReadAllBytes(path)[.. 3073 * 3 + 99])
-                throwsNaming<InvalidDataException> [ path; "wrong size"; "3 records and 100 bytes" ] (fun () -> CifarBinary.read path |> ignore)
+                throwsOf<InvalidDataException> [ path; "wrong size"; "3 records and 100 bytes" ] (fun () -> CifarBinary.read path |> ignore)
                 let bytes = Array.zeroCreate<byte> (3073 * 2)
                 bytes[3073] <- 42uy
                 File.WriteAllBytes(path, bytes)
-                throwsNaming<InvalidDataException> [ path; "record 1 has label 42" ] (fun () -> CifarBinary.read path |> ignore)
+                throwsOf<InvalidDataException> [ path; "record 1 has label 42" ] (fun () -> CifarBinary.read path |> ignore)
                 File.WriteAllBytes(path, [||])
-                throwsNaming<InvalidDataException> [ path; "empty" ] (fun () -> CifarBinary.read path |> ignore))
+                throwsOf<InvalidDataException> [ path; "empty" ] (fun () -> CifarBinary.read path |> ignore))
 
         testCase "CIFAR-10: a directory without the files is named" <| fun () ->
-            withTempDir (fun dir ->
-                throwsNaming<FileNotFoundException> [ dir; "data_batch_1.bin"; "test_batch.bin" ] (fun () -> Datasets.cifar10 dir |> ignore))
+            withTempDir "tasks" (fun dir ->
+                throwsOf<FileNotFoundException> [ dir; "data_batch_1.bin"; "test_batch.bin" ] (fun () -> Datasets.cifar10 dir |> ignore))
     ]
 
 let private samplerTests =
@@ -282,7 +266,7 @@ let private networkTests =
             let specs = Networks.mlp "relu" [ 100 ] |> fun n -> n.Params
             let normal = Layers.init (Normal 0.1) specs TaskInit.Default
             let std = normal.["fc1.weight"].std().ToDouble()
-            Expect.floatClose { absolute = 0.0; relative = 0.02 } std 0.1 "std of 78,400 N(0, 0.1^2) draws"
+            closeTo { Abs = 0.0; Rel = 0.02 } std 0.1 "std of 78,400 N(0, 0.1^2) draws"
             let torchInit = Layers.init TorchDefault specs TaskInit.Default
             Expect.isTrue (torchInit.["fc1.weight"].abs().max().ToDouble() <= 1.0 / sqrt 784.0) "U(-1/sqrt(784), 1/sqrt(784))"
             let f64 = Layers.init (Normal 0.1) specs { TaskInit.Default with Dtype = torch.ScalarType.Float64 }
@@ -298,7 +282,7 @@ let private networkTests =
                 for i in 0..3 do
                     let sum = [ max 0 (c - 4) .. min 11 (c + 4) ] |> List.sumBy (fun c' -> at c' i ** 2.0)
                     let expected = at c i / (1.0 + 0.001 / 9.0 * sum) ** 0.75
-                    Expect.floatClose Accuracy.veryHigh (y[0L, int64 c, int64 (i / 2), int64 (i % 2)].ToDouble()) expected $"channel {c}, pixel {i}"
+                    closeTo Tol.veryHigh (y[0L, int64 c, int64 (i / 2), int64 (i % 2)].ToDouble()) expected $"channel {c}, pixel {i}"
 
         testCase "'SAME' max pooling halves 24 to 12 to 6 and 28 to 14 to 7" <| fun () ->
             use _scope = torch.NewDisposeScope()
@@ -342,11 +326,11 @@ let private networkTests =
             let task = Quadratic.task 6 1000.0 4
             use _scope = torch.NewDisposeScope()
             let atMin = Tree.single "x" (torch.tensor(pr.Minimum, dtype = torch.ScalarType.Float64))
-            Expect.floatClose Accuracy.veryHigh ((task.Loss 0 atMin).ToDouble()) 0.0 "f(x*) = 0"
+            closeTo Tol.veryHigh ((task.Loss 0 atMin).ToDouble()) 0.0 "f(x*) = 0"
             let a = torch.tensor(pr.Matrix, dtype = torch.ScalarType.Float64).reshape(6L, 6L)
             let eig = torch.linalg.eigvalsh(a).data<float>().ToArray()
             Check.closeRel 1e-9 eig pr.Eigenvalues "eigenvalues of A"
-            Expect.floatClose Accuracy.high (eig[5] / eig[0]) 1000.0 "condition number"
+            closeTo Tol.high (eig[5] / eig[0]) 1000.0 "condition number"
             let start = task.Init TaskInit.Default
             Expect.isTrue ((task.Loss 0 start).ToDouble() > 0.0) "the start is not the minimum"
             Expect.equal (Quadratic.problem 6 1000.0 4).Matrix pr.Matrix "same problem seed, same A"
@@ -386,7 +370,7 @@ let private trainingTests =
                     Tree.dispose start
                     last ]
             let mean = List.average finals
-            Expect.isTrue (abs (mean / 0.35 - 1.0) < 0.1) $"mean final loss {mean} over 30 seeds, Table 1: 0.35"
+            closeTo { Abs = 0.0; Rel = 0.1 } mean 0.35 "mean final loss over 30 seeds, Table 1: 0.35"
 
         testCase "Adam reduces the loss of CNN-1, the LSTM and the quadratic" <| fun () ->
             let cnn = Registry.createTask "cnn1-mnist" [ "batch_size", "16" ]
@@ -403,7 +387,7 @@ let private trainingTests =
             Expect.isLessThan ((quad.Loss 0 x).ToDouble()) (0.5 * (quad.Loss 0 x0).ToDouble()) "quadratic loss falls"
 
         testCase "ConvCifar_1 trains on a tiny CIFAR-format data set" <| fun () ->
-            withTempDir (fun dir ->
+            withTempDir "tasks" (fun dir ->
                 writeCifar dir
                 let task = Registry.createTask "conv-cifar1" [ "data_dir", dir; "batch_size", "8"; "init", "torch" ]
                 let p0 = task.Init TaskInit.Default
@@ -415,10 +399,10 @@ let private trainingTests =
                 let c0 = Registry.createTask "conv-cifar0" [ "data_dir", dir; "batch_size", "4"; "weight_decay", "0" ]
                 let p = c0.Init TaskInit.Default
                 let l = (c0.Loss 0 p).ToDouble()
-                Expect.floatClose { absolute = 0.0; relative = 0.001 } l (log 10.0) "N(0, 0.01) init: near-uniform predictions, loss ln 10"
+                closeTo { Abs = 0.0; Rel = 0.001 } l (log 10.0) "N(0, 0.01) init: near-uniform predictions, loss ln 10"
                 let decayed = Registry.createTask "conv-cifar0" [ "data_dir", dir; "batch_size", "4" ]
                 let l2 = p["fc1.weight"].square().sum().ToDouble() + p["fc2.weight"].square().sum().ToDouble()
-                Expect.floatClose Accuracy.medium ((decayed.Loss 0 p).ToDouble() - l) (0.004 / 2.0 * l2) "weight decay 0.004 * l2_loss of the hidden layers")
+                closeTo Tol.medium ((decayed.Loss 0 p).ToDouble() - l) (0.004 / 2.0 * l2) "weight decay 0.004 * l2_loss of the hidden layers")
 
         testCase "same seed: same init and same batches; another data seed: other batches" <| fun () ->
             use _scope = torch.NewDisposeScope()
@@ -437,7 +421,7 @@ let private trainingTests =
             Expect.equal ((s1.Loss 3 q).ToDouble()) ((s2.Loss 3 q).ToDouble()) "same sequences for the same seed and step"
 
         testCase "losses are differentiable through an unrolled step (hypergradient w.r.t. the LR)" <| fun () ->
-            withTempDir (fun dir ->
+            withTempDir "tasks" (fun dir ->
                 writeCifar dir
                 for name, opts in
                     [ "mlp-mnist", [ "batch_size", "8" ]; "cnn2-mnist", [ "batch_size", "4" ]; "lstm-sine", [ "batch_size", "4"; "layers", "2" ]
@@ -446,13 +430,13 @@ let private trainingTests =
                     Expect.isTrue (not (Double.IsNaN h) && not (Double.IsInfinity h) && h <> 0.0) $"{name}: d loss / d lr = {h}")
 
         testCase "registry errors name the option and what is valid" <| fun () ->
-            throwsNaming<ArgumentException> [ "activation"; "sigmoid, relu, elu, tanh" ] (fun () ->
+            throwsOf<ArgumentException> [ "activation"; "sigmoid, relu, elu, tanh" ] (fun () ->
                 Registry.createTask "mlp-mnist" [ "activation", "swish" ] |> ignore)
-            throwsNaming<ArgumentException> [ "conv-cifar0"; "data_dir" ] (fun () -> Registry.createTask "conv-cifar0" [] |> ignore)
-            throwsNaming<ArgumentException> [ "batch size 30000"; "20000" ] (fun () ->
+            throwsOf<ArgumentException> [ "conv-cifar0"; "data_dir" ] (fun () -> Registry.createTask "conv-cifar0" [] |> ignore)
+            throwsOf<ArgumentException> [ "batch size 30000"; "20000" ] (fun () ->
                 Registry.createTask "mlp-mnist" [ "batch_size", "30000" ] |> ignore)
-            throwsNaming<ArgumentException> [ "init"; "normal, torch" ] (fun () -> Registry.createTask "cnn1-mnist" [ "init", "xavier" ] |> ignore)
-            throwsNaming<ArgumentException> [ "no data splits" ] (fun () ->
+            throwsOf<ArgumentException> [ "init"; "normal, torch" ] (fun () -> Registry.createTask "cnn1-mnist" [ "init", "xavier" ] |> ignore)
+            throwsOf<ArgumentException> [ "no data splits" ] (fun () ->
                 let t = Registry.createTask "rosenbrock" []
                 Task.evaluate t Test (t.Init TaskInit.Default) |> ignore)
     ]

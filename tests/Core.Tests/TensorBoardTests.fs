@@ -107,10 +107,6 @@ let read (folder: string) =
                 match v with Text s -> yield tag, s | _ -> () ] |> Map.ofList
     scalars, texts
 
-let private withTemp (f: string -> unit) =
-    let dir = Directory.CreateTempSubdirectory("optimizers-tb-").FullName
-    try f dir finally Directory.Delete(dir, true)
-
 [<Tests>]
 let tests =
     testSequenced <| testList "tensorboard" [
@@ -118,7 +114,7 @@ let tests =
             Expect.equal (crc32c (Text.Encoding.ASCII.GetBytes "123456789") 0 9) 0xE3069283u "CRC-32C check value"
 
         testCase "compare --tensorboard: loss, lr and learned_lr per step, hyperparameters as text; the losses are trace's" <| fun () ->
-            withTemp <| fun dir ->
+            withTempDir "tb" <| fun dir ->
                 let db = Path.Combine(dir, "r.db")
                 let tb = Path.Combine(dir, "tb")
                 let code, _, err =
@@ -132,7 +128,7 @@ let tests =
                 Expect.equal (scalars["loss"] |> List.map fst) [ 0L .. 20L ] "a loss at every step, 0 the start"
                 Expect.equal (scalars["lr"] |> List.map snd |> List.distinct) [ float (float32 0.01) ] "the run's initial rate"
                 let learned = scalars["learned_lr"] |> List.map snd
-                Expect.floatClose Accuracy.medium learned.Head (float (float32 0.01)) "the learned rate starts at alpha_0"
+                closeTo Tol.medium learned.Head (float (float32 0.01)) "the learned rate starts at alpha_0"
                 Expect.isTrue (learned |> List.distinct |> List.length > 1) "and moves"
                 // the same run through trace (float32, the start as compare's seed 0 draws it) gives the same losses
                 let code, out, err = cli [ "trace"; "--task"; "rosenbrock"; "--optimizer"; "adam-hd"; "--lr"; "0.01"; "--steps"; "20"; "--seed"; "0" ]
@@ -140,12 +136,12 @@ let tests =
                 let traced = lines out |> Array.skip 1 |> Array.map (fun l -> float (l.Split(',')[1])) |> List.ofArray
                 let logged = scalars["loss"] |> List.map snd
                 for a, b in List.zip logged traced do
-                    Expect.floatClose { absolute = 1e-6; relative = 1e-5 } a (float (float32 b)) "loss as trace prints it"
+                    closeTo { Abs = 1e-6; Rel = 1e-5 } a (float (float32 b)) "loss as trace prints it"
                 Expect.stringContains texts["hparams/text_summary"] "| optimizer | adam-hd |" "the hyperparameters as a table"
                 Expect.stringContains texts["hparams/text_summary"] "| lr | 0.01 |" "with the learning rate"
 
         testCase "evaluate --tensorboard: one folder per optimizer and seed; the last loss is the final loss" <| fun () ->
-            withTemp <| fun dir ->
+            withTempDir "tb" <| fun dir ->
                 let tb = Path.Combine(dir, "tb")
                 let code, out, err =
                     cli [ "evaluate"; "--task"; "sum-of-squares"; "--task-opt"; "dim=5"; "--optimizer"; "sgd:lr=0.1"; "--optimizer"; "adam-hd"
@@ -159,13 +155,13 @@ let tests =
                     let folder = folders |> List.find (fun f -> f.Contains(Optimizers.Experiments.TensorBoard.safeName spec: string) && f.EndsWith($"seed={seed}"))
                     let scalars, texts = read folder
                     Expect.equal (scalars["loss"] |> List.map fst) [ 0L .. 10L ] "steps 0..10"
-                    Expect.floatClose { absolute = 1e-5; relative = 1e-5 } (scalars["loss"] |> List.last |> snd) (float (float32 final)) "the final loss"
+                    closeTo { Abs = 1e-5; Rel = 1e-5 } (scalars["loss"] |> List.last |> snd) (float (float32 final)) "the final loss"
                     Expect.stringContains texts["hparams/text_summary"] $"| optimizer | {spec} |" "the optimizer in the text"
                     if spec = "adam-hd" then Expect.isTrue (scalars.ContainsKey "learned_lr") "adam-hd logs its learned rate"
                     else Expect.equal (scalars["lr"] |> List.map snd |> List.distinct) [ float (float32 0.1) ] "sgd's rate"
 
         testCase "meta-train --tensorboard: meta_loss per episode and validation_loss, the settings as text" <| fun () ->
-            withTemp <| fun dir ->
+            withTempDir "tb" <| fun dir ->
                 let tb = Path.Combine(dir, "tb")
                 let out = Path.Combine(dir, "h.bin")
                 let code, stdout, err =
@@ -181,7 +177,7 @@ let tests =
                 let info = Optimizers.Learned.LearnedOptimizer.load out
                 let saved = info.Info["meta_losses"].Split(' ') |> Array.map float |> List.ofArray
                 for a, b in List.zip (scalars["meta_loss"] |> List.map snd) saved do
-                    Expect.floatClose { absolute = 1e-6; relative = 1e-3 } a b "the meta-losses the file records (4 significant digits there)"
+                    closeTo { Abs = 1e-6; Rel = 1e-3 } a b "the meta-losses the file records (4 significant digits there)"
                 Expect.stringContains texts["hparams/text_summary"] "| kind | hyperadam |" "the kind"
                 Expect.stringContains texts["hparams/text_summary"] "| horizon | 4 |" "the horizon"
                 ignore stdout

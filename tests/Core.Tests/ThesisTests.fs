@@ -1,6 +1,7 @@
 /// The thesis's optimizers (seed 004, issue 7): MNG against a hand-computed trajectory and a
-/// plain-float transcription of Algorithm 1; k Timesteps, k Momentums and Multiscale Adam: shapes,
-/// special cases, LA_b's weights, trained-file round trips, the CLI, and the meta-loss falling.
+/// plain-float transcription of Algorithm 1 (ReferenceFormulas.fs); k Timesteps, k Momentums and
+/// Multiscale Adam: shapes, special cases, LA_b's weights, trained-file round trips, the CLI, and
+/// the meta-loss falling.
 module Optimizers.Tests.ThesisTests
 
 open System
@@ -15,54 +16,13 @@ open Optimizers.Learned
 open Optimizers.Meta
 open Optimizers.Tasks
 open Optimizers.Tests.Check
-open Optimizers.Tests.PropertyTests
+open Optimizers.Tests.LearnedCheck
+open Optimizers.Tests.ReferenceFormulas
 
 let mng k eta signOnly = Mng.create { K = k; EtaMin = Hyper.Fixed eta; SignOnly = signOnly }
 
-/// Algorithm 1 transcribed with plain floats, independently of the library: the iterates
-/// x_1..x_steps for a gradient function.
-let mngReference (k: int) (eta: float) (signOnly: bool) (grad: float[] -> float[]) (x0: float[]) (steps: int) : float[] list =
-    let n = x0.Length
-    let g0 = grad x0
-    let mutable hx = Array.init n (fun i -> Array.create k x0[i])
-    let mutable hg = Array.init n (fun i -> Array.create k g0[i])
-    let mutable x = x0
-    let out = Collections.Generic.List<float[]>()
-    for t in 1 .. steps do
-        if t > 1 then
-            let g = grad x
-            hx <- Array.init n (fun i -> Array.append (hx[i]).[1..] [| x[i] |])
-            hg <- Array.init n (fun i -> Array.append (hg[i]).[1..] [| g[i] |])
-        x <-
-            Array.init n (fun i ->
-                let row = hg[i]
-                let m = row |> Array.map abs |> Array.max
-                let normed = row |> Array.map (fun v -> if signOnly then float (sign v) elif m = 0.0 then 0.0 else v / m)
-                let dx = Array.average normed
-                let hi, lo = Array.max hx[i], Array.min hx[i]
-                (hi + lo) / 2.0 - dx * (hi - lo + eta))
-        out.Add x
-    List.ofSeq out
-
-let rosenbrockGrad (v: float[]) =
-    let x, y = v[0], v[1]
-    [| -2.0 * (1.0 - x) - 400.0 * x * (y - x * x); 200.0 * (y - x * x) |]
-
 /// A gradient function on trees from one on float arrays.
 let onTree (grad: float[] -> float[]) (p: Tree) = tree1 (List.ofArray (grad (floats p)))
-
-let values (kind: LearnedKind) (options: (string * string) list) = LearnedOptimizer.values kind options
-
-let create (kind: LearnedKind) (options: (string * string) list) (theta: Tree) = kind.Create (values kind options) theta
-
-let theta64 (kind: LearnedKind) (options: (string * string) list) (seed: int) =
-    kind.InitTheta (values kind options) seed |> Tree.map (fun t -> t.to_type f64)
-
-let tempDir () =
-    let d = Path.Combine(Path.GetTempPath(), $"optimizers-thesis-{Guid.NewGuid():N}")
-    Directory.CreateDirectory d |> ignore
-    d
-
 
 /// Every learned kind of the thesis with small options, for contract tests.
 let kinds : (string * LearnedKind * (string * string) list) list =
@@ -74,28 +34,16 @@ let kinds : (string * LearnedKind * (string * string) list) list =
       "msadam-mlp", MultiscaleAdam.mlpKind, [ "k", "5"; "hidden", "8" ]
       "msadam-rnn 2 layers", MultiscaleAdam.rnnKind, [ "k", "11"; "hidden", "8"; "layers", "2" ] ]
 
-/// Meta-training settings for a kind on a small task.
-let metaSettings (kind: LearnedKind) (options: (string * string) list) (task: Task) (horizon: int) (window: int) (episodes: int) (metaLr: float) : MetaSettings =
-    { Kind = kind
-      KindOptions = options
-      Task = (fun _ -> task)
-      InitTheta = None
-      Horizon = horizon
-      Window = window
-      Episodes = episodes
-      MetaLr = metaLr
-      MetaLrFinal = metaLr
-      RandomScaling = None
-      ConvexTerm = None
-      ResetRange = None
-      Objective = MetaObjective.MeanLoss
-      ValidateEvery = 1000
-      ValidationSeeds = []
-      ValidationSplit = Optimizers.Data.Split.Validation
-      CheckpointDir = None
-      CheckpointEvery = 1000
-      Seed = 3
-      Dtype = torch.ScalarType.Float32 }
+/// Meta-training settings for a kind on a small task (seed 3).
+let thesisSettings (kind: LearnedKind) (options: (string * string) list) (task: Task) (horizon: int) (window: int) (episodes: int) (metaLr: float) : MetaSettings =
+    { metaSettings kind options with
+        Task = (fun _ -> task)
+        Horizon = horizon
+        Window = window
+        Episodes = episodes
+        MetaLr = metaLr
+        MetaLrFinal = metaLr
+        Seed = 3 }
 
 /// Raw LA weights, drawn by FsCheck.
 type LaWeights = LaWeights of float[]
@@ -109,7 +57,7 @@ type ThesisArbs =
         }
         |> Arb.fromGen
 
-let laConfig = { config with arbitrary = [ typeof<ThesisArbs> ] }
+let laConfig = { problemConfig with arbitrary = [ typeof<ThesisArbs> ] }
 
 [<Tests>]
 let tests =
@@ -132,13 +80,13 @@ let tests =
 
         testCase "mng equals a plain-float transcription of Algorithm 1 on Rosenbrock and sum of squares" <| fun () ->
             for k, eta, signOnly in [ 5, 1e-3, false; 4, 0.01, true; 1, 0.05, false; 10, 1e-2, false ] do
-                let ours = trajectory (mng k eta signOnly) (onTree rosenbrockGrad) (tree1 [ -1.5; 2.0 ]) 60
-                let theirs = mngReference k eta signOnly rosenbrockGrad [| -1.5; 2.0 |] 60
+                let ours = trajectory (mng k eta signOnly) (onTree rosenGrad) (tree1 [ -1.5; 2.0 ]) 60
+                let theirs = Ref.mng k eta signOnly rosenGrad [| -1.5; 2.0 |] 60
                 List.iteri2 (fun i a b -> closeRel 1e-9 a b $"rosenbrock k = {k}, eta_min = {eta}, sign_only = {signOnly}, x{i + 1}") ours theirs
             // A zero gradient coordinate (row of zeros) stays put apart from eta_min * 0.
             let start = [ 3.0; -7.5; 0.0; 0.25 ]
             let ours = trajectory (mng 5 0.1 false) grad2x (tree1 start) 40
-            let theirs = mngReference 5 0.1 false (Array.map (fun x -> 2.0 * x)) (Array.ofList start) 40
+            let theirs = Ref.mng 5 0.1 false (Array.map (fun x -> 2.0 * x)) (Array.ofList start) 40
             List.iteri2 (fun i a b -> closeRel 1e-10 a b $"sum of squares x{i + 1}") ours theirs
 
         testCase "mng keeps its histories in the state, newest column last" <| fun () ->
@@ -162,7 +110,7 @@ let tests =
             Expect.equal rows.Length 5 "header, start and 3 steps"
             // g_0 = (-2 * 2.5 - 400 * -1.5 * (2 - 2.25), 200 * (2 - 2.25)) = (-155, -50): both move +eta_min.
             Expect.equal (rows[2].Split(',') |> Array.skip 2) [| "-1"; "2.5" |] "x1 = x0 + 0.5"
-            let expected = trajectory (mng 3 0.5 false) (onTree rosenbrockGrad) (tree1 [ -1.5; 2.0 ]) 3 |> List.last
+            let expected = trajectory (mng 3 0.5 false) (onTree rosenGrad) (tree1 [ -1.5; 2.0 ]) 3 |> List.last
             closeRel 1e-12 (rows[4].Split(',') |> Array.skip 2 |> Array.map float) expected "x3 as the library's"
             let code, _, err = cli [ "trace"; "--task"; "rosenbrock"; "--optimizer"; "mng"; "--opt"; "k=0" ]
             Expect.equal code 2 "k = 0"
@@ -216,7 +164,7 @@ let tests =
             Expect.throwsC (fun () -> NormalizedInputs.timescales (values NormalizedInputs.kMomentumsKind [ "k", "2"; "timescales", "0.5,1" ]) |> ignore) (fun e ->
                 Expect.stringContains e.Message "timescale 1" "names the bad timescale")
 
-        testPropertyWithConfig config "msadam-la (LA_c) with a one-hot weight is that Adam, step for step" <| fun (pr: Problem) ->
+        testPropertyWithConfig problemConfig "msadam-la (LA_c) with a one-hot weight is that Adam, step for step" <| fun (pr: Problem) ->
             let options = [ "variant", "c"; "lr", "0.05" ]
             for i, (_, b1, b2) in List.indexed (MultiscaleAdam.tableTimescales 6) do
                 let theta = Tree.single "la.w" (torch.tensor(Array.init 6 (fun j -> if j = i then 1.0 else 0.0), dtype = f64))
@@ -231,10 +179,10 @@ let tests =
             if w |> Array.exists (fun x -> x <> 0.0) then
                 let b = MultiscaleAdam.weights (values MultiscaleAdam.laKind (options "b")) theta |> List.map (fun r -> r.Weight)
                 Expect.all b (fun x -> x >= 0.0) "LA_b: non-negative"
-                Expect.floatClose Accuracy.veryHigh (List.sum b) 1.0 "LA_b: sum"
+                closeTo Tol.veryHigh (List.sum b) 1.0 "LA_b: sum"
             if abs (Array.sum w) > 1e-3 then
                 let a = MultiscaleAdam.weights (values MultiscaleAdam.laKind (options "a")) theta |> List.map (fun r -> r.Weight)
-                Expect.floatClose Accuracy.medium (List.sum a) 1.0 "LA_a: sum"
+                closeTo Tol.medium (List.sum a) 1.0 "LA_a: sum"
 
         testCase "multiscale adam's timescales are Table 4.1's" <| fun () ->
             let names k = MultiscaleAdam.tableTimescales k |> List.map (fun (n, _, _) -> n)
@@ -266,7 +214,7 @@ let tests =
             Expect.equal (theta64 NormalizedInputs.kTimestepsKind [] 0).["mlp.w2"].shape [| 50L; 12L |] "50 ReLU units, 2 sign + 10 magnitude logits"
 
         testCase "every thesis kind: a trained file round-trips and gives the same updates" <| fun () ->
-            let dir = tempDir ()
+            let dir = tempDir "thesis"
             let p = tree1 [ 1.0; -2.0; 0.5 ]
             for label, kind, options in kinds do
                 let file = Path.Combine(dir, kind.Kind + ".bin")
@@ -279,7 +227,7 @@ let tests =
             Directory.Delete(dir, true)
 
         testCase "meta-train, evaluate and inspect thesis kinds from the command line" <| fun () ->
-            let dir = tempDir ()
+            let dir = tempDir "thesis"
             let la = Path.Combine(dir, "la.bin")
             let code, out, err =
                 cli [ "meta-train"; "--kind"; "msadam-la"; "--opt"; "variant=b"; "--task"; "rosenbrock"; "--horizon"; "6"; "--window"; "3"
@@ -301,7 +249,7 @@ let tests =
             let rows = out.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun l -> l.TrimEnd('\r').Split(','))
             Expect.equal rows[0] [| "adam"; "beta1"; "beta2"; "LA_b" |] "Table 4.2's layout"
             Expect.equal (rows[1..] |> Array.map (fun r -> r[0])) [| "Adam.99"; "Adam.9"; "Adam.8"; "Adam.7"; "Adam.6"; "Adam.5" |] "one row per timescale"
-            Expect.floatClose { absolute = 1e-4; relative = 1e-4 } (rows[1..] |> Array.sumBy (fun r -> float r[3])) 1.0 "LA_b's weights sum to one"
+            closeTo { Abs = 1e-4; Rel = 1e-4 } (rows[1..] |> Array.sumBy (fun r -> float r[3])) 1.0 "LA_b's weights sum to one"
             let code, out, err = cli [ "inspect"; "--file"; kt ]
             Expect.equal code 0 $"inspect ktimesteps exit code ({err})"
             Expect.equal (out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length) 13 "Table 3.1: header and twelve histories"
@@ -326,18 +274,18 @@ let tests =
                         $"held-out meta-objective before {before}, after {after}; mean meta-loss of the first {n} episodes {first}, of the last {n} {last}"
             let sos = Synthetic.sumOfSquares 10 None
             let ms (options: (string * string) list) = [ "lr", "2" ] @ options
-            falls "ktimesteps" (metaSettings NormalizedInputs.kTimestepsKind [ "k", "5"; "eta_min", "0.1" ] sos 20 5 40 1e-2) 0.7
-            falls "ktimesteps, tanh head" (metaSettings NormalizedInputs.kTimestepsKind [ "k", "5"; "eta_min", "0.1"; "head", "tanh" ] sos 20 5 40 1e-2) 0.7
-            falls "kmomentums" (metaSettings NormalizedInputs.kMomentumsKind [ "eta_min", "0.1" ] sos 20 5 40 1e-2) 0.7
-            falls "kmomentums, x inputs, adam normalisation" (metaSettings NormalizedInputs.kMomentumsKind [ "eta_min", "0.1"; "x_inputs", "true"; "normalization", "adam" ] sos 20 5 40 1e-2) 0.7
+            falls "ktimesteps" (thesisSettings NormalizedInputs.kTimestepsKind [ "k", "5"; "eta_min", "0.1" ] sos 20 5 40 1e-2) 0.7
+            falls "ktimesteps, tanh head" (thesisSettings NormalizedInputs.kTimestepsKind [ "k", "5"; "eta_min", "0.1"; "head", "tanh" ] sos 20 5 40 1e-2) 0.7
+            falls "kmomentums" (thesisSettings NormalizedInputs.kMomentumsKind [ "eta_min", "0.1" ] sos 20 5 40 1e-2) 0.7
+            falls "kmomentums, x inputs, adam normalisation" (thesisSettings NormalizedInputs.kMomentumsKind [ "eta_min", "0.1"; "x_inputs", "true"; "normalization", "adam" ] sos 20 5 40 1e-2) 0.7
             // A random mix of the six Adams is already close to the best one here, so LA_a and LA_b
             // start from (almost) all the weight on Adam.99, the worst, and must learn to move it.
             let fromAdam99 = { MultiscaleAdam.laKind with InitTheta = fun _ _ -> Tree.single "la.w" (torch.tensor([| 1.0f; 0.01f; 0.01f; 0.01f; 0.01f; 0.01f |])) }
-            falls "msadam-la, LA_a" (metaSettings fromAdam99 (ms [ "variant", "a" ]) sos 40 10 40 1e-2) 0.8
-            falls "msadam-la, LA_b" (metaSettings fromAdam99 (ms [ "variant", "b" ]) sos 40 10 40 1e-2) 0.8
-            falls "msadam-la, LA_c" (metaSettings MultiscaleAdam.laKind (ms [ "variant", "c" ]) sos 40 10 40 1e-2) 0.8
-            falls "msadam-mlp" (metaSettings MultiscaleAdam.mlpKind (ms []) sos 40 10 60 1e-2) 0.9
-            falls "msadam-rnn, one layer" (metaSettings MultiscaleAdam.rnnKind (ms []) sos 40 20 60 1e-2) 0.9
-            falls "msadam-rnn, two layers" (metaSettings MultiscaleAdam.rnnKind (ms [ "layers", "2" ]) sos 40 20 60 1e-2) 0.9
+            falls "msadam-la, LA_a" (thesisSettings fromAdam99 (ms [ "variant", "a" ]) sos 40 10 40 1e-2) 0.8
+            falls "msadam-la, LA_b" (thesisSettings fromAdam99 (ms [ "variant", "b" ]) sos 40 10 40 1e-2) 0.8
+            falls "msadam-la, LA_c" (thesisSettings MultiscaleAdam.laKind (ms [ "variant", "c" ]) sos 40 10 40 1e-2) 0.8
+            falls "msadam-mlp" (thesisSettings MultiscaleAdam.mlpKind (ms []) sos 40 10 60 1e-2) 0.9
+            falls "msadam-rnn, one layer" (thesisSettings MultiscaleAdam.rnnKind (ms []) sos 40 20 60 1e-2) 0.9
+            falls "msadam-rnn, two layers" (thesisSettings MultiscaleAdam.rnnKind (ms [ "layers", "2" ]) sos 40 20 60 1e-2) 0.9
         ]
     ]
