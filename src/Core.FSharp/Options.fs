@@ -170,10 +170,22 @@ module Field =
           DefaultOf = fun o -> string (get o)
           Read = fun v o -> if v.IsGiven name then set o (v.Int name) else o }
 
+    /// A whole number that may be left out (None, shown in the specs as `shown`: what None means).
+    let integerOr (name: string) (shown: string) (get: 'O -> int option) (set: 'O -> int option -> 'O) (doc: string) : Field<'O> =
+        { Name = name; Type = Integer; Doc = doc
+          DefaultOf = fun o -> match get o with Some v -> string v | None -> shown
+          Read = fun v o -> if v.IsGiven name then set o (Some(v.Int name)) else o }
+
     let flag (name: string) (get: 'O -> bool) (set: 'O -> bool -> 'O) (doc: string) : Field<'O> =
         { Name = name; Type = Flag; Doc = doc
           DefaultOf = fun o -> if get o then "true" else "false"
           Read = fun v o -> if v.IsGiven name then set o (v.Bool name) else o }
+
+    /// A list of numbers, given comma-separated; None when not given (an empty text).
+    let numbers (name: string) (get: 'O -> float[] option) (set: 'O -> float[] option -> 'O) (doc: string) : Field<'O> =
+        { Name = name; Type = Numbers; Doc = doc
+          DefaultOf = fun o -> match get o with Some xs -> String.Join(",", xs |> Array.map text) | None -> ""
+          Read = fun v o -> if v.IsGiven name then set o (v.Floats name) else o }
 
     /// One of a fixed set of words, each standing for a value of the record's field.
     let word (name: string) (choices: (string * 'V) list) (get: 'O -> 'V) (set: 'O -> 'V -> 'O) (doc: string) : Field<'O> =

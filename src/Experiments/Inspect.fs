@@ -42,7 +42,7 @@ module Inspect =
         let values (t: TrainedOptimizer) = LearnedOptimizer.values (Registry.findLearnedKind t.Kind) t.Options
         match kinds with
         | [ "msadam-la" ] ->
-            let tables = files |> List.map (fun (_, t) -> MultiscaleAdam.weights (values t) t.Theta)
+            let tables = files |> List.map (fun (_, t) -> MultiscaleAdam.weights (LearnedRegistration.read MultiscaleAdam.laRegistration (values t)) t.Theta)
             let adams = tables.Head |> List.map (fun r -> r.Adam, r.Beta1, r.Beta2)
             if tables |> List.exists (fun ws -> (ws |> List.map (fun r -> r.Adam, r.Beta1, r.Beta2)) <> adams) then
                 Tensors.invalidArg "file" "the files use different timescales; inspect them one at a time"
@@ -51,9 +51,9 @@ module Inspect =
                 adams |> List.mapi (fun i (n, b1, b2) ->
                     [ n; Output.num b1; Output.num b2 ] @ (tables |> List.map (fun ws -> ws[i].Weight.ToString("F5", Globalization.CultureInfo.InvariantCulture))))
             write format out header rows
-        | [ "ktimesteps" ] when files |> List.forall (fun (_, t) -> (values t).Int "k" = 5) ->
+        | [ "ktimesteps" ] when files |> List.forall (fun (_, t) -> (LearnedRegistration.read NormalizedInputs.kTimestepsRegistration (values t)).K = 5) ->
             let rows = NormalizedInputs.table31 |> List.map fst
-            let steps = files |> List.map (fun (_, t) -> NormalizedInputs.kTimestepsSteps (values t) t.Theta rows)
+            let steps = files |> List.map (fun (_, t) -> NormalizedInputs.kTimestepsSteps (LearnedRegistration.read NormalizedInputs.kTimestepsRegistration (values t)) t.Theta rows)
             let header = [ "g(t-4)"; "g(t-3)"; "g(t-2)"; "g(t-1)"; "g(t)"; "thesis" ] @ (files |> List.map (fst >> Path.GetFileName))
             let body =
                 NormalizedInputs.table31 |> List.mapi (fun i (h, thesis) ->

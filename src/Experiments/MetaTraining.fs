@@ -81,7 +81,7 @@ module MetaTraining =
             match init, s.InitAdam with
             | Some _, Some _ -> Tensors.invalidArg "init-adam" "--init and --init-adam both give the starting theta; pass one of them"
             | Some(_, t), None -> Some t.Theta
-            | None, Some lr when kind.Kind = HyperAdam.kind.Kind -> Some(HyperAdam.adamTheta values s.Seed lr 0.9 0.999 0.01)
+            | None, Some lr when kind.Kind = HyperAdam.kind.Kind -> Some(HyperAdam.adamTheta (LearnedRegistration.read HyperAdam.registration values) s.Seed lr 0.9 0.999 0.01)
             | None, Some _ -> Tensors.invalidArg "init-adam" $"--init-adam: '{kind.Kind}' has no Adam special case (only hyperadam has); drop it or start from a file with --init"
             | None, None -> None
         let settings : MetaSettings =

@@ -208,7 +208,7 @@ let tests =
             Expect.isGreaterThanOrEqual (seeds.Count - 2) 3 $"three episodes, three data orders: {seeds}"
             // Validation on a data-driven task is the loss on the validation split after the horizon.
             let v = snd r.Validations.Head
-            let opt = Optimizers.Learned.HyperAdam.create (Optimizers.Learned.LearnedOptimizer.values s.Kind s.KindOptions) r.Last.Theta
+            let opt = s.Kind.Create (Optimizers.Learned.LearnedOptimizer.values s.Kind s.KindOptions) r.Last.Theta
             let expected = [ -1001; -1002 ] |> List.averageBy (fun vs -> Optimizers.Meta.MetaTrain.validationLoss (task vs) opt s.Dtype vs s.Horizon)
             closeTo Tol.medium v expected "the mean validation-split loss after the horizon"
             // --validation-split train selects on the training split's loss instead (what Table 1's claims read)

@@ -163,7 +163,7 @@ let tests =
                 let s = { hyperAdamSettings 1 None with Window = 5; Dtype = dtype; KindOptions = [ "j", "10"; "hidden", "6"; "lr", "0.05" ] }
                 let values = LearnedOptimizer.values HyperAdam.kind s.KindOptions
                 let leaves = freshTheta s.KindOptions 3 |> Tree.map (fun t -> t.to_type dtype) |> Tree.asLeaves
-                let opt = HyperAdam.create values leaves
+                let opt = HyperAdam.kind.Create values leaves
                 let task = s.Task 1
                 let p0 = task.Init { TaskInit.Default with Seed = 1; Dtype = dtype }
                 let _, surrogate, _, _ = MetaTrain.window s task opt 0 p0 (opt.Init p0)

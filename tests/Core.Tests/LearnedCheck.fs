@@ -13,6 +13,10 @@ open Optimizers.Tests.Check
 /// The option values of a kind.
 let values (k: LearnedKind) (options: (string * string) list) = LearnedOptimizer.values k options
 
+/// The typed options record a registration reads from option texts.
+let typed (r: LearnedRegistration<'O>) (options: (string * string) list) : 'O =
+    LearnedRegistration.read r (values (LearnedRegistration.kind r) options)
+
 /// Fresh float64 meta-parameters of a kind.
 let theta64 (k: LearnedKind) (options: (string * string) list) (seed: int) =
     k.InitTheta (values k options) seed |> Tree.map (fun t -> t.to_type f64)

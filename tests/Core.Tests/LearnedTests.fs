@@ -37,7 +37,7 @@ let tests =
 
         testPropertyWithConfig problemConfig "hyperadam at adamTheta with no noise is adam at the given rate, for any J" <| fun (pr: Problem) ->
             let options = [ "j", "3"; "hidden", "4"; "lr", "0.005"; "eps", "1e-24" ]
-            let theta = HyperAdam.adamTheta (LearnedOptimizer.values HyperAdam.kind options) 7 0.03 0.9 0.999 0.0 |> Tree.map (fun t -> t.to_type f64)
+            let theta = HyperAdam.adamTheta (typed HyperAdam.registration options) 7 0.03 0.9 0.999 0.0 |> Tree.map (fun t -> t.to_type f64)
             let adam = Adam.create { Adam.defaults with Lr = Hyper.Fixed 0.03; Eps = 1e-300; EpsRoot = 1e-24 }
             // the rates pass through float32 logits: equal to about 1e-7
             List.iter2 (fun a b -> closeRel 1e-5 a b "updates") (updates (hyperAdam options theta) pr 1.0) (updates adam pr 1.0)
@@ -190,7 +190,7 @@ let tests =
                     let task = Synthetic.rosenbrock 1.0 100.0 None
                     let values = LearnedOptimizer.values HyperAdam.kind s.KindOptions
                     let leaves = freshTheta s.KindOptions 3 |> Tree.asLeaves
-                    let opt = HyperAdam.create values leaves
+                    let opt = HyperAdam.kind.Create values leaves
                     let p0 = task.Init { TaskInit.Default with Seed = 1; Dtype = f64 }
                     let s0 = opt.Init p0
                     // The reference: every loss kept in the graph with the optimizee's network, the

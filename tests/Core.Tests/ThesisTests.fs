@@ -157,11 +157,11 @@ let tests =
             closeRel 1e-12 (floats u1) [| -dx * (abs (hx[0] - hx[1]) + 0.5) |] "x_2 = x_1 - dx (x_diff + eta_min)"
 
         testCase "k momentums' timescales: the five configurations of section 3.5.2, and bad ones refused" <| fun () ->
-            let ts = NormalizedInputs.kMomentumsConfigurations |> List.map (fun (_, o) -> NormalizedInputs.timescales (values NormalizedInputs.kMomentumsKind o))
+            let ts = NormalizedInputs.kMomentumsConfigurations |> List.map (fun (_, o) -> NormalizedInputs.timescales (typed NormalizedInputs.kMomentumsRegistration o))
             Expect.equal (ts |> List.map Array.length) [ 6; 6; 6; 7; 10 ] "k"
             closeRel 1e-12 ts[2] [| 0.2; 0.358; 0.516; 0.674; 0.832; 0.99 |] "k = 6, 0.2-0.99"
             closeRel 1e-12 ts[3] (Array.init 7 (fun i -> 0.1 + 0.89 * float i / 6.0)) "k = 7, 0.1-0.99"
-            Expect.throwsC (fun () -> NormalizedInputs.timescales (values NormalizedInputs.kMomentumsKind [ "k", "2"; "timescales", "0.5,1" ]) |> ignore) (fun e ->
+            Expect.throwsC (fun () -> NormalizedInputs.timescales (typed NormalizedInputs.kMomentumsRegistration [ "k", "2"; "timescales", "0.5,1" ]) |> ignore) (fun e ->
                 Expect.stringContains e.Message "timescale 1" "names the bad timescale")
 
         testPropertyWithConfig problemConfig "msadam-la (LA_c) with a one-hot weight is that Adam, step for step" <| fun (pr: Problem) ->
@@ -177,11 +177,11 @@ let tests =
             let options variant = [ "variant", variant; "beta1s", betas; "beta2s", String.Join(",", Array.create w.Length "0.99") ]
             let theta = Tree.single "la.w" (torch.tensor(w, dtype = f64))
             if w |> Array.exists (fun x -> x <> 0.0) then
-                let b = MultiscaleAdam.weights (values MultiscaleAdam.laKind (options "b")) theta |> List.map (fun r -> r.Weight)
+                let b = MultiscaleAdam.weights (typed MultiscaleAdam.laRegistration (options "b")) theta |> List.map (fun r -> r.Weight)
                 Expect.all b (fun x -> x >= 0.0) "LA_b: non-negative"
                 closeTo Tol.veryHigh (List.sum b) 1.0 "LA_b: sum"
             if abs (Array.sum w) > 1e-3 then
-                let a = MultiscaleAdam.weights (values MultiscaleAdam.laKind (options "a")) theta |> List.map (fun r -> r.Weight)
+                let a = MultiscaleAdam.weights (typed MultiscaleAdam.laRegistration (options "a")) theta |> List.map (fun r -> r.Weight)
                 closeTo Tol.medium (List.sum a) 1.0 "LA_a: sum"
 
         testCase "multiscale adam's timescales are Table 4.1's" <| fun () ->

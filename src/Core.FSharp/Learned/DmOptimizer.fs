@@ -3,6 +3,24 @@ namespace Optimizers.Learned
 open TorchSharp
 open Optimizers
 
+/// What DMoptimizer does to the gradient before its LSTM.
+[<RequireQualifiedAccess>]
+type Preprocess =
+    /// Appendix A of the paper: two columns, a clamped log magnitude and a clamped scaled sign.
+    | LogSign
+    /// The raw gradient, one column.
+    | Raw
+
+/// Options of DMoptimizer.
+type DmOptimizerOptions =
+    { /// Units in each of the two LSTM layers.
+      Hidden: int
+      Preprocess: Preprocess
+      /// k of the log-and-sign preprocessing.
+      K: float
+      /// Output scale: the update is Scale times the network's output.
+      Scale: float }
+
 /// DMoptimizer (Andrychowicz, Denil, Gomez, Hoffman, Pfau, Schaul, Shillingford and de Freitas,
 /// "Learning to learn by gradient descent by gradient descent", NeurIPS 2016), one of the two
 /// baselines of the HyperAdam paper: a coordinate-wise two-layer LSTM, shared across all
@@ -34,37 +52,38 @@ open Optimizers
 /// re-implementation also uses k = 10 where the paper and DeepMind's code use 5 (option "k").
 module DmOptimizer =
 
-    let options : OptionSpec list =
-        [ { Name = "hidden"; Type = Integer; Default = "20"; Doc = "units in each of the two LSTM layers" }
-          { Name = "preprocess"; Type = Word; Default = "log-sign"; Doc = "gradient preprocessing: log-sign (appendix A of the paper) or none (the raw gradient)" }
-          { Name = "k"; Type = Number; Default = "5"; Doc = "k of the log-and-sign preprocessing" }
-          { Name = "scale"; Type = Number; Default = "0.1"; Doc = "output scale: the update is scale times the network's output" } ]
+    let defaults : DmOptimizerOptions = { Hidden = 20; Preprocess = Preprocess.LogSign; K = 5.0; Scale = 0.1 }
 
-    /// The preprocessings, as the option names them.
-    let preprocessings = [ "log-sign"; "none" ]
+    let validate (o: DmOptimizerOptions) =
+        if o.Hidden < 1 then Tensors.invalidArg "hidden" $"dmoptimizer: hidden = {o.Hidden} is invalid; it must be >= 1"
+        Hyper.checkFloat "dmoptimizer" "k" (fun v -> v > 0.0) "> 0" o.K
+        Hyper.checkFloat "dmoptimizer" "scale" (fun v -> v > 0.0) "> 0" o.Scale
+
+    let fields : Field<DmOptimizerOptions> list =
+        [ Field.integer "hidden" (fun o -> o.Hidden) (fun o v -> { o with Hidden = v }) "units in each of the two LSTM layers"
+          Field.word "preprocess" [ "log-sign", Preprocess.LogSign; "none", Preprocess.Raw ] (fun o -> o.Preprocess) (fun o v -> { o with Preprocess = v })
+            "gradient preprocessing: log-sign (appendix A of the paper) or none (the raw gradient)"
+          Field.number "k" (fun o -> o.K) (fun o v -> { o with K = v }) "k of the log-and-sign preprocessing"
+          Field.number "scale" (fun o -> o.Scale) (fun o v -> { o with Scale = v }) "output scale: the update is scale times the network's output" ]
+
+    /// The columns of the LSTM's input.
+    let private inputs (o: DmOptimizerOptions) = match o.Preprocess with Preprocess.LogSign -> 2 | Preprocess.Raw -> 1
 
     /// Log-and-sign preprocessing of a flat gradient [n] into [n, 2] columns (log part, sign
     /// part), in the reference code's clamped form: (max(log(|g| + eps) / k, -1), clamp(e^k g, -1, 1)),
     /// eps the machine epsilon of g's dtype.
     let logAndSign (k: float) (g: Tensor) : Tensor =
         let eps = if g.dtype = torch.ScalarType.Float64 then 2.220446049250313e-16 else 1.1920928955078125e-07   // numpy's finfo(dtype).eps
-        let logPart = (torch.log(g.abs() + eps) / k).clamp_min(Scalar.op_Implicit -1.0)
-        let signPart = (g * exp k).clamp(Scalar.op_Implicit -1.0, Scalar.op_Implicit 1.0)
+        // owned Scalars (Tensors.withScalar): an implicit one can be finalized during the native call
+        let logPart = Tensors.withScalar (fun x lo -> x.clamp_min lo) (torch.log(g.abs() + eps) / k) -1.0
+        let signPart = Tensors.withScalar (fun x lo -> Tensors.withScalar (fun x hi -> x.clamp(lo, hi)) x 1.0) (g * exp k) -1.0
         torch.stack([| logPart; signPart |], 1L)
-
-    let private settings (o: OptionValues) =
-        let h = o.Int "hidden"
-        if h < 1 then Tensors.invalidArg "hidden" $"dmoptimizer: hidden = {h} is invalid; it must be >= 1"
-        let pre = o.Word("preprocess", preprocessings)
-        let k = o.Float "k"
-        Hyper.checkFloat "dmoptimizer" "k" (fun v -> v > 0.0) "> 0" k
-        let inputs = if pre = "log-sign" then 2 else 1
-        h, pre, k, inputs
 
     /// Fresh Theta, initialised as the reference code does (truncated normal, std 1 / sqrt(fan-in),
     /// for kernels and biases alike).
-    let initTheta (o: OptionValues) (seed: int) : Tree =
-        let h, _, _, inputs = settings o
+    let initTheta (o: DmOptimizerOptions) (seed: int) : Tree =
+        validate o
+        let h, inputs = o.Hidden, inputs o
         let gen = LearnedOptimizer.generator seed
         let tn (fanIn: int) (shape: int list) = Cells.truncatedNormal gen (1.0 / sqrt (float fanIn)) shape
         Tree.ofSeq
@@ -76,10 +95,10 @@ module DmOptimizer =
               "out.b", tn h [ 1 ] ]
 
     /// The DMoptimizer that Theta defines.
-    let create (o: OptionValues) (theta: Tree) : Transformation =
-        let h, pre, k, inputs = settings o
-        let scale = o.Float "scale"
-        Hyper.checkFloat "dmoptimizer" "scale" (fun v -> v > 0.0) "> 0" scale
+    let create (o: DmOptimizerOptions) (theta: Tree) : Transformation =
+        validate o
+        let h, inputs, k, scale = o.Hidden, inputs o, o.K, o.Scale
+        let pre = match o.Preprocess with Preprocess.LogSign -> "log-sign" | Preprocess.Raw -> "none"
         let expect name (shape: int list) =
             let t = theta[name]
             if t.shape <> (shape |> List.map int64 |> Array.ofList) then
@@ -98,7 +117,7 @@ module DmOptimizer =
             let dtype = p.Values[0].dtype
             let th (name: string) = theta[name].``to``(dtype)
             let gFlat = (Cells.flatten g).``to``(dtype)
-            let x = if pre = "log-sign" then logAndSign k gFlat else gFlat.unsqueeze(1L)
+            let x = match o.Preprocess with Preprocess.LogSign -> logAndSign k gFlat | Preprocess.Raw -> gFlat.unsqueeze(1L)
             let h1, c1 = Cells.lstm (th "lstm1.kernel") (th "lstm1.bias") 1.0 x (cells["h1"], cells["c1"])
             let h2, c2 = Cells.lstm (th "lstm2.kernel") (th "lstm2.bias") 1.0 h1 (cells["h2"], cells["c2"])
             let d = Cells.linear (th "out.w") (th "out.b") h2
@@ -109,10 +128,14 @@ module DmOptimizer =
                 Slots = Map.ofList [ "cells", Tree.ofSeq [ "h1", h1; "c1", c1; "h2", h2; "c2", c2 ] ] }
         Transform.create name init update
 
-    let kind : LearnedKind =
+    let registration : LearnedRegistration<DmOptimizerOptions> =
         { Kind = "dmoptimizer"
           Summary = "DMoptimizer: a coordinate-wise two-layer LSTM on the log-and-sign preprocessed gradient"
           Source = "Andrychowicz et al., NeurIPS 2016 (a baseline of the HyperAdam paper)"
-          Options = options
+          Defaults = defaults
+          Fields = fields
+          Validate = validate
           InitTheta = initTheta
           Create = create }
+
+    let kind : LearnedKind = LearnedRegistration.kind registration

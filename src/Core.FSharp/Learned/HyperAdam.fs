@@ -3,6 +3,17 @@ namespace Optimizers.Learned
 open TorchSharp
 open Optimizers
 
+/// Options of HyperAdam.
+type HyperAdamOptions =
+    { /// The number J of candidate moments (decay-rate pairs).
+      J: int
+      /// Hidden size of the StateCell's FC and LSTM.
+      Hidden: int
+      /// Step size alpha.
+      Lr: float
+      /// Epsilon of the moment field.
+      Eps: float }
+
 /// HyperAdam (Wang, Sun and Xu, "HyperAdam: A Learnable Task-Adaptive Adam for Network
 /// Training", AAAI 2019; seed 000, Algorithm 2), coordinate-wise and shared across parameters,
 /// in the layout of the authors' code (ShipengWang/HyperAdam, AdamLstmAdaWeightOptModel):
@@ -22,21 +33,25 @@ open Optimizers
 /// (Theta_q = 0, b_q = 1, ELU(1) = 1) it is Adam with eps inside the square root.
 module HyperAdam =
 
-    let options : OptionSpec list =
-        [ { Name = "j"; Type = Integer; Default = "20"; Doc = "number J of candidate moments (decay-rate pairs)" }
-          { Name = "hidden"; Type = Integer; Default = "20"; Doc = "hidden size of the StateCell's FC and LSTM" }
-          { Name = "lr"; Type = Number; Default = "0.005"; Doc = "step size alpha" }
-          { Name = "eps"; Type = Number; Default = "1e-24"; Doc = "epsilon of the moment field" } ]
+    /// The paper's: J = 20, hidden 20, alpha = 0.005, eps = 1e-24.
+    let defaults : HyperAdamOptions = { J = 20; Hidden = 20; Lr = 0.005; Eps = 1e-24 }
 
-    let private sizes (o: OptionValues) =
-        let j, h = o.Int "j", o.Int "hidden"
-        if j < 1 then Tensors.invalidArg "j" $"hyperadam: j = {j} is invalid; it must be >= 1"
-        if h < 1 then Tensors.invalidArg "hidden" $"hyperadam: hidden = {h} is invalid; it must be >= 1"
-        j, h
+    let validate (o: HyperAdamOptions) =
+        if o.J < 1 then Tensors.invalidArg "j" $"hyperadam: j = {o.J} is invalid; it must be >= 1"
+        if o.Hidden < 1 then Tensors.invalidArg "hidden" $"hyperadam: hidden = {o.Hidden} is invalid; it must be >= 1"
+        Hyper.checkFloat "hyperadam" "lr" (fun v -> v > 0.0) "> 0" o.Lr
+        Hyper.checkFloat "hyperadam" "eps" (fun v -> v > 0.0) "> 0" o.Eps
+
+    let fields : Field<HyperAdamOptions> list =
+        [ Field.integer "j" (fun o -> o.J) (fun o v -> { o with J = v }) "number J of candidate moments (decay-rate pairs)"
+          Field.integer "hidden" (fun o -> o.Hidden) (fun o v -> { o with Hidden = v }) "hidden size of the StateCell's FC and LSTM"
+          Field.number "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "step size alpha"
+          Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "epsilon of the moment field" ]
 
     /// Fresh Theta: Glorot-uniform kernels and zero biases (TensorFlow's defaults, as the authors').
-    let initTheta (o: OptionValues) (seed: int) : Tree =
-        let j, h = sizes o
+    let initTheta (o: HyperAdamOptions) (seed: int) : Tree =
+        validate o
+        let j, h = o.J, o.Hidden
         let gen = LearnedOptimizer.generator seed
         Tree.ofSeq
             [ "state.fc.w", Cells.glorot gen 1 h
@@ -55,15 +70,15 @@ module HyperAdam =
     /// normalisation already makes its inputs small; Theta_q's scaled by `noise`): with noise = 0
     /// and Theta_u = 0 it is Adam exactly, and a small noise breaks the symmetry between the J
     /// candidates so that meta-training can move them apart. A start at tuned Adam for meta-training.
-    let adamTheta (o: OptionValues) (seed: int) (lr: float) (beta1: float) (beta2: float) (noise: float) : Tree =
-        let j, _ = sizes o
+    let adamTheta (o: HyperAdamOptions) (seed: int) (lr: float) (beta1: float) (beta2: float) (noise: float) : Tree =
+        let j = o.J
         let check name v = Hyper.checkFloat "hyperadam" name (fun v -> v > 0.0 && v < 1.0) "in (0, 1)" v
         check "beta1" beta1
         check "beta2" beta2
         Hyper.checkFloat "hyperadam" "lr" (fun v -> v > 0.0) "> 0" lr
         Hyper.checkFloat "hyperadam" "noise" (fun v -> v >= 0.0) ">= 0" noise
         let logit (p: float) = log (p / (1.0 - p))
-        let weight = lr / (o.Float "lr" * float j)
+        let weight = lr / (o.Lr * float j)
         initTheta o seed
         |> Tree.mapi (fun name x ->
             match name with
@@ -74,12 +89,9 @@ module HyperAdam =
             | _ -> x)
 
     /// The HyperAdam optimizer that Theta defines.
-    let create (o: OptionValues) (theta: Tree) : Transformation =
-        let j, h = sizes o
-        let alpha = o.Float "lr"
-        let eps = o.Float "eps"
-        Hyper.checkFloat "hyperadam" "lr" (fun v -> v > 0.0) "> 0" alpha
-        Hyper.checkFloat "hyperadam" "eps" (fun v -> v > 0.0) "> 0" eps
+    let create (o: HyperAdamOptions) (theta: Tree) : Transformation =
+        validate o
+        let j, h, alpha, eps = o.J, o.Hidden, o.Lr, o.Eps
         let expect name (shape: int list) =
             let t = theta[name]
             if t.shape <> (shape |> List.map int64 |> Array.ofList) then
@@ -113,10 +125,14 @@ module HyperAdam =
                 Slots = Map.ofList [ "cells", Tree.ofSeq [ "h", hNew; "c", cNew; "m", r.M; "v", r.V; "beta_hat", r.BetaHat; "gamma_hat", r.GammaHat ] ] }
         Transform.create name init update
 
-    let kind : LearnedKind =
+    let registration : LearnedRegistration<HyperAdamOptions> =
         { Kind = "hyperadam"
           Summary = "HyperAdam: J Adams with learned decay rates, combined by learned weights"
           Source = "Wang, Sun and Xu, AAAI 2019 (seed 000)"
-          Options = options
+          Defaults = defaults
+          Fields = fields
+          Validate = validate
           InitTheta = initTheta
           Create = create }
+
+    let kind : LearnedKind = LearnedRegistration.kind registration

@@ -19,6 +19,39 @@ type LearnedKind =
       /// The optimizer that Theta defines.
       Create: OptionValues -> Tree -> Transformation }
 
+/// A learned kind's registration in its own file, as `Registration` is a hand-designed
+/// optimizer's: its typed options record (defaults, fields, validation) and Theta and the
+/// optimizer from a record. `LearnedRegistration.kind` turns it into the kind the registry, the
+/// files and meta-training use, whose options arrive as text (a file keeps them so) and are read
+/// into the record once.
+type LearnedRegistration<'O> =
+    { Kind: string
+      Summary: string
+      Source: string
+      Defaults: 'O
+      Fields: Field<'O> list
+      /// Construction-time checks of the options, each failing with a message naming the option.
+      Validate: 'O -> unit
+      InitTheta: 'O -> int -> Tree
+      Create: 'O -> Tree -> Transformation }
+
+module LearnedRegistration =
+
+    /// The options record of given values: the defaults with every given option read in, validated.
+    let read (r: LearnedRegistration<'O>) (values: OptionValues) : 'O =
+        let o = Field.read r.Fields r.Defaults values
+        r.Validate o
+        o
+
+    /// The learned kind of a registration.
+    let kind (r: LearnedRegistration<'O>) : LearnedKind =
+        { Kind = r.Kind
+          Summary = r.Summary
+          Source = r.Source
+          Options = Field.specs r.Defaults r.Fields
+          InitTheta = fun v seed -> r.InitTheta (read r v) seed
+          Create = fun v theta -> r.Create (read r v) theta }
+
 /// A trained optimizer: its kind, the options it was built with, its meta-parameters, and
 /// free-form facts about how it was made (the command line, meta-iterations, losses).
 type TrainedOptimizer =

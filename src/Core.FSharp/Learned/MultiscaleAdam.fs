@@ -14,6 +14,45 @@ type TimescaleWeight =
       /// The weight applied to this Adam's step (after LA_a / LA_b normalisation).
       Weight: float }
 
+/// The options every Multiscale Adam shares: its Adams and the step.
+type MultiscaleOptions =
+    { /// The number of Adams, 5, 6 or 11 taking Table 4.1's timescales; None: 6, or as many as Beta1s.
+      K: int option
+      /// The Adams' beta1 and beta2 (overriding K's table; both or neither).
+      Beta1s: float[] option
+      Beta2s: float[] option
+      /// Learning rate eta.
+      Lr: float
+      /// The Adams' eps, outside the square root.
+      Eps: float
+      /// Standard deviation of the initial meta-parameters.
+      InitStd: float }
+
+/// How LA turns its raw weights w into the weights it applies (section 4.3.1).
+[<RequireQualifiedAccess>]
+type LaVariant =
+    /// w / sum w (LA_a)
+    | A
+    /// |w| / sum |w| (LA_b, the thesis's "LA" from then on)
+    | B
+    /// w as they are (LA_c)
+    | C
+
+/// Options of LA.
+type LaOptions =
+    { Multiscale: MultiscaleOptions
+      Variant: LaVariant
+      /// Mean of the initial weights.
+      InitMean: float }
+
+/// Options of the MLP and RNN combiners.
+type MultiscaleNetOptions =
+    { Multiscale: MultiscaleOptions
+      /// ReLU units per hidden layer.
+      Hidden: int
+      /// Recurrent layers of the RNN, 1 or 2 (the MLP has one hidden layer).
+      Layers: int }
+
 /// Multiscale Adam (Shahid, master's thesis, Freiburg 2017, seed 004, chapter 4, Algorithms 4
 /// and 5): k Adams at different timescales (beta1, beta2) run on the same gradients; O_m outputs
 /// a weighted average of their steps, and x_{t+1} = x_t - lr * sum_i w_i s_i with
@@ -70,35 +109,39 @@ module MultiscaleAdam =
 
     let private num (v: float) = v.ToString("R", Globalization.CultureInfo.InvariantCulture)
 
-    let private commonOptions : OptionSpec list =
-        [ { Name = "k"; Type = Integer; Default = "6"; Doc = "number of Adams: 5, 6 or 11 take Table 4.1's timescales" }
-          { Name = "beta1s"; Type = Numbers; Default = ""; Doc = "the Adams' beta1, comma-separated (overrides k's table; give beta2s too)" }
-          { Name = "beta2s"; Type = Numbers; Default = ""; Doc = "the Adams' beta2, comma-separated" }
-          { Name = "lr"; Type = Number; Default = "0.01"; Doc = "learning rate eta (the thesis: 1e-1 .. 5e-5; 1e-2 for the choice of k)" }
-          { Name = "eps"; Type = Number; Default = "1e-8"; Doc = "the Adams' eps, outside the square root" }
-          { Name = "init_std"; Type = Number; Default = "0.01"; Doc = "standard deviation of the initial meta-parameters (the thesis: 0.01)" } ]
+    /// The thesis's: six Adams, eta = 1e-2, eps = 1e-8, meta-parameters from N(0, 0.01).
+    let multiscaleDefaults : MultiscaleOptions = { K = None; Beta1s = None; Beta2s = None; Lr = 0.01; Eps = 1e-8; InitStd = 0.01 }
+
+    let private commonFields : Field<MultiscaleOptions> list =
+        [ Field.integerOr "k" "6" (fun o -> o.K) (fun o v -> { o with K = v }) "number of Adams: 5, 6 or 11 take Table 4.1's timescales"
+          Field.numbers "beta1s" (fun o -> o.Beta1s) (fun o v -> { o with Beta1s = v }) "the Adams' beta1, comma-separated (overrides k's table; give beta2s too)"
+          Field.numbers "beta2s" (fun o -> o.Beta2s) (fun o v -> { o with Beta2s = v }) "the Adams' beta2, comma-separated"
+          Field.number "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate eta (the thesis: 1e-1 .. 5e-5; 1e-2 for the choice of k)"
+          Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "the Adams' eps, outside the square root"
+          Field.number "init_std" (fun o -> o.InitStd) (fun o v -> { o with InitStd = v }) "standard deviation of the initial meta-parameters (the thesis: 0.01)" ]
 
     /// The Adams of these options: (name, beta1, beta2) in order.
-    let timescales (owner: string) (o: OptionValues) : (string * float * float) list =
+    let timescales (owner: string) (o: MultiscaleOptions) : (string * float * float) list =
         let ts =
-            match o.Floats "beta1s", o.Floats "beta2s" with
+            match o.Beta1s, o.Beta2s with
             | Some b1, Some b2 ->
                 if b1.Length <> b2.Length then Tensors.invalidArg "beta2s" $"{owner}: {b1.Length} beta1s but {b2.Length} beta2s"
-                let k = o.Int "k"
-                if o.IsGiven "k" && k <> b1.Length then Tensors.invalidArg "k" $"{owner}: k = {k} but {b1.Length} beta1s are given"
+                match o.K with
+                | Some k when k <> b1.Length -> Tensors.invalidArg "k" $"{owner}: k = {k} but {b1.Length} beta1s are given"
+                | _ -> ()
                 List.init b1.Length (fun i -> $"Adam({num b1[i]},{num b2[i]})", b1[i], b2[i])
-            | None, None -> tableTimescales (o.Int "k")
+            | None, None -> tableTimescales (Option.defaultValue 6 o.K)
             | _ -> Tensors.invalidArg "beta1s" $"{owner}: give both beta1s and beta2s, or neither"
         for _, b1, b2 in ts do
             Hyper.checkFloat owner "beta1s" (fun v -> v >= 0.0 && v < 1.0) "in [0, 1)" b1
             Hyper.checkFloat owner "beta2s" (fun v -> v >= 0.0 && v < 1.0) "in [0, 1)" b2
         ts
 
-    let private checkCommon (owner: string) (o: OptionValues) =
+    let private checkCommon (owner: string) (o: MultiscaleOptions) =
         let ts = timescales owner o
-        Hyper.checkFloat owner "lr" (fun v -> v >= 0.0 && not (Double.IsInfinity v)) "a finite number >= 0" (o.Float "lr")
-        Hyper.checkFloat owner "eps" (fun v -> v > 0.0) "> 0" (o.Float "eps")
-        Hyper.checkFloat owner "init_std" (fun v -> v >= 0.0) ">= 0" (o.Float "init_std")
+        Hyper.checkFloat owner "lr" (fun v -> v >= 0.0 && not (Double.IsInfinity v)) "a finite number >= 0" o.Lr
+        Hyper.checkFloat owner "eps" (fun v -> v > 0.0) "> 0" o.Eps
+        Hyper.checkFloat owner "init_std" (fun v -> v >= 0.0) ">= 0" o.InitStd
         ts
 
     /// N(mean, std) of a shape, from a generator.
@@ -124,12 +167,10 @@ module MultiscaleAdam =
     /// A Multiscale Adam transformation: `combine theta steps cells` gives the update direction
     /// [n] from the steps [n, k] and the combiner's own per-coordinate state (new cells too).
     let private create
-        (name: string) (o: OptionValues) (ts: (string * float * float) list)
+        (name: string) (o: MultiscaleOptions) (ts: (string * float * float) list)
         (initCells: Tree -> (string * Tensor) list)
         (combine: Tensor -> Tree -> Tensor * (string * Tensor) list) : Transformation =
-        let k = ts.Length
-        let lr = o.Float "lr"
-        let eps = o.Float "eps"
+        let k, lr, eps = ts.Length, o.Lr, o.Eps
         let b1s = ts |> List.map (fun (_, b, _) -> b) |> Array.ofList
         let b2s = ts |> List.map (fun (_, _, b) -> b) |> Array.ofList
         let init (p: Tree) =
@@ -151,107 +192,108 @@ module MultiscaleAdam =
 
     // ---------------------------------------------------------------- LA
 
-    let variants = [ "a"; "b"; "c" ]
-
     /// The weights that LA applies, from its raw weights w [k]: a, w / sum w; b, |w| / sum |w|; c, w.
-    let laWeights (variant: string) (w: Tensor) : Tensor =
+    let laWeights (variant: LaVariant) (w: Tensor) : Tensor =
         match variant with
-        | "a" -> w / w.sum()
-        | "b" -> let a = w.abs() in a / a.sum()
-        | _ -> w
+        | LaVariant.A -> w / w.sum()
+        | LaVariant.B -> let a = w.abs() in a / a.sum()
+        | LaVariant.C -> w
 
-    let laOptions : OptionSpec list =
-        commonOptions
-        @ [ { Name = "variant"; Type = Word; Default = "b"; Doc = "a: w / sum w (LA_a) | b: |w| / sum |w| (LA_b) | c: free weights (LA_c)" }
-            { Name = "init_mean"; Type = Number; Default = "0"; Doc = "mean of the initial weights (the thesis: 0; 1 starts LA_a at equal weights)" } ]
+    let laDefaults : LaOptions = { Multiscale = multiscaleDefaults; Variant = LaVariant.B; InitMean = 0.0 }
 
-    let initLa (o: OptionValues) (seed: int) : Tree =
-        let ts = checkCommon "msadam-la" o
-        Tree.single "la.w" (normal (LearnedOptimizer.generator seed) (o.Float "init_mean") (o.Float "init_std") [ ts.Length ])
+    let private laFields : Field<LaOptions> list =
+        (commonFields |> List.map (Field.lift (fun (o: LaOptions) -> o.Multiscale) (fun o m -> { o with Multiscale = m })))
+        @ [ Field.word "variant" [ "a", LaVariant.A; "b", LaVariant.B; "c", LaVariant.C ] (fun o -> o.Variant) (fun o v -> { o with Variant = v })
+                "a: w / sum w (LA_a) | b: |w| / sum |w| (LA_b) | c: free weights (LA_c)"
+            Field.number "init_mean" (fun o -> o.InitMean) (fun o v -> { o with InitMean = v }) "mean of the initial weights (the thesis: 0; 1 starts LA_a at equal weights)" ]
 
-    let createLa (o: OptionValues) (theta: Tree) : Transformation =
-        let ts = checkCommon "msadam-la" o
-        let variant = o.Word("variant", variants)
+    let initLa (o: LaOptions) (seed: int) : Tree =
+        let ts = checkCommon "msadam-la" o.Multiscale
+        Tree.single "la.w" (normal (LearnedOptimizer.generator seed) o.InitMean o.Multiscale.InitStd [ ts.Length ])
+
+    let createLa (o: LaOptions) (theta: Tree) : Transformation =
+        let ts = checkCommon "msadam-la" o.Multiscale
         expectShape "msadam-la" theta "la.w" [ ts.Length ]
-        create "msadam-la" o ts (fun _ -> []) (fun steps _ ->
-            let w = laWeights variant (theta["la.w"].``to``(steps.dtype, steps.device))
+        create "msadam-la" o.Multiscale ts (fun _ -> []) (fun steps _ ->
+            let w = laWeights o.Variant (theta["la.w"].``to``(steps.dtype, steps.device))
             steps.matmul(w), [])
 
     /// The weights a trained LA applies to each Adam (Tables 4.2 and 4.3).
-    let weights (o: OptionValues) (theta: Tree) : TimescaleWeight list =
-        let ts = checkCommon "msadam-la" o
-        let variant = o.Word("variant", variants)
+    let weights (o: LaOptions) (theta: Tree) : TimescaleWeight list =
+        let ts = checkCommon "msadam-la" o.Multiscale
         expectShape "msadam-la" theta "la.w" [ ts.Length ]
-        use w = laWeights variant (theta["la.w"].detach().to_type(torch.ScalarType.Float64))
+        use w = laWeights o.Variant (theta["la.w"].detach().to_type(torch.ScalarType.Float64))
         ts |> List.mapi (fun i (n, b1, b2) -> { Adam = n; Beta1 = b1; Beta2 = b2; Weight = w[int64 i].ToDouble() })
 
-    let laKind : LearnedKind =
+    let laRegistration : LearnedRegistration<LaOptions> =
         { Kind = "msadam-la"
           Summary = "Multiscale Adam, LA: a learned linear average of k Adams at the timescales of Table 4.1"
           Source = "Shahid 2017, thesis sec. 4.3.1, Algorithm 4 (seed 004)"
-          Options = laOptions
+          Defaults = laDefaults
+          Fields = laFields
+          Validate = fun o -> checkCommon "msadam-la" o.Multiscale |> ignore
           InitTheta = initLa
           Create = createLa }
 
-    // ---------------------------------------------------------------- MLP
+    let laKind : LearnedKind = LearnedRegistration.kind laRegistration
 
-    let private hiddenOption = { Name = "hidden"; Type = Integer; Default = "50"; Doc = "ReLU units per hidden layer" }
+    // ---------------------------------------------------------------- MLP and RNN
 
-    let private hiddenOf (owner: string) (o: OptionValues) =
-        let h = o.Int "hidden"
-        if h < 1 then Tensors.invalidArg "hidden" $"{owner}: hidden = {h} is invalid; it must be >= 1"
-        h
+    /// The MLP's and the RNN's defaults: 50 ReLU units, one layer.
+    let netDefaults : MultiscaleNetOptions = { Multiscale = multiscaleDefaults; Hidden = 50; Layers = 1 }
 
-    let mlpOptions : OptionSpec list = commonOptions @ [ hiddenOption ]
+    let private validateNet (owner: string) (o: MultiscaleNetOptions) =
+        checkCommon owner o.Multiscale |> ignore
+        if o.Hidden < 1 then Tensors.invalidArg "hidden" $"{owner}: hidden = {o.Hidden} is invalid; it must be >= 1"
+        if o.Layers <> 1 && o.Layers <> 2 then Tensors.invalidArg "layers" $"{owner}: layers = {o.Layers} is invalid; valid: 1, 2"
 
-    let initMlp (o: OptionValues) (seed: int) : Tree =
-        let k = (checkCommon "msadam-mlp" o).Length
-        let h = hiddenOf "msadam-mlp" o
+    let private netFields (layers: bool) : Field<MultiscaleNetOptions> list =
+        (commonFields |> List.map (Field.lift (fun (o: MultiscaleNetOptions) -> o.Multiscale) (fun o m -> { o with Multiscale = m })))
+        @ [ yield Field.integer "hidden" (fun o -> o.Hidden) (fun o v -> { o with Hidden = v }) "ReLU units per hidden layer"
+            if layers then yield Field.integer "layers" (fun o -> o.Layers) (fun o v -> { o with Layers = v }) "recurrent layers: 1 or 2" ]
+
+    let initMlp (o: MultiscaleNetOptions) (seed: int) : Tree =
+        validateNet "msadam-mlp" o
+        let k = (checkCommon "msadam-mlp" o.Multiscale).Length
+        let h = o.Hidden
         let gen = LearnedOptimizer.generator seed
-        let std = o.Float "init_std"
+        let std = o.Multiscale.InitStd
         Tree.ofSeq
             [ "mlp.w1", normal gen 0.0 std [ k; h ]
               "mlp.b1", Cells.zeros h
               "mlp.w2", normal gen 0.0 std [ h; k ]
               "mlp.b2", Cells.zeros k ]
 
-    let createMlp (o: OptionValues) (theta: Tree) : Transformation =
-        let ts = checkCommon "msadam-mlp" o
-        let k, h = ts.Length, hiddenOf "msadam-mlp" o
+    let createMlp (o: MultiscaleNetOptions) (theta: Tree) : Transformation =
+        validateNet "msadam-mlp" o
+        let ts = checkCommon "msadam-mlp" o.Multiscale
+        let k, h = ts.Length, o.Hidden
         expectShape "msadam-mlp" theta "mlp.w1" [ k; h ]
         expectShape "msadam-mlp" theta "mlp.w2" [ h; k ]
-        create "msadam-mlp" o ts (fun _ -> []) (fun steps _ ->
+        create "msadam-mlp" o.Multiscale ts (fun _ -> []) (fun steps _ ->
             let th (n: string) = theta[n].``to``(steps.dtype, steps.device)
             let hidden = torch.nn.functional.relu(Cells.linear (th "mlp.w1") (th "mlp.b1") steps)
             let w = torch.softmax(Cells.linear (th "mlp.w2") (th "mlp.b2") hidden, 1)
             (w * steps).sum(1L), [])
 
-    let mlpKind : LearnedKind =
+    let mlpRegistration : LearnedRegistration<MultiscaleNetOptions> =
         { Kind = "msadam-mlp"
           Summary = "Multiscale Adam, MLP: per-coordinate softmax weights over k Adams from an MLP of their steps"
           Source = "Shahid 2017, thesis sec. 4.3.2, Algorithm 4 (seed 004)"
-          Options = mlpOptions
+          Defaults = netDefaults
+          Fields = netFields false
+          Validate = validateNet "msadam-mlp"
           InitTheta = initMlp
           Create = createMlp }
 
-    // ---------------------------------------------------------------- RNN
+    let mlpKind : LearnedKind = LearnedRegistration.kind mlpRegistration
 
-    let rnnOptions : OptionSpec list =
-        commonOptions
-        @ [ hiddenOption
-            { Name = "layers"; Type = Integer; Default = "1"; Doc = "recurrent layers: 1 or 2" } ]
-
-    let private layersOf (o: OptionValues) =
-        match o.Int "layers" with
-        | 1 | 2 as l -> l
-        | l -> Tensors.invalidArg "layers" $"msadam-rnn: layers = {l} is invalid; valid: 1, 2"
-
-    let initRnn (o: OptionValues) (seed: int) : Tree =
-        let k = (checkCommon "msadam-rnn" o).Length
-        let h = hiddenOf "msadam-rnn" o
-        let layers = layersOf o
+    let initRnn (o: MultiscaleNetOptions) (seed: int) : Tree =
+        validateNet "msadam-rnn" o
+        let k = (checkCommon "msadam-rnn" o.Multiscale).Length
+        let h, layers = o.Hidden, o.Layers
         let gen = LearnedOptimizer.generator seed
-        let std = o.Float "init_std"
+        let std = o.Multiscale.InitStd
         Tree.ofSeq
             [ for l in 1 .. layers do
                 let inputs = if l = 1 then k else h
@@ -260,13 +302,14 @@ module MultiscaleAdam =
               yield "out.w", normal gen 0.0 std [ h; k ]
               yield "out.b", Cells.zeros k ]
 
-    let createRnn (o: OptionValues) (theta: Tree) : Transformation =
-        let ts = checkCommon "msadam-rnn" o
-        let k, h, layers = ts.Length, hiddenOf "msadam-rnn" o, layersOf o
+    let createRnn (o: MultiscaleNetOptions) (theta: Tree) : Transformation =
+        validateNet "msadam-rnn" o
+        let ts = checkCommon "msadam-rnn" o.Multiscale
+        let k, h, layers = ts.Length, o.Hidden, o.Layers
         for l in 1 .. layers do expectShape "msadam-rnn" theta $"rnn{l}.w" [ (if l = 1 then k else h) + h; h ]
         expectShape "msadam-rnn" theta "out.w" [ h; k ]
         let initCells (p: Tree) = [ for l in 1 .. layers -> $"h{l}", History.zeros p h ]
-        create "msadam-rnn" o ts initCells (fun steps cells ->
+        create "msadam-rnn" o.Multiscale ts initCells (fun steps cells ->
             let th (n: string) = theta[n].``to``(steps.dtype, steps.device)
             let top, hs =
                 List.fold (fun (input: Tensor, acc) l ->
@@ -275,10 +318,14 @@ module MultiscaleAdam =
             let w = torch.softmax(Cells.linear (th "out.w") (th "out.b") top, 1)
             (w * steps).sum(1L), hs)
 
-    let rnnKind : LearnedKind =
+    let rnnRegistration : LearnedRegistration<MultiscaleNetOptions> =
         { Kind = "msadam-rnn"
           Summary = "Multiscale Adam, RNN: per-coordinate recurrent softmax weights over k Adams, trained on unrolls of u_max steps"
           Source = "Shahid 2017, thesis sec. 4.3.3, Algorithm 5 (seed 004)"
-          Options = rnnOptions
+          Defaults = netDefaults
+          Fields = netFields true
+          Validate = validateNet "msadam-rnn"
           InitTheta = initRnn
           Create = createRnn }
+
+    let rnnKind : LearnedKind = LearnedRegistration.kind rnnRegistration

@@ -3,6 +3,18 @@ namespace Optimizers.Learned
 open TorchSharp
 open Optimizers
 
+/// Options of RNNprop.
+type RnnPropOptions =
+    { /// Units of the input FC layer and of each of the two LSTM layers.
+      Hidden: int
+      /// Step size: the update is -Lr tanh(output).
+      Lr: float
+      /// Decay rates of the inputs' first and second moments.
+      Beta1: float
+      Beta2: float
+      /// Added to sqrt(v-hat) before dividing.
+      Eps: float }
+
 /// RNNprop (Lv, Jiang and Li, "Learning Gradient Descent: Better Generalization and Longer
 /// Horizons", ICML 2017), one of the two baselines of the HyperAdam paper: a coordinate-wise
 /// RNN, shared across all coordinates of all parameters, whose inputs are Adam-normalised so
@@ -30,22 +42,27 @@ open Optimizers
 /// The meta-training tricks of the paper (random scaling, a convex term) are Meta.Tricks.
 module RnnProp =
 
-    let options : OptionSpec list =
-        [ { Name = "hidden"; Type = Integer; Default = "20"; Doc = "units of the input FC layer and of each of the two LSTM layers" }
-          { Name = "lr"; Type = Number; Default = "0.1"; Doc = "step size: the update is -lr * tanh(output)" }
-          { Name = "beta1"; Type = Number; Default = "0.95"; Doc = "decay rate of the first moment of the inputs" }
-          { Name = "beta2"; Type = Number; Default = "0.95"; Doc = "decay rate of the second moment of the inputs" }
-          { Name = "eps"; Type = Number; Default = "1e-8"; Doc = "added to sqrt(v-hat) before dividing" } ]
+    let defaults : RnnPropOptions = { Hidden = 20; Lr = 0.1; Beta1 = 0.95; Beta2 = 0.95; Eps = 1e-8 }
 
-    let private hidden (o: OptionValues) =
-        let h = o.Int "hidden"
-        if h < 1 then Tensors.invalidArg "hidden" $"rnnprop: hidden = {h} is invalid; it must be >= 1"
-        h
+    let validate (o: RnnPropOptions) =
+        if o.Hidden < 1 then Tensors.invalidArg "hidden" $"rnnprop: hidden = {o.Hidden} is invalid; it must be >= 1"
+        Hyper.checkFloat "rnnprop" "lr" (fun v -> v > 0.0) "> 0" o.Lr
+        Hyper.checkFloat "rnnprop" "beta1" (fun v -> v >= 0.0 && v < 1.0) "in [0, 1)" o.Beta1
+        Hyper.checkFloat "rnnprop" "beta2" (fun v -> v >= 0.0 && v < 1.0) "in [0, 1)" o.Beta2
+        Hyper.checkFloat "rnnprop" "eps" (fun v -> v > 0.0) "> 0" o.Eps
+
+    let fields : Field<RnnPropOptions> list =
+        [ Field.integer "hidden" (fun o -> o.Hidden) (fun o v -> { o with Hidden = v }) "units of the input FC layer and of each of the two LSTM layers"
+          Field.number "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "step size: the update is -lr * tanh(output)"
+          Field.number "beta1" (fun o -> o.Beta1) (fun o v -> { o with Beta1 = v }) "decay rate of the first moment of the inputs"
+          Field.number "beta2" (fun o -> o.Beta2) (fun o v -> { o with Beta2 = v }) "decay rate of the second moment of the inputs"
+          Field.number "eps" (fun o -> o.Eps) (fun o v -> { o with Eps = v }) "added to sqrt(v-hat) before dividing" ]
 
     /// Fresh Theta: FC layers from a truncated normal with std 0.1 and zero biases (the reference
     /// code's BasicNNOptModel), LSTM kernels Glorot uniform with zero biases (TensorFlow 1.x's).
-    let initTheta (o: OptionValues) (seed: int) : Tree =
-        let h = hidden o
+    let initTheta (o: RnnPropOptions) (seed: int) : Tree =
+        validate o
+        let h = o.Hidden
         let gen = LearnedOptimizer.generator seed
         Tree.ofSeq
             [ "in.w", Cells.truncatedNormal gen 0.1 [ 2; h ]
@@ -66,13 +83,9 @@ module RnnProp =
         torch.cat([| g / s; (m' / (1.0 - beta1 ** float t)) / s |], 1L), m', v'
 
     /// The RNNprop optimizer that Theta defines.
-    let create (o: OptionValues) (theta: Tree) : Transformation =
-        let h = hidden o
-        let lr, beta1, beta2, eps = o.Float "lr", o.Float "beta1", o.Float "beta2", o.Float "eps"
-        Hyper.checkFloat "rnnprop" "lr" (fun v -> v > 0.0) "> 0" lr
-        Hyper.checkFloat "rnnprop" "beta1" (fun v -> v >= 0.0 && v < 1.0) "in [0, 1)" beta1
-        Hyper.checkFloat "rnnprop" "beta2" (fun v -> v >= 0.0 && v < 1.0) "in [0, 1)" beta2
-        Hyper.checkFloat "rnnprop" "eps" (fun v -> v > 0.0) "> 0" eps
+    let create (o: RnnPropOptions) (theta: Tree) : Transformation =
+        validate o
+        let h, lr, beta1, beta2, eps = o.Hidden, o.Lr, o.Beta1, o.Beta2, o.Eps
         let expect name (shape: int list) =
             let t = theta[name]
             if t.shape <> (shape |> List.map int64 |> Array.ofList) then
@@ -104,10 +117,14 @@ module RnnProp =
                 Slots = Map.ofList [ "cells", Tree.ofSeq [ "m", m; "v", v; "h1", h1; "c1", c1; "h2", h2; "c2", c2 ] ] }
         Transform.create name init update
 
-    let kind : LearnedKind =
+    let registration : LearnedRegistration<RnnPropOptions> =
         { Kind = "rnnprop"
           Summary = "RNNprop: a coordinate-wise two-layer LSTM on Adam-normalised gradients, step lr * tanh"
           Source = "Lv, Jiang and Li, ICML 2017 (a baseline of the HyperAdam paper)"
-          Options = options
+          Defaults = defaults
+          Fields = fields
+          Validate = validate
           InitTheta = initTheta
           Create = create }
+
+    let kind : LearnedKind = LearnedRegistration.kind registration
