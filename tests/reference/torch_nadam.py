@@ -4,7 +4,7 @@
 Writes tests/Core.Tests/reference/nadam/<case>.csv (columns step,loss,p0,p1; step 0 is the start)
 and nadam/manifest.csv (case,options,start,source), where `options` is the option string of our
 registry's "nadam" that must reproduce the case and `start` the start point "x;y".
-The F# test (tests/Core.Tests/NAdamTorchTests.fs) reads only these files.
+The F# test (tests/Core.Tests/TorchTests.fs) reads only these files.
 
 Run from the repository root with Debian's python3-torch (1.13):
     /usr/bin/python3 tests/reference/torch_nadam.py
