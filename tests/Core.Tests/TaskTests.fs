@@ -147,7 +147,24 @@ let private dataTests =
                 File.WriteAllBytes(path, corrupt)
                 throwsOf<InvalidDataException> [ path ] (fun () -> Idx.readImages path |> ignore)
                 File.WriteAllBytes(path, good[.. good.Length / 2])
-                throwsOf<InvalidDataException> [ path ] (fun () -> Idx.readImages path |> ignore))
+                throwsOf<InvalidDataException> [ path ] (fun () -> Idx.readImages path |> ignore)
+                // GZipStream decodes complete data from some files cut or flipped in their 8-byte
+                // trailer; the reader's own check of the CRC-32 and length refuses them
+                for cut in 1 .. 8 do
+                    File.WriteAllBytes(path, good[.. good.Length - 1 - cut])
+                    throwsOf<InvalidDataException> [ path ] (fun () -> Idx.readImages path |> ignore)
+                for at in good.Length - 8 .. good.Length - 1 do
+                    let flipped = Array.copy good
+                    flipped[at] <- flipped[at] ^^^ 0x10uy
+                    File.WriteAllBytes(path, flipped)
+                    throwsOf<InvalidDataException> [ path ] (fun () -> Idx.readImages path |> ignore)
+                File.WriteAllBytes(path, good)
+                Expect.equal (Idx.readImages path).Dims [| 20; 28; 28 |] "the intact file still reads")
+
+        testCase "gzip's CRC-32 gives the standard check value" <| fun () ->
+            // CRC-32/ISO-HDLC of the ASCII digits 1..9 is 0xCBF43926 (the catalogue's check value)
+            Expect.equal (Idx.crc32 "123456789"B) 0xCBF43926u "check value"
+            Expect.equal (Idx.crc32 [||]) 0u "empty"
 
         testCase "MNIST directory: mismatched counts, bad labels and missing files are named" <| fun () ->
             withTempDir "tasks" (fun dir ->

@@ -15,11 +15,32 @@ type IdxArray =
 /// unsigned byte, the only one MNIST uses and the only one read here), the number of
 /// dimensions, then each dimension as a big-endian int32, then the data. Any problem (bad gzip,
 /// wrong magic number, truncated or oversized data) raises an InvalidDataException whose message
-/// starts with the file's path and says what is wrong. (A gzip file cut inside its 8-byte trailer
-/// still decodes to complete data, which .NET's GZipStream accepts; so does this reader.)
+/// starts with the file's path and says what is wrong. The gzip trailer (CRC-32 and length of the
+/// data) is checked here: .NET's GZipStream does not, so a file cut inside its last 8 bytes or
+/// flipped there would otherwise pass.
 module Idx =
 
     let private fail (path: string) (problem: string) : 'a = raise (InvalidDataException($"{path}: {problem}"))
+
+    let private crcTable =
+        Array.init 256 (fun n ->
+            let mutable c = uint32 n
+            for _ in 1..8 do c <- if c &&& 1u <> 0u then 0xEDB88320u ^^^ (c >>> 1) else c >>> 1
+            c)
+
+    /// The CRC-32 of gzip (ISO 3309, polynomial 0xEDB88320, reflected).
+    let crc32 (data: byte[]) : uint32 =
+        let mutable c = 0xFFFFFFFFu
+        for b in data do c <- crcTable[int ((c ^^^ uint32 b) &&& 0xFFu)] ^^^ (c >>> 8)
+        c ^^^ 0xFFFFFFFFu
+
+    /// Fail unless a single-member gzip file's trailer (CRC-32, then the data's length mod 2^32,
+    /// little-endian) matches the data it decoded to.
+    let private checkTrailer (path: string) (file: byte[]) (data: byte[]) =
+        let le (at: int) = Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(ReadOnlySpan(file, at, 4))
+        if file.Length < 18 then fail path "bad gzip data: the file is too short for gzip's header and trailer; it is truncated"
+        if le (file.Length - 4) <> uint32 data.LongLength || le (file.Length - 8) <> crc32 data then
+            fail path "bad gzip data: the trailer's CRC-32 or length does not match the data; the file is corrupt or truncated"
 
     /// The bytes of a file, gunzipped when it starts with the gzip signature.
     let readBytes (path: string) : byte[] =
@@ -33,7 +54,9 @@ module Idx =
                 use gz = new GZipStream(input, CompressionMode.Decompress)
                 use output = new MemoryStream()
                 gz.CopyTo output
-                output.ToArray()
+                let data = output.ToArray()
+                checkTrailer path bytes data
+                data
             with
             | :? InvalidDataException as e -> fail path $"bad gzip data ({e.Message}); the file is corrupt or truncated"
             | :? EndOfStreamException -> fail path "bad gzip data: the compressed stream ends early; the file is truncated"
