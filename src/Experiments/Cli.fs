@@ -5,6 +5,15 @@ open System.IO
 open Argu
 open Optimizers
 
+/// The help texts that several commands share.
+module private Usage =
+    let dtype = "float32 or float64 (default float32)"
+    let jobs = "runs in parallel (default 1)"
+    let threads = "TorchSharp threads per process (default: cores / jobs)"
+    let tensorboard = "also write TensorBoard event files, one folder per run, under this directory"
+    let quiet = "no progress and no summary"
+    let db = "results database (default results/NAME.db); finished runs in it are skipped"
+
 /// `trace` options. Names follow PyTorch; `--opt name=value` sets any other optimizer option.
 type TraceArgs =
     | [<Mandatory; Unique>] Task of name: string
@@ -34,7 +43,7 @@ type TraceArgs =
             | Lr _ -> "learning rate (default: the optimizer's)"
             | Opt _ -> "optimizer option name=value, repeatable (momentum, beta1, beta2, eps, weight_decay, ...)"
             | Steps _ -> "number of optimizer steps (default 100)"
-            | Dtype _ -> "float32 or float64 (default float32)"
+            | Dtype _ -> Usage.dtype
             | Format _ -> "csv or json (default csv)"
             | Show_Lr -> "also print the learning rate and its hypergradient (hypergradient optimizers), as last columns"
 
@@ -64,7 +73,7 @@ type SensitivityArgs =
             | Threshold _ -> "the training-loss threshold"
             | Max_Steps _ -> "iteration budget per run (default 1000)"
             | Seed _ -> "seed of the start (default 0)"
-            | Dtype _ -> "float32 or float64 (default float32)"
+            | Dtype _ -> Usage.dtype
             | Format _ -> "table or csv (default table)"
 
 /// `lr-range-test` options: the sweep of the learning rate, the task and the optimizer.
@@ -97,7 +106,7 @@ type LrRangeTestArgs =
             | Steps _ -> "number of steps of the sweep (default 100)"
             | Beta _ -> "smoothing of the loss (default 0.98)"
             | Plot _ -> "also draw the loss against the learning rate to this PNG file"
-            | Dtype _ -> "float32 or float64 (default float32)"
+            | Dtype _ -> Usage.dtype
             | Format _ -> "csv or json (default csv)"
 
 /// `meta-train` options.
@@ -158,7 +167,7 @@ type MetaTrainArgs =
             | Checkpoint _ -> "checkpoint directory; a rerun with the same settings resumes from it"
             | Checkpoint_Every _ -> "episodes between checkpoints (default 10)"
             | Seed _ -> "seed of theta and of the episodes (default 0)"
-            | Dtype _ -> "float32 or float64 (default float32)"
+            | Dtype _ -> Usage.dtype
             | Out _ -> "where to save the trained optimizer (the best theta by validation)"
             | Threads _ -> "LibTorch threads (default 1: faster for coordinate-wise optimizers here)"
             | Quiet -> "no progress bar"
@@ -185,7 +194,7 @@ type EvaluateArgs =
             | Steps _ -> "steps per run (default 100)"
             | Seeds _ -> "number of seeds (default 20); every optimizer sees the same ones, each seed its own minibatch order (data_seed = seed unless given)"
             | Validation -> "run on meta-train's validation optimizees (seeds -1001, -1002, ...) and read the loss on the validation split: for choosing among trained optimizers without touching the evaluation seeds 0, 1, ..."
-            | Dtype _ -> "float32 or float64 (default float32)"
+            | Dtype _ -> Usage.dtype
             | Format _ -> "table, csv (one line per optimizer), runs (one line per optimizer and seed, for paired comparisons) or markdown; default table"
 
 /// `inspect` options.
@@ -253,11 +262,11 @@ type RunArgs =
             match a with
             | Config _ -> "the experiment config (JSON; see docs/configs.md)"
             | Quick -> "apply the config's quick section (fewer steps and seeds: minutes on 2 cores)"
-            | Jobs _ -> "runs in parallel (default 1)"
-            | Threads _ -> "TorchSharp threads per process (default: cores / jobs)"
-            | Db _ -> "results database (default results/NAME.db); finished runs in it are skipped"
-            | Tensorboard _ -> "also write TensorBoard event files, one folder per run, under this directory"
-            | Quiet -> "no progress and no summary"
+            | Jobs _ -> Usage.jobs
+            | Threads _ -> Usage.threads
+            | Db _ -> Usage.db
+            | Tensorboard _ -> Usage.tensorboard
+            | Quiet -> Usage.quiet
             | Json -> "print the summary and the paper-vs-ours table as JSON"
 
 /// `compare` options: optimizers x tasks x learning rates x seeds, from flags.
@@ -295,16 +304,16 @@ type CompareArgs =
             | Lrs _ -> "comma-separated learning rates (default: each optimizer's own)"
             | Seeds _ -> "comma-separated seeds of the start points (default 0)"
             | Steps _ -> "optimizer steps per run (default 100)"
-            | Dtype _ -> "float32 or float64 (default float32)"
+            | Dtype _ -> Usage.dtype
             | Record_Every _ -> "record metrics every N steps (default: about 1000 points per run)"
             | Metrics _ -> "comma-separated metrics to record besides the loss: lr, param_norm, or a task's (distance, ...)"
             | Measures _ -> "comma-separated measures: " + Config.measureChoices + " (default final_loss,mean_loss)"
             | Name _ -> "name of the comparison in the database (default compare)"
-            | Jobs _ -> "runs in parallel (default 1)"
-            | Threads _ -> "TorchSharp threads per process (default: cores / jobs)"
-            | Db _ -> "results database (default results/NAME.db); finished runs in it are skipped"
-            | Tensorboard _ -> "also write TensorBoard event files, one folder per run, under this directory"
-            | Quiet -> "no progress and no summary"
+            | Jobs _ -> Usage.jobs
+            | Threads _ -> Usage.threads
+            | Db _ -> Usage.db
+            | Tensorboard _ -> Usage.tensorboard
+            | Quiet -> Usage.quiet
             | Json -> "print the summary and the table as JSON"
 
 /// `sweep` options: one shard of a config's grid, for running across machines.
@@ -325,11 +334,11 @@ type SweepArgs =
             | Config _ -> "the experiment config (JSON; see docs/configs.md)"
             | Shard _ -> "i/N: run the grid's runs whose position is i modulo N (0 <= i < N; default 0/1, the whole grid)"
             | Quick -> "apply the config's quick section"
-            | Jobs _ -> "runs in parallel (default 1)"
-            | Threads _ -> "TorchSharp threads per process (default: cores / jobs)"
+            | Jobs _ -> Usage.jobs
+            | Threads _ -> Usage.threads
             | Db _ -> "results database (default results/NAME.shard-i-of-N.db); finished runs in it are skipped"
-            | Tensorboard _ -> "also write TensorBoard event files, one folder per run, under this directory"
-            | Quiet -> "no progress and no summary"
+            | Tensorboard _ -> Usage.tensorboard
+            | Quiet -> Usage.quiet
             | Json -> "print the summary as JSON"
 
 /// `merge` options: unite the databases of shards.

@@ -272,12 +272,65 @@ module Report =
         | Some p -> (match p.Std with Some s -> $"{fmt p.Value} ± {fmt s}" | None -> fmt p.Value)
         | None -> "-"
 
+    /// A table of a report page, rendered by `markdownTable` or `htmlTable`: header, rows of cell
+    /// texts, the column shown bold (the verdict) and the one shaded in HTML (the paper's numbers).
+    type private Table = { Header: string list; Rows: string list list; Bold: int option; Shaded: int option }
+
+    let private table (header: string list) (rows: string list list) = { Header = header; Rows = rows; Bold = None; Shaded = None }
+
+    /// Paper vs ours: every comparison, the paper's number beside ours.
+    let private paperTable (d: ReportData) : Table =
+        { table [ "task"; "optimizer"; "lr"; "measure"; "paper"; "ours (mean ± std over seeds)"; "where" ]
+            [ for c in comparisons d ->
+                let where = c.Paper |> Option.map (fun p -> p.Where) |> Option.defaultValue ""
+                [ c.Task; c.Optimizer; lrText c.Lr + (if c.BestLr then "*" else ""); c.Measure.Name; paperText c.Paper; statText c.Ours; where ] ]
+          with Shaded = Some 4 }
+
+    /// The claims with both sides, the paired difference and the verdict.
+    let private claimTable (d: ReportData) : Table =
+        { table [ "claim (seed's wording)"; "where"; "task"; "measure"; "better: optimizer, lr, mean ± SE"; "worse: optimizer, lr, mean ± SE"; "paired difference ± SE"; "verdict" ]
+            [ for c in claims d ->
+                let sideText (s: ClaimSide) = $"{s.Label}, {claimLrText c s}, {summaryText s.Summary}"
+                let measure = c.Claim.Measure.Name + (if c.Claim.Sensitivity then " (range over lrs)" else "")
+                [ c.Claim.Text; c.Claim.Where; c.Claim.Task; measure; sideText c.Better; sideText c.Worse; pairedText c; c.Verdict.Text ] ]
+          with Bold = Some 7 }
+
+    /// Mean and standard error of every measure without a paper number.
+    let private errorTable (d: ReportData) : Table =
+        table [ "task"; "optimizer"; "lr"; "measure"; "mean ± SE" ]
+            [ for c in comparisons d |> List.filter (fun c -> c.Paper.IsNone) ->
+                [ c.Task; c.Optimizer; lrText c.Lr + (if c.BestLr then "*" else ""); c.Measure.Name; summaryText (Measures.summary c.Ours.Values) ] ]
+
+    /// One task and measure: optimizer x learning rate.
+    let private lrTable (d: ReportData) (g: Grid) (task: string) (m: Measure) : Table =
+        let lrs = g.Optimizers |> List.collect (fun o -> Config.lrsOf g o) |> List.distinct |> List.sortBy (fun l -> defaultArg l 0.0)
+        table ("optimizer" :: (lrs |> List.map (fun l -> "lr " + lrText l)))
+            [ for o in g.Optimizers ->
+                o.Label :: (lrs |> List.map (fun lr -> match cell d task o.Label lr with [] -> "" | runs -> statText (stat d runs m))) ]
+
+    let private markdownTable (line: string -> unit) (t: Table) =
+        let cellText (s: string) = s.Replace("|", "\\|").Replace("\n", " ")
+        let row (cells: string list) = "| " + String.Join(" | ", cells) + " |"
+        line (row t.Header)
+        line ("|" + String.replicate t.Header.Length " --- |")
+        for r in t.Rows do
+            line (row (r |> List.mapi (fun i c -> if Some i = t.Bold && c <> "" then $"**{cellText c}**" else cellText c)))
+
+    let private htmlTable (line: string -> unit) (e: string -> string) (t: Table) =
+        let th = t.Header |> List.map (fun h -> $"<th>{e h}</th>")
+        line ("<table><tr>" + String.Join("", th) + "</tr>")
+        for r in t.Rows do
+            let td i (c: string) =
+                let text = if Some i = t.Bold then $"<b>{e c}</b>" else e c
+                if Some i = t.Shaded then $"<td class=\"paper\">{text}</td>" else $"<td>{text}</td>"
+            line ("<tr>" + String.Join("", r |> List.mapi td) + "</tr>")
+        line "</table>"
+
     /// The Markdown page.
     let markdown (d: ReportData) (figures: (string * Figure list) list) : string =
         let g = grid d
         let sb = StringBuilder()
         let line (s: string) = sb.AppendLine s |> ignore
-        let cellText (s: string) = s.Replace("|", "\\|").Replace("\n", " ")
         let quick = if d.Quick then " (quick variant)" else ""
         line $"# {d.Config.Name}{quick}"
         line ""
@@ -300,12 +353,7 @@ module Report =
         line ""
         line "\"paper\" is the number published in the source (the config's `paper` section; `where` says where it is printed). \"ours\" is the mean ± standard deviation over seeds from this database. A learning rate marked * is the grid's best for that measure (the paper gave none)."
         line ""
-        line "| task | optimizer | lr | measure | paper | ours (mean ± std over seeds) | where |"
-        line "| --- | --- | --- | --- | --- | --- | --- |"
-        for c in comparisons d do
-            let lr = lrText c.Lr + (if c.BestLr then "*" else "")
-            let where = c.Paper |> Option.map (fun p -> p.Where) |> Option.defaultValue ""
-            line $"| {cellText c.Task} | {cellText c.Optimizer} | {lr} | {c.Measure.Name} | {paperText c.Paper} | {cellText (statText c.Ours)} | {cellText where} |"
+        markdownTable line (paperTable d)
         line ""
         line "## Claims"
         line ""
@@ -313,35 +361,21 @@ module Report =
         else
             line "Each claim of the seed says that one optimizer beats another on a measure. Per seed (each seed has its own start and, on data tasks, its own minibatch order), the difference is taken so that a positive value supports the claim (a lower loss, a higher accuracy, or for a sensitivity claim a smaller range of the measure over the learning rates); the verdict is \"holds\" when the mean difference over seeds is more than 2 standard errors above 0, \"reversed\" when more than 2 below, else \"not significant\" (docs/configs.md, \"Claims\"). Values are mean ± standard error over seeds."
             line ""
-            line "| claim (seed's wording) | where | task | measure | better: optimizer, lr, mean ± SE | worse: optimizer, lr, mean ± SE | paired difference ± SE | verdict |"
-            line "| --- | --- | --- | --- | --- | --- | --- | --- |"
-            for c in claims d do
-                let sideText (s: ClaimSide) = $"{s.Label}, {claimLrText c s}, {summaryText s.Summary}"
-                let measure = c.Claim.Measure.Name + (if c.Claim.Sensitivity then " (range over lrs)" else "")
-                line $"| {cellText c.Claim.Text} | {cellText c.Claim.Where} | {cellText c.Claim.Task} | {measure} | {cellText (sideText c.Better)} | {cellText (sideText c.Worse)} | {pairedText c} | **{c.Verdict.Text}** |"
+            markdownTable line (claimTable d)
         line ""
         line "## Mean and standard error over seeds"
         line ""
         line "Every measure of every optimizer at its best learning rate for that measure (*) or its only one: mean ± standard error of the mean over seeds (n: seeds with a value)."
         line ""
-        line "| task | optimizer | lr | measure | mean ± SE |"
-        line "| --- | --- | --- | --- | --- |"
-        for c in comparisons d |> List.filter (fun c -> c.Paper.IsNone) do
-            let lr = lrText c.Lr + (if c.BestLr then "*" else "")
-            line $"| {cellText c.Task} | {cellText c.Optimizer} | {lr} | {c.Measure.Name} | {summaryText (Measures.summary c.Ours.Values)} |"
+        markdownTable line (errorTable d)
         line ""
         line "## Results by learning rate"
         for t in g.Tasks do
             for m in d.Config.Measures do
-                let lrs = g.Optimizers |> List.collect (fun o -> Config.lrsOf g o) |> List.distinct |> List.sortBy (fun l -> defaultArg l 0.0)
                 line ""
                 line $"### {t.Label}: {m.Name}"
                 line ""
-                line ("| optimizer | " + String.Join(" | ", lrs |> List.map (fun l -> "lr " + lrText l)) + " |")
-                line ("| --- |" + String.replicate lrs.Length " --- |")
-                for o in g.Optimizers do
-                    let cells = lrs |> List.map (fun lr -> match cell d t.Label o.Label lr with [] -> "" | runs -> cellText (statText (stat d runs m)))
-                    line ($"| {cellText o.Label} | " + String.Join(" | ", cells) + " |")
+                markdownTable line (lrTable d g t.Label m)
         line ""
         line "## Plots"
         for task, figs in figures do
@@ -377,38 +411,19 @@ module Report =
             line $"<p><b>Not run here: {e label}</b>: {e why}.</p>"
         line "<h2>Paper vs ours</h2>"
         line "<p>&ldquo;paper&rdquo; (shaded) is the number published in the source; &ldquo;ours&rdquo; is the mean &plusmn; standard deviation over seeds from this database. A learning rate marked * is the grid&rsquo;s best for that measure.</p>"
-        line "<table><tr><th>task</th><th>optimizer</th><th>lr</th><th>measure</th><th>paper</th><th>ours (mean ± std over seeds)</th><th>where</th></tr>"
-        for c in comparisons d do
-            let lr = lrText c.Lr + (if c.BestLr then "*" else "")
-            let where = c.Paper |> Option.map (fun p -> p.Where) |> Option.defaultValue ""
-            line $"<tr><td>{e c.Task}</td><td>{e c.Optimizer}</td><td>{lr}</td><td>{e c.Measure.Name}</td><td class=\"paper\">{e (paperText c.Paper)}</td><td>{e (statText c.Ours)}</td><td>{e where}</td></tr>"
-        line "</table>"
+        htmlTable line e (paperTable d)
         line "<h2>Claims</h2>"
         if d.Config.Claims.IsEmpty then line "<p>The config states no claims of the seed.</p>"
         else
             line "<p>Per seed, the difference is oriented so that a positive value supports the claim; verdict: &ldquo;holds&rdquo; when the mean difference over seeds exceeds 2 standard errors, &ldquo;reversed&rdquo; when it is below &minus;2 standard errors, else &ldquo;not significant&rdquo;. Values: mean &plusmn; standard error over seeds.</p>"
-            line "<table><tr><th>claim (seed's wording)</th><th>where</th><th>task</th><th>measure</th><th>better</th><th>worse</th><th>paired difference ± SE</th><th>verdict</th></tr>"
-            for c in claims d do
-                let sideText (s: ClaimSide) = $"{s.Label}, {claimLrText c s}, {summaryText s.Summary}"
-                let measure = c.Claim.Measure.Name + (if c.Claim.Sensitivity then " (range over lrs)" else "")
-                line $"<tr><td>{e c.Claim.Text}</td><td>{e c.Claim.Where}</td><td>{e c.Claim.Task}</td><td>{e measure}</td><td>{e (sideText c.Better)}</td><td>{e (sideText c.Worse)}</td><td>{e (pairedText c)}</td><td><b>{e c.Verdict.Text}</b></td></tr>"
-            line "</table>"
+            htmlTable line e (claimTable d)
         line "<h2>Mean and standard error over seeds</h2>"
-        line "<table><tr><th>task</th><th>optimizer</th><th>lr</th><th>measure</th><th>mean ± SE</th></tr>"
-        for c in comparisons d |> List.filter (fun c -> c.Paper.IsNone) do
-            let lr = lrText c.Lr + (if c.BestLr then "*" else "")
-            line $"<tr><td>{e c.Task}</td><td>{e c.Optimizer}</td><td>{lr}</td><td>{e c.Measure.Name}</td><td>{e (summaryText (Measures.summary c.Ours.Values))}</td></tr>"
-        line "</table>"
+        htmlTable line e (errorTable d)
         line "<h2>Results by learning rate</h2>"
         for t in g.Tasks do
             for m in d.Config.Measures do
-                let lrs = g.Optimizers |> List.collect (fun o -> Config.lrsOf g o) |> List.distinct |> List.sortBy (fun l -> defaultArg l 0.0)
                 line $"<h3>{e t.Label}: {e m.Name}</h3>"
-                line ("<table><tr><th>optimizer</th>" + String.Join("", lrs |> List.map (fun l -> $"<th>lr {lrText l}</th>")) + "</tr>")
-                for o in g.Optimizers do
-                    let cells = lrs |> List.map (fun lr -> match cell d t.Label o.Label lr with [] -> "<td></td>" | runs -> $"<td>{e (statText (stat d runs m))}</td>")
-                    line ($"<tr><td>{e o.Label}</td>" + String.Join("", cells) + "</tr>")
-                line "</table>"
+                htmlTable line e (lrTable d g t.Label m)
         line "<h2>Plots</h2>"
         for task, figs in figures do
             line $"<h3>{e task}</h3>"
