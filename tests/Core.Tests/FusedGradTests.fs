@@ -1,6 +1,7 @@
-/// The differentiable fused steps (Fused/AdamGrad.fs, Fused/SgdGrad.fs) against the op-by-op step
-/// they replace when a gradient flows: values and first derivatives with respect to every input
-/// and hyperparameter, on random shapes and states, and T = 100 unrolls' hypergradients.
+/// The differentiable fused steps (Fused/AdamGrad.fs, SgdGrad.fs, RmsPropGrad.fs, AdagradGrad.fs)
+/// against the op-by-op step they replace when a gradient flows: values and first derivatives with
+/// respect to every input and hyperparameter, on random shapes and states, and unrolls'
+/// hypergradients.
 module Optimizers.Tests.FusedGradTests
 
 open System
@@ -108,6 +109,99 @@ let fusedStep (t: Transformation) (g: Tree) (s: State) (p: Tree) =
     let saved = Transform.fuseGradients
     Transform.fuseGradients <- true
     try Transform.step t g s p finally Transform.fuseGradients <- saved
+
+/// Hyperparameters by name in a case's form: the tensors (float64, requiring grad) and the Hyper
+/// of a name (a number, a schedule drifting 1% a step, or its tensor).
+let hyperForms (form: HyperForm) (values: (string * float) list) =
+    let tensors = values |> List.map (fun (n, v) -> n, torch.tensor(v, dtype = f64, requires_grad = true))
+    let h (n: string) =
+        let v = values |> List.find (fun (m, _) -> m = n) |> snd
+        match form with
+        | Numbers -> Hyper.Fixed v
+        | Schedules -> Hyper.Scheduled(fun k -> v * (1.0 + 0.01 * float k))
+        | Tensors -> Hyper.Learnable(tensors |> List.find (fun (m, _) -> m = n) |> snd)
+    (if form = Tensors then List.map snd tensors else []), h
+
+/// The state of the chain's part of this kind.
+let partOf (kind: string) (s: State) = s.Children |> List.find (fun c -> c.Kind = kind)
+
+/// A state whose part `kind` has `tree` as its slot `name`.
+let withSlot (kind: string) (name: string) (tree: Tree) (s: State) =
+    { s with Children = s.Children |> List.map (fun c -> if c.Kind = kind then { c with Slots = c.Slots.Add(name, tree) } else c) }
+
+/// Parameters, gradients and a state after `c.Steps` warm-up steps of `opt` whose slots
+/// (part kind, slot name, positive) are then replaced by fresh leaves, all requiring grad.
+let setupSlots (dtype: torch.ScalarType) (c: Case) (opt: Transformation) (slots: (string * string * bool) list) =
+    use gen = new torch.Generator(uint64 c.Seed)
+    let names = c.Shapes |> List.mapi (fun i _ -> $"t{i}")
+    let make positive = Tree.ofSeq (List.zip names (c.Shapes |> List.map (leaf gen dtype c.Transposed positive)))
+    let p, g = make false, make false
+    let mutable s = opt.Init p
+    using (torch.no_grad ()) (fun _ ->
+        for _ in 1 .. c.Steps do s <- Transform.stepOps opt (make false) s p |> snd)
+    p, g, slots |> List.fold (fun s (kind, name, positive) -> withSlot kind name (make positive) s) s
+
+/// The step's values (p' and the slots) and the gradients of a random weighing of them with
+/// respect to p, g, the slots and `hyperTensors`; an input the step does not read (the momentum
+/// buffer at its first step) has zeros.
+let stepGrads (stepFn: Transformation -> Tree -> State -> Tree -> Tree * State) (opt: Transformation) (slots: (string * string) list)
+              (hyperTensors: Tensor list) (p: Tree) (g: Tree) (s: State) (seed: int) =
+    let slotValues (s: State) = slots |> List.map (fun (kind, name) -> ((partOf kind s).Slot name).Values) |> Array.concat
+    let p', s' = stepFn opt g s p
+    let outs = Array.append p'.Values (slotValues s')
+    let objective =
+        use wgen = new torch.Generator(uint64 (seed + 1))
+        outs |> Array.map (fun t -> (t * torch.randn(t.shape, dtype = t.dtype, generator = wgen)).sum()) |> Array.reduce (+)
+    let inputs = Array.concat [ p.Values; g.Values; slotValues s; Array.ofList hyperTensors ]
+    let grads = torch.autograd.grad([| objective |], inputs, allow_unused = true)
+    outs |> Array.collect (fun t -> t.detach().to_type(f64).contiguous().data<float>().ToArray()),
+    Seq.zip grads inputs
+    |> Seq.collect (fun (d: Tensor, x: Tensor) -> (if isNull d || d.IsInvalid then torch.zeros_like x else d).to_type(f64).reshape(-1L).data<float>().ToArray())
+    |> Array.ofSeq
+
+/// The fused step (through Transform.step with fuseGradients) against stepOps on one case: the
+/// fused function ran (its counter moved) exactly when every tensor is contiguous, and values and
+/// gradients agree to the tolerances.
+let fusedMatchesOps (calls: unit -> int64) (dtype: torch.ScalarType) (c: Case) (opt: Transformation) (slots: (string * string * bool) list) (hyperTensors: Tensor list) =
+    let p, g, s = setupSlots dtype c opt slots
+    let named = slots |> List.map (fun (k, n, _) -> k, n)
+    let before = calls ()
+    let fusedV, fusedG = stepGrads fusedStep opt named hyperTensors p g s c.Seed
+    Expect.equal (calls () > before) (not c.Transposed || c.Shapes |> List.forall (fun sh -> sh.Length <> 2)) "the fused function ran exactly when every tensor is contiguous"
+    let opsV, opsG = stepGrads Transform.stepOps opt named hyperTensors p g s c.Seed
+    let tolV, tolG = if dtype = f64 then 1e-12, 1e-10 else 1e-5, 1e-4
+    Expect.isLessThan (relNorm fusedV opsV) tolV "values"
+    Expect.isLessThan (relNorm fusedG opsG) tolG "gradients w.r.t. p, g, the state and the tensor hyperparameters"
+    Expect.isGreaterThan (opsG |> Array.sumBy abs) 0.0 "gradients that are not all zero"
+
+/// Run T steps of `opt` (built by `make` from its learnable hyperparameters) on sum(a x^2) and
+/// return the loss and its gradients with respect to those hyperparameters.
+let unrollHypergrads (stepFn: Transformation -> Tree -> State -> Tree -> Tree * State) (make: Tensor list -> Transformation) (values: float list) (steps: int) (seed: int) =
+    use gen = new torch.Generator(uint64 seed)
+    let a = torch.rand([| 30L |], dtype = f64, generator = gen) * 4.0 + 0.1
+    let p0 = torch.randn([| 30L |], dtype = f64, generator = gen)
+    let hs = values |> List.map (fun v -> torch.tensor(v, dtype = f64, requires_grad = true))
+    let opt = make hs
+    let mutable p = Tree.single "x" p0
+    let mutable s = opt.Init p
+    for _ in 1 .. steps do
+        let p', s' = stepFn opt (Tree.map (fun x -> 2.0 * a * x) p) s p
+        p <- p'
+        s <- s'
+    let loss = (a * p.Values[0] * p.Values[0]).sum()
+    let grads = torch.autograd.grad([| loss |], Array.ofList hs)
+    Array.append [| loss.ToDouble() |] (grads |> Seq.map (fun (t: Tensor) -> t.ToDouble()) |> Array.ofSeq)
+
+/// The T-step unroll's loss and hypergradients through the fused step (which must run at every
+/// step) equal the op-by-op ones.
+let unrollMatches (calls: unit -> int64) (make: Tensor list -> Transformation) (values: float list) (what: string) =
+    let steps = 20
+    let before = calls ()
+    let fused = unrollHypergrads fusedStep make values steps 5
+    Expect.isGreaterThanOrEqual (calls () - before) (int64 steps) "the fused step ran at every step"
+    let ops = unrollHypergrads Transform.stepOps make values steps 5
+    closeRel 1e-10 fused ops what
+    Expect.isTrue (ops |> Array.skip 1 |> Array.forall (fun x -> abs x > 1e-8)) $"hypergradients that are not trivially zero (loss and hypergradients: %A{ops})"
 
 [<Tests>]
 let tests =
@@ -245,4 +339,71 @@ let tests =
             Transform.step plain (grad2x p) (plain.Init p) p |> ignore
             Expect.equal AdamGrad.calls before "nor by default (Transform.fuseGradients off)"
             Expect.isTrue p'.Values[0].requires_grad "and still differentiable"
+
+        testPropertyWithConfig config "RMSProp, with and without momentum, float64 and float32: the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (momentum: bool) (single: bool) ->
+            use _ = torch.NewDisposeScope()
+            let tensors, h = hyperForms c.Form [ "lr", 0.01; "alpha", 0.9; "momentum", 0.8; "weight_decay", 0.03 ]
+            let opt =
+                RmsProp.create
+                    { RmsProp.defaults with
+                        Lr = h "lr"; Alpha = h "alpha"
+                        Momentum = (if momentum then h "momentum" else F 0.0)
+                        WeightDecay = (if c.WeightDecay then h "weight_decay" else F 0.0) }
+            let slots = [ yield "scale_by_rms", "square_avg", true; if momentum then yield "trace_momentum", "momentum_buffer", false ]
+            // the tensors the options hold (lr, alpha, momentum, weight_decay, in that order)
+            let held = tensors |> List.indexed |> List.filter (fun (i, _) -> i < 2 || (i = 2 && momentum) || (i = 3 && c.WeightDecay)) |> List.map snd
+            fusedMatchesOps (fun () -> RmsPropGrad.calls) (if single then torch.ScalarType.Float32 else f64) c opt slots held
+
+        testPropertyWithConfig config "Adagrad, with and without lr_decay, float64 and float32: the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (decay: bool) (single: bool) ->
+            use _ = torch.NewDisposeScope()
+            let tensors, h = hyperForms c.Form [ "lr", 0.05; "lr_decay", 0.1; "weight_decay", 0.03 ]
+            let opt =
+                Adagrad.create
+                    { Adagrad.defaults with
+                        Lr = h "lr"; InitialAccumulatorValue = 0.1
+                        LrDecay = (if decay then h "lr_decay" else F 0.0)
+                        WeightDecay = (if c.WeightDecay then h "weight_decay" else F 0.0) }
+            let held = tensors |> List.indexed |> List.filter (fun (i, _) -> i = 0 || (i = 1 && decay) || (i = 2 && c.WeightDecay)) |> List.map snd
+            fusedMatchesOps (fun () -> AdagradGrad.calls) (if single then torch.ScalarType.Float32 else f64) c opt [ "scale_by_adagrad", "sum", true ] held
+
+        testCase "RMSProp, T = 20 unrolls: the hypergradients of lr, alpha, weight_decay (plain) and lr, momentum equal the op-by-op ones" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            unrollMatches (fun () -> RmsPropGrad.calls)
+                (fun hs -> RmsProp.create { RmsProp.defaults with Lr = Hyper.Learnable hs[0]; Alpha = Hyper.Learnable hs[1]; WeightDecay = Hyper.Learnable hs[2] })
+                [ 0.01; 0.9; 0.01 ] "plain: loss, d/d lr, d/d alpha, d/d weight_decay"
+            unrollMatches (fun () -> RmsPropGrad.calls)
+                (fun hs -> RmsProp.create { RmsProp.defaults with Lr = Hyper.Learnable hs[0]; Momentum = Hyper.Learnable hs[1] })
+                [ 0.005; 0.7 ] "momentum: loss, d/d lr, d/d momentum"
+
+        testCase "Adagrad, T = 20 unroll: the hypergradients of lr, lr_decay and weight_decay equal the op-by-op ones" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            unrollMatches (fun () -> AdagradGrad.calls)
+                // an initial sum: from 0, Adagrad's steps on sum(a x^2) would not depend on weight_decay
+                // (every coordinate's gradient is a fixed multiple of x, which the root of the sum cancels)
+                (fun hs -> Adagrad.create { Adagrad.defaults with Lr = Hyper.Learnable hs[0]; LrDecay = Hyper.Learnable hs[1]; WeightDecay = Hyper.Learnable hs[2]; InitialAccumulatorValue = 0.5 })
+                [ 0.1; 0.05; 0.01 ] "loss, d/d lr, d/d lr_decay, d/d weight_decay"
+
+        testCase "centered RMSProp and non-contiguous tensors take the op-by-op step; RMSProp and Adagrad are not fused by default" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let lr = torch.tensor(0.01, dtype = f64, requires_grad = true)
+            let p = Tree.single "x" (vec [ 1.0; 2.0 ])
+            let before = RmsPropGrad.calls
+            let centered = RmsProp.create { RmsProp.defaults with Lr = Hyper.Learnable lr; Centered = true }
+            let p', _ = fusedStep centered (grad2x p) (centered.Init p) p
+            Expect.equal RmsPropGrad.calls before "not fused when centered"
+            Expect.isTrue p'.Values[0].requires_grad "and still differentiable"
+            let plain = RmsProp.create { RmsProp.defaults with Lr = Hyper.Learnable lr }
+            Transform.step plain (grad2x p) (plain.Init p) p |> ignore
+            Expect.equal RmsPropGrad.calls before "nor by default (Transform.fuseGradients off)"
+            let q = Tree.single "x" (torch.randn([| 3L; 4L |], dtype = f64).t())
+            let q', _ = fusedStep plain (grad2x q) (plain.Init q) q
+            Expect.equal RmsPropGrad.calls before "nor with a non-contiguous parameter"
+            Expect.isTrue q'.Values[0].requires_grad "which is still differentiable"
+            let adagrad = Adagrad.create { Adagrad.defaults with Lr = Hyper.Learnable lr }
+            let beforeA = AdagradGrad.calls
+            Transform.step adagrad (grad2x p) (adagrad.Init p) p |> ignore
+            fusedStep adagrad (grad2x q) (adagrad.Init q) q |> ignore
+            Expect.equal AdagradGrad.calls beforeA "Adagrad: not by default, nor with a non-contiguous parameter"
+            fusedStep adagrad (grad2x p) (adagrad.Init p) p |> ignore
+            Expect.equal AdagradGrad.calls (beforeA + 1L) "but with fuseGradients on a contiguous one"
     ]

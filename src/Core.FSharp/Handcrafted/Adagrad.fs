@@ -37,7 +37,8 @@ module Adagrad =
         Hyper.checkFloat "adagrad" "initial_accumulator_value" (fun v -> v >= 0.0 && not (System.Double.IsInfinity v)) "a finite number >= 0" o.InitialAccumulatorValue
         Hyper.checkFloat "adagrad" "eps" (fun v -> v > 0.0) "> 0" o.Eps
 
-    /// Adagrad as a transformation named "adagrad", with its fused kernel (AdagradKernel). Validates its options.
+    /// Adagrad as a transformation named "adagrad", with its fused kernel (AdagradKernel) and its
+    /// differentiable fused step (AdagradGrad). Validates its options.
     let create (o: AdagradOptions) : Transformation =
         validate o
         let wd, sums = ScaleBy.l2WeightDecay o.WeightDecay, Accumulators.adagrad o.InitialAccumulatorValue o.Eps
@@ -46,6 +47,7 @@ module Adagrad =
         let chain = Kernel.Chain("adagrad", 1, [ wd; sums; decay; lr ])
         chain.Transformation
         |> Transform.withFast [ o.Lr; o.LrDecay; o.WeightDecay ] (AdagradKernel.kernel chain wd sums decay lr o.Lr o.LrDecay o.WeightDecay o.Eps)
+        |> Transform.withDifferentiable (AdagradGrad.treeStep chain wd sums decay lr o.Lr o.LrDecay o.WeightDecay o.Eps)
 
     let fields : Field<AdagradOptions> list =
         [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"

@@ -44,7 +44,8 @@ module RmsProp =
         Hyper.checkNonNegative "rmsprop" "weight_decay" o.WeightDecay
         Hyper.checkNonNegative "rmsprop" "momentum" o.Momentum
 
-    /// RMSProp as a transformation named "rmsprop", with its fused kernel (RmsPropKernel). Validates its options.
+    /// RMSProp as a transformation named "rmsprop", with its fused kernel (RmsPropKernel) and, not
+    /// centered, its differentiable fused step (RmsPropGrad). Validates its options.
     let create (o: RmsPropOptions) : Transformation =
         validate o
         let wd, rms = ScaleBy.l2WeightDecay o.WeightDecay, Accumulators.rmsprop o.Alpha o.Eps o.Centered
@@ -54,6 +55,7 @@ module RmsProp =
         chain.Transformation
         |> Transform.withFast [ o.Lr; o.Alpha; o.Momentum; o.WeightDecay ]
             (RmsPropKernel.kernel chain wd rms moves lr o.Lr o.Alpha o.Eps o.WeightDecay o.Momentum o.Centered)
+        |> Transform.withDifferentiable (RmsPropGrad.treeStep chain wd rms moves lr o.Lr o.Alpha o.Eps o.WeightDecay o.Momentum o.Centered)
 
     let fields : Field<RmsPropOptions> list =
         [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"

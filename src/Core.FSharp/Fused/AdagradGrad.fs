@@ -1,0 +1,205 @@
+namespace Optimizers.Fused
+
+open System
+open System.Collections.Generic
+open System.Numerics
+open System.Runtime.CompilerServices
+open System.Runtime.InteropServices
+open TorchSharp
+open Optimizers
+
+/// Adagrad's step (Duchi et al. 2011, in torch.optim.Adagrad's form: Handcrafted/Adagrad.fs,
+/// Accumulators.adagrad, ScaleBy.inverseTimeDecay) as one differentiable operation, as AdamGrad is
+/// Adam's: a custom autograd function with a hand-written backward giving the gradients with
+/// respect to p, g, the sum of squares s and the hyperparameters lr, weight_decay and lr_decay
+/// (0-d tensors; eps is a constant of the rule, not differentiated). With gg = g + wd p and, at
+/// the k-th update (k = 0, 1, ...: the decay part's count), f = 1 + k lr_decay,
+///   s' = s + gg^2,   r = sqrt(s'),   d = r + eps,   q = gg / d,   p' = p - (lr / f) q
+/// and for output gradients P, S of p', s' (Q = -(lr / f) P):
+///   dd = -Q q / d,   ds' = S + dd / (2 r),   dgg = Q / d + 2 gg ds'
+///   dp = P + wd dgg,   dg = dgg,   ds = ds'
+///   dlr = -sum P q / f,   dwd = sum dgg p,   dlr_decay = k lr sum P q / f^2
+/// Every tensor contiguous on the CPU, float32 (Vector<float32> wide over the fused kernels'
+/// chunks in parallel) or float64 (element by element), else `treeStep` returns None and
+/// `Transform.step` goes op by op (`stepOps`, the reference of its tests). First-order:
+/// differentiating the backward pass again warns and gives no second derivative.
+module AdagradGrad =
+
+    /// The element's forward values: gg, s', r, d, q.
+    let inline private forwardAt sqrt wd eps p g s =
+        let gg = g + p * wd
+        let s' = s + gg * gg
+        let r = sqrt s'
+        let d = r + eps
+        struct (gg, s', r, d, gg / d)
+
+    /// One element of the backward pass: (dp, dg, ds) and the terms of the sums (P q, dgg p).
+    let inline private backwardAt sqrt wd eps negStep two half p g s dP dS =
+        let struct (gg, _, r, d, q) = forwardAt sqrt wd eps p g s
+        let dq = dP * negStep
+        let dd = -(dq * q) / d
+        let ds' = dS + dd * half / r
+        let dgg = dq / d + two * gg * ds'
+        struct (dP + dgg * wd, dgg, ds', dP * q, dgg * p)
+
+    /// The hyperparameters of one step as numbers (the loops' constants); K is the decay's count.
+    [<Struct>]
+    type private Coeffs =
+        { Lr: float; Wd: float; LrDecay: float; Eps: float; K: int }
+        /// The decay's divisor 1 + k lr_decay.
+        member c.F = 1.0 + float c.K * c.LrDecay
+        /// The signed step size -lr / f.
+        member c.NegStep = -c.Lr / c.F
+
+    /// How many times the fused function has run forward (for tests that must know it did).
+    let mutable calls = 0L
+
+    let inline private forwardLoop (c: Coeffs) conv sqrt (p: Span<'T>) (g: Span<'T>) (s: Span<'T>) (pO: Span<'T>) (sO: Span<'T>) =
+        let wd, eps, negStep = conv c.Wd, conv c.Eps, conv c.NegStep
+        for i in 0 .. p.Length - 1 do
+            let struct (_, si, _, _, q) = forwardAt sqrt wd eps p[i] g[i] s[i]
+            sO[i] <- si
+            pO[i] <- p[i] + q * negStep
+
+    /// The backward loop; returns the sums (sum P q, sum dgg p) in float64.
+    let inline private backwardLoop (c: Coeffs) conv sqrt (p: Span<'T>) (g: Span<'T>) (s: Span<'T>) (dP: Span<'T>) (dS: Span<'T>)
+                                    (dp: Span<'T>) (dg: Span<'T>) (ds: Span<'T>) =
+        let wd, eps, negStep, two, half = conv c.Wd, conv c.Eps, conv c.NegStep, conv 2.0, conv 0.5
+        let mutable sPq, sWd = 0.0, 0.0
+        for i in 0 .. p.Length - 1 do
+            let struct (xp, xg, xs, pq, w) = backwardAt sqrt wd eps negStep two half p[i] g[i] s[i] dP[i] dS[i]
+            dp[i] <- xp
+            dg[i] <- xg
+            ds[i] <- xs
+            sPq <- sPq + float pq
+            sWd <- sWd + float w
+        struct (sPq, sWd)
+
+    let private V (x: float) = Vector<float32>(float32 x)
+
+    let private vsqrt (x: Vector<float32>) = Vector.SquareRoot x
+
+    let private vectors (s: Span<float32>) = MemoryMarshal.Cast<float32, Vector<float32>> s
+
+    /// The float32 forward over one chunk, Vector<float32> wide, then the tail.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    let private forward32 (c: Coeffs) (p: Span<float32>) (g: Span<float32>) (s: Span<float32>) (pO: Span<float32>) (sO: Span<float32>) =
+        let pv = vectors p
+        let gv = vectors g
+        let sv = vectors s
+        let po = vectors pO
+        let so = vectors sO
+        let wd, eps, negStep = V c.Wd, V c.Eps, V c.NegStep
+        for k in 0 .. pv.Length - 1 do
+            let struct (_, sk, _, _, q) = forwardAt vsqrt wd eps pv[k] gv[k] sv[k]
+            so[k] <- sk
+            po[k] <- pv[k] + q * negStep
+        let tail = pv.Length * Vector<float32>.Count
+        forwardLoop c float32 MathF.Sqrt (p.Slice tail) (g.Slice tail) (s.Slice tail) (pO.Slice tail) (sO.Slice tail)
+
+    /// The float32 backward over one chunk, Vector<float32> wide, then the tail; returns the sums.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    let private backward32 (c: Coeffs) (p: Span<float32>) (g: Span<float32>) (s: Span<float32>) (dP: Span<float32>) (dS: Span<float32>)
+                           (dp: Span<float32>) (dg: Span<float32>) (ds: Span<float32>) =
+        let pv = vectors p
+        let gv = vectors g
+        let sv = vectors s
+        let dPv = vectors dP
+        let dSv = vectors dS
+        let dpv = vectors dp
+        let dgv = vectors dg
+        let dsv = vectors ds
+        let wd, eps, negStep, two, half = V c.Wd, V c.Eps, V c.NegStep, V 2.0, V 0.5
+        let mutable sPq, sWd = Vector<float32>.Zero, Vector<float32>.Zero
+        for k in 0 .. pv.Length - 1 do
+            let struct (xp, xg, xs, pq, w) = backwardAt vsqrt wd eps negStep two half pv[k] gv[k] sv[k] dPv[k] dSv[k]
+            dpv[k] <- xp
+            dgv[k] <- xg
+            dsv[k] <- xs
+            sPq <- sPq + pq
+            sWd <- sWd + w
+        let tail = pv.Length * Vector<float32>.Count
+        let struct (tPq, tWd) =
+            backwardLoop c float32 MathF.Sqrt (p.Slice tail) (g.Slice tail) (s.Slice tail) (dP.Slice tail) (dS.Slice tail)
+                (dp.Slice tail) (dg.Slice tail) (ds.Slice tail)
+        struct (float (Vector.Sum sPq) + tPq, float (Vector.Sum sWd) + tWd)
+
+    let private value (t: Tensor) = t.ToDouble()
+
+    /// The autograd function. Inputs: p, g, s (tensors of one shape and dtype), lr, wd, lr_decay
+    /// (0-d tensors), eps (a float) and k (the decay's count). Outputs p', s'.
+    type private Step() =
+        inherit torch.autograd.MultiTensorFunction<Step>()
+
+        override _.Name = "adagrad_step"
+
+        override _.forward(ctx: torch.autograd.AutogradContext, vars: obj[]) : List<Tensor> =
+            let x (k: int) = vars[k] :?> Tensor
+            let p, g, s, lr, wd, lrDecay = x 0, x 1, x 2, x 3, x 4, x 5
+            let eps, k = vars[6] :?> float, vars[7] :?> int
+            let c = { Lr = value lr; Wd = value wd; LrDecay = value lrDecay; Eps = eps; K = k }
+            Threading.Interlocked.Increment(&calls) |> ignore
+            ctx.save_for_backward(List [ p; g; s; lr; wd; lrDecay ])
+            ctx.save_data("eps", box eps)
+            ctx.save_data("k", box k)
+            let pO, sO = torch.empty_like p, torch.empty_like s
+            if p.dtype = torch.ScalarType.Float32 then
+                Kernel.forChunks [| 0, int (p.numel ()) |] (fun _ st l ->
+                    forward32 c (Kernel.span p st l) (Kernel.span g st l) (Kernel.span s st l) (Kernel.span pO st l) (Kernel.span sO st l))
+            else
+                forwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> p) (AdamGrad.spanOf<float> g) (AdamGrad.spanOf<float> s)
+                    (AdamGrad.spanOf<float> pO) (AdamGrad.spanOf<float> sO)
+            List [ pO; sO ]
+
+        override _.backward(ctx: torch.autograd.AutogradContext, grads: List<Tensor>) : List<Tensor> =
+            Kernel.warnIfDifferentiated "adagrad_step: second derivatives (create_graph) through the fused Adagrad step are not computed (its backward pass is hand-written); set Optimizers.Fused.Kernel.useSimd <- false for the op-by-op form"
+            let saved = ctx.get_saved_variables ()
+            let p, g, s, lr, wd, lrDecay = saved[0], saved[1], saved[2], saved[3], saved[4], saved[5]
+            let c = { Lr = value lr; Wd = value wd; LrDecay = value lrDecay; Eps = ctx.get_data "eps" :?> float; K = ctx.get_data "k" :?> int }
+            use _ = torch.no_grad ()
+            // the output gradients as contiguous tensors (LibTorch may hand over expanded zeros, or none)
+            let dOut k = if isNull grads[k] then torch.zeros_like p else grads[k].contiguous ()
+            let dP, dS = dOut 0, dOut 1
+            let dp, dg, ds = torch.empty_like p, torch.empty_like g, torch.empty_like s
+            let struct (sPq, sWd) =
+                if p.dtype = torch.ScalarType.Float32 then
+                    let n = int (p.numel ())
+                    let chunk = max 1024 Kernel.chunkElements
+                    let parts = Array.zeroCreate<struct (float * float)> ((n + chunk - 1) / chunk)
+                    Kernel.forChunks [| 0, n |] (fun _ st l ->
+                        parts[st / chunk] <-
+                            backward32 c (Kernel.span p st l) (Kernel.span g st l) (Kernel.span s st l) (Kernel.span dP st l) (Kernel.span dS st l)
+                                (Kernel.span dp st l) (Kernel.span dg st l) (Kernel.span ds st l))
+                    parts |> Array.fold (fun (struct (a, b)) (struct (x, y)) -> struct (a + x, b + y)) (struct (0.0, 0.0))
+                else
+                    backwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> p) (AdamGrad.spanOf<float> g) (AdamGrad.spanOf<float> s)
+                        (AdamGrad.spanOf<float> dP) (AdamGrad.spanOf<float> dS)
+                        (AdamGrad.spanOf<float> dp) (AdamGrad.spanOf<float> dg) (AdamGrad.spanOf<float> ds)
+            let f = c.F
+            let scalar (like: Tensor) (x: float) = torch.tensor(x, dtype = like.dtype, device = like.device).reshape(like.shape)
+            List [ dp; dg; ds; scalar lr (-sPq / f); scalar wd sWd; scalar lrDecay (float c.K * c.Lr * sPq / (f * f)); null; null ]
+
+    /// Adagrad's differentiable step over trees (the state of Adagrad.create's chain, whose parts
+    /// `wdPart` (add_decayed_weights), `sumsPart` (scale_by_adagrad), `decay` (identity or
+    /// scale_by_inverse_time_decay) and `lrPart` (scale_by_learning_rate) read their state), as
+    /// `Transform.stepOps` gives it, or None for tensors that are not contiguous CPU float32/float64.
+    let treeStep (chain: Kernel.Chain) (wdPart: Transformation) (sumsPart: Transformation) (decay: Transformation) (lrPart: Transformation)
+                 (lr: Hyper) (lrDecay: Hyper) (weightDecay: Hyper) (eps: float) : Tree -> State -> Tree -> (Tree * State) option =
+        let decays = not (Hyper.isZero lrDecay)
+        fun grads state parameters ->
+            let wdS, aS, dS, lrS = chain.Of(wdPart, state), chain.Of(sumsPart, state), chain.Of(decay, state), chain.Of(lrPart, state)
+            let sums = aS.Slot "sum"
+            Kernel.checkNames chain.Name parameters [ "gradients", grads; "sums of squares", sums ]
+            let tensorsOf i = [ parameters.Values[i]; grads.Values[i]; sums.Values[i] ]
+            if not (Array.forall (fun i -> AdamGrad.fusable (tensorsOf i)) [| 0 .. parameters.Count - 1 |]) then None
+            else
+                let lrT, wdT = AdamGrad.asTensor (Hyper.at lrS.Count lr), AdamGrad.asTensor (Hyper.at wdS.Count weightDecay)
+                // without decay the chain has `identity` there (no count): f = 1
+                let k = if decays then dS.Count else 0
+                let decayT = AdamGrad.asTensor (if decays then Hyper.at k lrDecay else HValue.Num 0.0)
+                let out = Array.init parameters.Count (fun i ->
+                    Step.apply(parameters.Values[i], grads.Values[i], sums.Values[i], lrT, wdT, decayT, box eps, box k))
+                let tree j = { Names = parameters.Names; Values = out |> Array.map (fun r -> r[j]) }
+                let stepped = chain.Stepped state
+                let sums' = { chain.Of(sumsPart, stepped) with Slots = Map.ofList [ "sum", tree 1 ] }
+                Some(tree 0, chain.With(sumsPart, sums', stepped))
