@@ -19,6 +19,10 @@ type ClaimResult =
       /// Seeds of the grid.
       Seeds: int
       Paired: Paired
+      /// Seeds on which the claimed-better side diverged and the other has a value (they count
+      /// against the claim), and the other way round (for it).
+      BetterDiverged: int
+      WorseDiverged: int
       Verdict: Verdict }
 
 /// Where a claim's numbers come from (the report reads them from the results database).
@@ -29,6 +33,8 @@ type ClaimSource =
       /// A run's value of a measure: task label, optimizer label, learning rate, seed. None when
       /// the run is not finished or has no value.
       Value: string -> string -> float option -> int -> Measure -> float option
+      /// Whether the run diverged: task label, optimizer label, learning rate, seed.
+      Diverged: string -> string -> float option -> int -> bool
       /// Whether any run of (task label, optimizer label) is finished.
       AnyFinished: string -> string -> bool
       /// The best learning rate of (task, optimizer) for a measure.
@@ -70,7 +76,16 @@ module Claims =
         // Sensitivity: a smaller range is better, whatever the measure.
         let higher = not c.Sensitivity && src.HigherIsBetter c.Measure
         let p = Measures.paired higher pairs
+        // A run that diverged loses to one that finished with a value (not for a sensitivity
+        // claim, whose per-seed range needs every rate's value).
+        let lostBy (side: ClaimSide) (other: ClaimSide) =
+            if c.Sensitivity then 0
+            else
+                let valued = other.Values |> List.map fst |> Set.ofList
+                src.Seeds |> List.filter (fun s -> valued.Contains s && src.Diverged c.Task side.Label side.Lr s) |> List.length
+        let betterDiverged, worseDiverged = lostBy better worse, lostBy worse better
         let verdict =
             if not (src.AnyFinished c.Task c.Better && src.AnyFinished c.Task c.Worse) then Verdict.NotRun
-            else Measures.verdict p
-        { Claim = c; Better = better; Worse = worse; Seeds = src.Seeds.Length; Paired = p; Verdict = verdict }
+            else Measures.verdictWithDivergence p betterDiverged worseDiverged
+        { Claim = c; Better = better; Worse = worse; Seeds = src.Seeds.Length; Paired = p
+          BetterDiverged = betterDiverged; WorseDiverged = worseDiverged; Verdict = verdict }

@@ -64,3 +64,17 @@ module Measures =
         if p.N < 2 || Double.IsNaN p.Mean || Double.IsInfinity p.Mean || p.Mean = 0.0 then Verdict.NotSignificant
         elif abs p.Mean > threshold * p.Se then (if p.Mean > 0.0 then Verdict.Holds else Verdict.Reversed)
         else Verdict.NotSignificant
+
+    /// The rule when on some seeds exactly one side diverged (`betterDiverged` seeds against the
+    /// claim, `worseDiverged` for it): a diverged run loses to a finished one, so such a seed
+    /// counts like a paired seed that goes its way, without a difference to average. The claim
+    /// holds when every such seed is for it and the paired seeds agree (their own verdict holds,
+    /// or every one supports the claim); it is reversed likewise the other way; with at least 2
+    /// seeds in all. Divergence on both sides, or paired seeds that disagree: not significant.
+    /// Without divergence, `verdict`.
+    let verdictWithDivergence (p: Paired) (betterDiverged: int) (worseDiverged: int) : Verdict =
+        let n = p.N + betterDiverged + worseDiverged
+        if betterDiverged = 0 && worseDiverged = 0 then verdict p
+        elif n < 2 || (betterDiverged > 0 && worseDiverged > 0) then Verdict.NotSignificant
+        elif worseDiverged > 0 then (if verdict p = Verdict.Holds || p.Holds = p.N then Verdict.Holds else Verdict.NotSignificant)
+        else (if verdict p = Verdict.Reversed || p.Holds = 0 then Verdict.Reversed else Verdict.NotSignificant)

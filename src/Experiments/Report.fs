@@ -146,6 +146,8 @@ module Report =
           Lrs = lrsOf d
           Value = fun task opt lr seed m ->
               cell d task opt lr |> List.tryFind (fun r -> r.Seed = seed) |> Option.bind (fun r -> seedValue d r m)
+          Diverged = fun task opt lr seed ->
+              cell d task opt lr |> List.exists (fun r -> r.Seed = seed && (d.Rows.TryFind r.Key |> Option.map (fun x -> x.Status)) = Some "diverged")
           AnyFinished = fun task opt -> d.Runs |> List.exists (fun r -> r.TaskLabel = task && r.OptimizerLabel = opt && finished r)
           BestLr = bestLr d
           HigherIsBetter = higherIsBetter }
@@ -169,10 +171,18 @@ module Report =
     /// The paired difference as text: "+0.012 ± 0.003, on 9 of 10 seeds".
     let pairedText (c: ClaimResult) =
         let p = c.Paired
-        if p.N = 0 then "-"
-        else
-            let sign = if p.Mean >= 0.0 then "+" else ""
-            $"{sign}{fmt p.Mean} ± {fmt p.Se}; holds on {p.Holds} of {p.N} seeds" + (if p.N < c.Seeds then $" ({c.Seeds - p.N} of {c.Seeds} without a pair)" else "")
+        let diverged =
+            [ if c.BetterDiverged > 0 then yield $"{c.Better.Label} diverged on {c.BetterDiverged} seeds where {c.Worse.Label} did not"
+              if c.WorseDiverged > 0 then yield $"{c.Worse.Label} diverged on {c.WorseDiverged} seeds where {c.Better.Label} did not" ]
+        let pairedPart =
+            if p.N = 0 then None
+            else
+                let sign = if p.Mean >= 0.0 then "+" else ""
+                let unpaired = c.Seeds - p.N - c.BetterDiverged - c.WorseDiverged
+                Some($"{sign}{fmt p.Mean} ± {fmt p.Se}; holds on {p.Holds} of {p.N} seeds" + (if unpaired > 0 then $" ({unpaired} of {c.Seeds} without a pair)" else ""))
+        match Option.toList pairedPart @ diverged with
+        | [] -> "-"
+        | parts -> String.Join("; ", parts)
 
     /// The "paper vs ours" lines: every paper value, and every (task, optimizer, measure) that
     /// has none at its best learning rate.
@@ -543,6 +553,8 @@ module Report =
                 num "diff_mean" c.Paired.Mean
                 num "diff_se" c.Paired.Se
                 w.WriteNumber("holds_on", c.Paired.Holds)
+                w.WriteNumber("better_diverged", c.BetterDiverged)
+                w.WriteNumber("worse_diverged", c.WorseDiverged)
                 w.WriteString("ours", $"{c.Better.Label} {summaryText c.Better.Summary} vs {c.Worse.Label} {summaryText c.Worse.Summary}; difference {pairedText c}")
                 w.WriteString("verdict", c.Verdict.Text)
                 w.WriteEndObject()

@@ -54,6 +54,7 @@ let private source (better: float list) (worse: float list) : ClaimSource =
     { Seeds = seeds
       Lrs = fun _ -> [ Some 0.1 ]
       Value = fun _ opt _ seed _ -> Some((if opt = "b" then better else worse)[seed])
+      Diverged = fun _ _ _ _ -> false
       AnyFinished = fun _ _ -> true
       BestLr = fun _ _ _ -> Some 0.1
       HigherIsBetter = fun m -> Report.higherIsBetter m }
@@ -82,6 +83,19 @@ let tests =
             closeTo Tol.high r.Paired.Se (sd / 2.0) "standard error of the mean difference"
             // One seed is never enough.
             Expect.equal (v [ 1.0 ] [ 2.0 ] Measure.FinalLoss) Verdict.NotSignificant "one seed"
+            // A diverged run (no value) loses to a finished one: NaN stands for divergence here.
+            let diverging (better: float list) (worse: float list) =
+                { source better worse with
+                    Value = fun _ opt _ seed _ -> let x = (if opt = "b" then better else worse)[seed] in if Double.IsNaN x then None else Some x
+                    Diverged = fun _ opt _ seed -> Double.IsNaN((if opt = "b" then better else worse)[seed]) }
+            let dv b w = Claims.evaluate (diverging b w) (claim Measure.FinalLoss)
+            Expect.equal (dv [ nan; nan; nan ] [ 1.0; 2.0; 3.0 ]).Verdict Verdict.Reversed "the claimed better diverged on every seed, the other finished"
+            Expect.equal (dv [ nan; nan; nan ] [ 1.0; 2.0; 3.0 ]).BetterDiverged 3 "counted"
+            Expect.equal (dv [ 1.0; 2.0; 3.0 ] [ nan; nan; nan ]).Verdict Verdict.Holds "the other diverged on every seed"
+            Expect.equal (dv [ 1.0; 2.0; nan ] [ 1.1; 2.1; 3.0 ]).Verdict Verdict.NotSignificant "the paired seeds for the claim, the diverged one against"
+            Expect.equal (dv [ 1.0; 2.0; 3.0; 4.0 ] [ 1.1; 2.12; 3.09; nan ]).Verdict Verdict.Holds "paired seeds for the claim and the other diverged"
+            Expect.equal (dv [ nan; 2.0 ] [ nan; 2.5 ]).Verdict Verdict.NotSignificant "both diverged on a seed: no pair there, one paired seed is not enough"
+            Expect.equal (dv [ nan; 1.0; 1.0 ] [ 1.0; nan; 1.2 ]).Verdict Verdict.NotSignificant "divergence on both sides"
             // A sensitivity claim: per seed, the range over the learning rates; the smaller wins.
             let src =
                 { source [ 0.0 ] [ 0.0 ] with
