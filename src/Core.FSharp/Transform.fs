@@ -17,8 +17,8 @@ open TorchSharp
 /// `Transform.stepInPlace` runs it over the parameters' and state's own tensors (the fast path of
 /// ordinary training); `Transform.step` runs it into new tensors whenever no gradient has to flow
 /// through the step, and otherwise `Update` op by op (a differentiable expression), or with
-/// `Transform.fuseGradients` its differentiable fused step where it has one (Fused/AdamGrad, SgdGrad,
-/// RmsPropGrad, AdagradGrad).
+/// `Transform.fuseGradients` its differentiable fused step where it has one (Fused/AdamGrad,
+/// AdamVariantsGrad for AdamW and AMSGrad, SgdGrad, RmsPropGrad, AdagradGrad).
 /// `Transform.create` and the combinators leave it None; the kernels in Fused/ set it.
 type Transformation =
     { /// The name, stored in the state's Kind and in saved files.
@@ -101,12 +101,15 @@ module Transform =
             || List.exists requires (State.tensors state)
             || k.Hypers |> List.exists (function Hyper.Learnable x -> x.requires_grad | _ -> false))
 
-    /// Whether `step` takes an optimizer's differentiable fused step (Fused/AdamGrad, SgdGrad,
-    /// RmsPropGrad, AdagradGrad) when a gradient flows through the step. Off by default: their values
-    /// and gradients equal stepOps' (tests), but they are not yet faster in every setting (measured
-    /// in the bench and on issue 15: Adam, T = 20, 1M float32 parameters, forward and backward: 188
-    /// against 257 ms op by op in 10 tensors, 364 against 244 ms in one tensor; SGD with momentum
-    /// slower in both; RMSProp and Adagrad not measured yet).
+    /// Whether `step` takes an optimizer's differentiable fused step when a gradient flows through
+    /// the step: SGD with momentum (Fused/SgdGrad), Adam (AdamGrad), AdamW with or without amsgrad
+    /// and AMSGrad with or without bias correction (AdamVariantsGrad), RMSProp not centered
+    /// (RmsPropGrad) and Adagrad (AdagradGrad); eps_root > 0 and non-contiguous tensors go op by
+    /// op. Off by default: their values and gradients equal stepOps' (tests), but they are not yet
+    /// faster in every setting (measured in the bench and on issue 15: Adam, T = 20, 1M float32
+    /// parameters, forward and backward: 188 against 257 ms op by op in 10 tensors, 364 against
+    /// 244 ms in one tensor; SGD with momentum slower in both; RMSProp, Adagrad, AdamW and AMSGrad
+    /// not measured yet).
     let mutable fuseGradients = false
 
     /// One optimizer step: new params and state, the inputs untouched. With a fused kernel and

@@ -147,15 +147,16 @@ module Bench =
 
     /// The optimizers compared (lr 1e-3, PyTorch's defaults otherwise; SGD with momentum 0.9).
     /// Adam and SGD with momentum also get the fallback and the pure path trimmed every 4 and 1;
-    /// all but AdamW the forward of their differentiable fused step against op by op.
+    /// all the forward of their differentiable fused step against op by op.
     type Family =
         | AdamFamily
         | SgdMomentum
         | AdamWFamily
         | RmsPropFamily
         | AdagradFamily
+        | AmsGradFamily
 
-        static member All = [ AdamFamily; SgdMomentum; AdamWFamily; RmsPropFamily; AdagradFamily ]
+        static member All = [ AdamFamily; SgdMomentum; AdamWFamily; RmsPropFamily; AdagradFamily; AmsGradFamily ]
         member f.Label =
             match f with
             | AdamFamily -> "adam"
@@ -163,22 +164,24 @@ module Bench =
             | AdamWFamily -> "adamw"
             | RmsPropFamily -> "rmsprop"
             | AdagradFamily -> "adagrad"
+            | AmsGradFamily -> "amsgrad"
         member f.Ours =
             let name = match f with SgdMomentum -> "momentum" | _ -> f.Label
             Registry.createOptimizer name [ "lr", "0.001" ]
         /// Every variant (fallback, pure path trimmed every 4 and 1), not only fast, torch.optim and pure.
         member f.Detailed = match f with AdamFamily | SgdMomentum -> true | _ -> false
-        /// Has a differentiable fused step (Fused/AdamGrad, SgdGrad, RmsPropGrad, AdagradGrad): the
-        /// rows of its forward with a graph recorded, fused and op by op.
-        member f.Differentiable = match f with AdamWFamily -> false | _ -> true
+        /// Has a differentiable fused step (Fused/AdamGrad, AdamVariantsGrad, SgdGrad, RmsPropGrad,
+        /// AdagradGrad): the rows of its forward with a graph recorded, fused and op by op. All do.
+        member f.Differentiable = true
         /// Bytes of memory traffic per parameter of one step (read and written once each).
-        member f.BytesPerParam = match f with AdamFamily | AdamWFamily -> 28.0 | SgdMomentum | RmsPropFamily | AdagradFamily -> 20.0
+        member f.BytesPerParam = match f with AdamFamily | AdamWFamily -> 28.0 | AmsGradFamily -> 36.0 | SgdMomentum | RmsPropFamily | AdagradFamily -> 20.0
         member f.Formula =
             match f with
             | AdamFamily | AdamWFamily -> "28 B/param: read p, g, m, v; write p, m, v"
             | SgdMomentum -> "20 B/param: read p, g, b; write p, b"
             | RmsPropFamily -> "20 B/param: read p, g, v; write p, v"
             | AdagradFamily -> "20 B/param: read p, g, s; write p, s"
+            | AmsGradFamily -> "36 B/param: read p, g, m, v, vmax; write p, m, v, vmax"
         member f.TorchName =
             match f with
             | AdamFamily -> "torch.optim.Adam"
@@ -186,6 +189,7 @@ module Bench =
             | AdamWFamily -> "torch.optim.AdamW"
             | RmsPropFamily -> "torch.optim.RMSProp"
             | AdagradFamily -> "torch.optim.Adagrad"
+            | AmsGradFamily -> "torch.optim.Adam(amsgrad=True)"
 
     let private detachTree (t: Tree) : Tree =
         for x in t.Values do x.DetachFromDisposeScope() |> ignore
@@ -263,6 +267,7 @@ module Bench =
             | AdamWFamily -> torch.optim.AdamW(ps, lr = 1e-3)
             | RmsPropFamily -> torch.optim.RMSProp(ps, lr = 1e-3)
             | AdagradFamily -> torch.optim.Adagrad(ps, lr = 1e-3)
+            | AmsGradFamily -> torch.optim.Adam(ps, lr = 1e-3, amsgrad = true)
         { Step = fun () -> opt.step () |> ignore
           Dispose = fun () ->
             opt.Dispose()

@@ -25,7 +25,8 @@ let tests =
                           "meta-training on mlp-mnist, T = 20"; "issue 10 target"; "5. adam-hd <= 1.2x adam"
                           "bandwidth kernel"; "read (sum)"; "triad"; "copy (TorchSharp copy_)"; "issue 15, 3. adam fast path <= 1.15x"
                           "differentiable fused step, forward"; "issue 15, 2. adam differentiable step"
-                          "issue 15, 2. rmsprop differentiable step"; "issue 15, 2. adagrad differentiable step" ] do
+                          "issue 15, 2. rmsprop differentiable step"; "issue 15, 2. adagrad differentiable step"
+                          "issue 15, 2. adamw differentiable step"; "issue 15, 2. amsgrad differentiable step"; "torch.optim.Adam(amsgrad=True)" ] do
                 Expect.stringContains out part "the table"))
 
         testCase "the bandwidth kernels move the bytes they claim, fastest first" <| fun () ->

@@ -1,4 +1,4 @@
-/// The differentiable fused steps (Fused/AdamGrad.fs, SgdGrad.fs, RmsPropGrad.fs, AdagradGrad.fs)
+/// The differentiable fused steps (Fused/AdamGrad.fs, AdamVariantsGrad.fs, SgdGrad.fs, RmsPropGrad.fs, AdagradGrad.fs)
 /// against the op-by-op step they replace when a gradient flows: values and first derivatives with
 /// respect to every input and hyperparameter, on random shapes and states, and unrolls'
 /// hypergradients.
@@ -46,7 +46,9 @@ let config = { FsCheckConfig.defaultConfig with maxTest = 40; arbitrary = [ type
 
 /// The hyperparameters of a case in its form, and the tensors among them (to differentiate).
 let hypers (form: HyperForm) (wd: bool) =
-    let values = [ "lr", 0.01; "beta1", 0.8; "beta2", 0.95; "weight_decay", (if wd then 0.05 else 0.0) ]
+    // beta2 0.9, not 0.95: drifting 1% a step, 0.95 passed 1 within the 6 warm-up steps (a NaN step
+    // on both sides, which the comparisons let through)
+    let values = [ "lr", 0.01; "beta1", 0.8; "beta2", 0.9; "weight_decay", (if wd then 0.05 else 0.0) ]
     let tensors = values |> List.map (fun (n, v) -> n, torch.tensor(v, dtype = f64, requires_grad = true))
     let h (n: string) (v: float) =
         match form with
@@ -172,6 +174,9 @@ let fusedMatchesOps (calls: unit -> int64) (dtype: torch.ScalarType) (c: Case) (
     let tolV, tolG = if dtype = f64 then 1e-12, 1e-10 else 1e-5, 1e-4
     Expect.isLessThan (relNorm fusedV opsV) tolV "values"
     Expect.isLessThan (relNorm fusedG opsG) tolG "gradients w.r.t. p, g, the state and the tensor hyperparameters"
+    // finite too: Expect.isLessThan passes NaN, so a NaN on both sides would go unseen
+    let total = Array.append opsV opsG |> Array.sumBy abs
+    Expect.isTrue (Double.IsFinite total) "finite values and gradients"
     Expect.isGreaterThan (opsG |> Array.sumBy abs) 0.0 "gradients that are not all zero"
 
 /// Run T steps of `opt` (built by `make` from its learnable hyperparameters) on sum(a x^2) and
@@ -203,6 +208,27 @@ let unrollMatches (calls: unit -> int64) (make: Tensor list -> Transformation) (
     closeRel 1e-10 fused ops what
     Expect.isTrue (ops |> Array.skip 1 |> Array.forall (fun x -> abs x > 1e-8)) $"hypergradients that are not trivially zero (loss and hypergradients: %A{ops})"
 
+/// AdamW (amsgrad or not) or AMSGrad (debias or not) with the hyperparameters of `h`, the
+/// tensors they hold (lr, beta1, beta2, weight_decay when `wd`) and the slots of its moments.
+let adamVariant (variant: string) (flag: bool) (wd: bool) (tensors: Tensor list) (h: string -> Hyper) =
+    let decay = if wd then h "weight_decay" else Hyper.Fixed 0.0
+    let opt, kind =
+        match variant with
+        | "adamw" ->
+            AdamW.create { AdamW.defaults with Lr = h "lr"; Beta1 = h "beta1"; Beta2 = h "beta2"; WeightDecay = decay; Amsgrad = flag },
+            (if flag then "scale_by_amsgrad" else "scale_by_adam")
+        | _ -> AmsGrad.create { AmsGrad.defaults with Lr = h "lr"; Beta1 = h "beta1"; Beta2 = h "beta2"; WeightDecay = decay; Debias = flag }, "scale_by_amsgrad"
+    let slots =
+        [ yield kind, "exp_avg", false
+          yield kind, "exp_avg_sq", true
+          if kind = "scale_by_amsgrad" then yield kind, "max_exp_avg_sq", true ]
+    let held = tensors |> List.indexed |> List.filter (fun (i, _) -> i < 3 || wd) |> List.map snd
+    opt, slots, held
+
+/// beta2 0.9: a schedule drifting 1% a step stays below 1 over the warm-up's 6 steps (0.95 would
+/// pass 1 and make the bias correction's root NaN).
+let adamVariantValues = [ "lr", 0.01; "beta1", 0.8; "beta2", 0.9; "weight_decay", 0.05 ]
+
 [<Tests>]
 let tests =
     testSequenced <| testList "fusedgrad" [
@@ -217,6 +243,7 @@ let tests =
             let opsV, opsG = run Transform.stepOps adam tensors p g s c.Seed
             Expect.isLessThan (relNorm fusedV opsV) 1e-12 "values"
             Expect.isLessThan (relNorm fusedG opsG) 1e-10 "gradients w.r.t. p, g, m, v and the tensor hyperparameters"
+            Expect.isTrue (Double.IsFinite(Array.append opsV opsG |> Array.sumBy abs)) "finite values and gradients"
 
         testPropertyWithConfig config "float32: the fused step's gradients are the op-by-op step's to float32 rounding" <| fun (c: Case) ->
             use _ = torch.NewDisposeScope()
@@ -226,6 +253,7 @@ let tests =
             let opsV, opsG = run Transform.stepOps adam tensors p g s c.Seed
             Expect.isLessThan (relNorm fusedV opsV) 1e-5 "values"
             Expect.isLessThan (relNorm fusedG opsG) 1e-4 "gradients"
+            Expect.isTrue (Double.IsFinite(Array.append opsV opsG |> Array.sumBy abs)) "finite values and gradients"
 
         testCase "T = 100 unroll: the hypergradients of lr and beta1 equal the op-by-op ones (float64)" <| fun () ->
             use _ = torch.NewDisposeScope()
@@ -406,4 +434,76 @@ let tests =
             Expect.equal AdagradGrad.calls beforeA "Adagrad: not by default, nor with a non-contiguous parameter"
             fusedStep adagrad (grad2x p) (adagrad.Init p) p |> ignore
             Expect.equal AdagradGrad.calls (beforeA + 1L) "but with fuseGradients on a contiguous one"
+
+        testPropertyWithConfig config "AdamW, with and without amsgrad, float64 and float32: the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (amsgrad: bool) (single: bool) ->
+            use _ = torch.NewDisposeScope()
+            let tensors, h = hyperForms c.Form adamVariantValues
+            let opt, slots, held = adamVariant "adamw" amsgrad c.WeightDecay tensors h
+            fusedMatchesOps (fun () -> AdamVariantsGrad.calls) (if single then torch.ScalarType.Float32 else f64) c opt slots held
+
+        testPropertyWithConfig config "AMSGrad, with and without bias correction, float64 and float32: the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (debias: bool) (single: bool) ->
+            use _ = torch.NewDisposeScope()
+            let tensors, h = hyperForms c.Form adamVariantValues
+            let opt, slots, held = adamVariant "amsgrad" debias c.WeightDecay tensors h
+            fusedMatchesOps (fun () -> AdamVariantsGrad.calls) (if single then torch.ScalarType.Float32 else f64) c opt slots held
+
+        testCase "AMSGrad at a tie vmax = v': the fused step splits the max's gradient in halves as torch.maximum does" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            for single in [ false; true ] do
+                let dtype = if single then torch.ScalarType.Float32 else f64
+                let c = { Shapes = [ [ 4; 5 ]; [ 37 ] ]; Steps = 2; Seed = 3; Form = Numbers; WeightDecay = false; Transposed = false }
+                let tensors, h = hyperForms Numbers adamVariantValues
+                let opt, slots, held = adamVariant "amsgrad" true false tensors h
+                let p, g, s = setupSlots dtype c opt slots
+                // vmax exactly v' = b2 v + (1 - b2) g^2, computed as the step computes it
+                let part = partOf "scale_by_amsgrad" s
+                let v' = using (torch.no_grad ()) (fun _ -> Optimizers.Transforms.Moments.second (HValue.Num 0.9) (part.Slot "exp_avg_sq") g)
+                let tie = Tree.map (fun (x: Tensor) -> x.detach().requires_grad_(true)) v'
+                let s = withSlot "scale_by_amsgrad" "max_exp_avg_sq" tie s
+                let named = slots |> List.map (fun (k, n, _) -> k, n)
+                let before = AdamVariantsGrad.calls
+                let fusedV, fusedG = stepGrads fusedStep opt named held p g s c.Seed
+                Expect.isGreaterThan AdamVariantsGrad.calls before "the fused function ran"
+                let opsV, opsG = stepGrads Transform.stepOps opt named held p g s c.Seed
+                let check (stepFn: Transformation -> Tree -> State -> Tree -> Tree * State) =
+                    let _, s' = stepFn opt g s p
+                    let sl = partOf "scale_by_amsgrad" s'
+                    Array.forall2 (fun (a: Tensor) (b: Tensor) -> (a.detach() - b.detach()).abs().max().ToDouble() = 0.0) (sl.Slot "exp_avg_sq").Values tie.Values
+                Expect.isTrue (check fusedStep && check Transform.stepOps) "an exact tie in both steps"
+                let tolV, tolG = if single then 1e-5, 1e-4 else 1e-12, 1e-10
+                Expect.isLessThan (relNorm fusedV opsV) tolV "values"
+                Expect.isLessThan (relNorm fusedG opsG) tolG "gradients w.r.t. p, g, m, v, vmax"
+
+        testCase "AdamW and AMSGrad, T = 20 unrolls: the hypergradients of lr, beta1 (beta2, weight_decay) equal the op-by-op ones" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let calls () = AdamVariantsGrad.calls
+            unrollMatches calls
+                (fun hs -> AdamW.create { AdamW.defaults with Lr = Hyper.Learnable hs[0]; Beta1 = Hyper.Learnable hs[1]; Beta2 = Hyper.Learnable hs[2]; WeightDecay = Hyper.Learnable hs[3] })
+                [ 0.02; 0.85; 0.95; 0.1 ] "AdamW: loss, d/d lr, d/d beta1, d/d beta2, d/d weight_decay"
+            unrollMatches calls
+                (fun hs -> AdamW.create { AdamW.defaults with Lr = Hyper.Learnable hs[0]; Beta1 = Hyper.Learnable hs[1]; Amsgrad = true })
+                [ 0.02; 0.85 ] "AdamW amsgrad: loss, d/d lr, d/d beta1"
+            unrollMatches calls
+                (fun hs -> AmsGrad.create { AmsGrad.defaults with Lr = Hyper.Learnable hs[0]; Beta1 = Hyper.Learnable hs[1]; Beta2 = Hyper.Learnable hs[2]; WeightDecay = Hyper.Learnable hs[3] })
+                [ 0.02; 0.85; 0.95; 0.01 ] "AMSGrad: loss, d/d lr, d/d beta1, d/d beta2, d/d weight_decay"
+            unrollMatches calls
+                (fun hs -> AmsGrad.create { AmsGrad.defaults with Lr = Hyper.Learnable hs[0]; Beta1 = Hyper.Learnable hs[1]; Debias = false })
+                [ 0.01; 0.85 ] "AMSGrad without bias correction: loss, d/d lr, d/d beta1"
+
+        testCase "AdamW and AMSGrad: eps_root and non-contiguous tensors take the op-by-op step, and nothing is fused by default" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let lr = torch.tensor(0.01, dtype = f64, requires_grad = true)
+            let p = Tree.single "x" (vec [ 1.0; 2.0 ])
+            let q = Tree.single "x" (torch.randn([| 3L; 4L |], dtype = f64).t())
+            let before = AdamVariantsGrad.calls
+            for opt in [ AdamW.create { AdamW.defaults with Lr = Hyper.Learnable lr }; AmsGrad.create { AmsGrad.defaults with Lr = Hyper.Learnable lr } ] do
+                Transform.step opt (grad2x p) (opt.Init p) p |> ignore
+                let q', _ = fusedStep opt (grad2x q) (opt.Init q) q
+                Expect.isTrue q'.Values[0].requires_grad "differentiable op by op"
+            for opt in [ AdamW.create { AdamW.defaults with Lr = Hyper.Learnable lr; EpsRoot = 1e-8 }; AmsGrad.create { AmsGrad.defaults with Lr = Hyper.Learnable lr; EpsRoot = 1e-8 } ] do
+                fusedStep opt (grad2x p) (opt.Init p) p |> ignore
+            Expect.equal AdamVariantsGrad.calls before "not fused by default, nor non-contiguous, nor with eps_root"
+            let adamw = AdamW.create { AdamW.defaults with Lr = Hyper.Learnable lr }
+            fusedStep adamw (grad2x p) (adamw.Init p) p |> ignore
+            Expect.equal AdamVariantsGrad.calls (before + 1L) "but with fuseGradients on a contiguous one"
     ]

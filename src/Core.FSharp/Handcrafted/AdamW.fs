@@ -39,7 +39,8 @@ module AdamW =
     let validate (o: AdamWOptions) = Adam.validateMoments "adamw" o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay
 
     /// AdamW as a transformation named "adamw", with the Adam family's fused kernel in its decoupled
-    /// form. Validates its options.
+    /// form and its differentiable fused step (AdamVariantsGrad, decoupled, with or without amsgrad,
+    /// when a gradient flows through the step). Validates its options.
     let create (o: AdamWOptions) : Transformation =
         validate o
         let moments = if o.Amsgrad then Moments.amsgrad o.Beta1 o.Beta2 o.Eps o.EpsRoot true else Moments.adam o.Beta1 o.Beta2 o.Eps o.EpsRoot
@@ -49,6 +50,9 @@ module AdamW =
         |> Transform.withFast [ o.Lr; o.Beta1; o.Beta2; o.WeightDecay ]
             (AdamKernel.kernelWith chain AdamDecay.Decoupled wd moments lr
                 { Lr = o.Lr; Beta1 = o.Beta1; Beta2 = o.Beta2; Eps = o.Eps; EpsRoot = o.EpsRoot; WeightDecay = o.WeightDecay; Amsgrad = o.Amsgrad; Debias = true })
+        |> Transform.withDifferentiable
+            (AdamVariantsGrad.treeStep chain { Decoupled = true; Amsgrad = o.Amsgrad; Debias = true } wd moments lr
+                o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay)
 
     let fields : Field<AdamWOptions> list =
         [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"

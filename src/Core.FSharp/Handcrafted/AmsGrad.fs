@@ -40,7 +40,9 @@ module AmsGrad =
 
     let validate (o: AmsGradOptions) = Adam.validateMoments "amsgrad" o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay
 
-    /// AMSGrad as a transformation named "amsgrad", with the Adam family's fused kernel. Validates its options.
+    /// AMSGrad as a transformation named "amsgrad", with the Adam family's fused kernel and its
+    /// differentiable fused step (AdamVariantsGrad, L2, when a gradient flows through the step).
+    /// Validates its options.
     let create (o: AmsGradOptions) : Transformation =
         validate o
         let wd, moments, lr = ScaleBy.l2WeightDecay o.WeightDecay, Moments.amsgrad o.Beta1 o.Beta2 o.Eps o.EpsRoot o.Debias, ScaleBy.learningRate o.Lr
@@ -49,6 +51,9 @@ module AmsGrad =
         |> Transform.withFast [ o.Lr; o.Beta1; o.Beta2; o.WeightDecay ]
             (AdamKernel.kernelWith chain AdamDecay.L2 wd moments lr
                 { Lr = o.Lr; Beta1 = o.Beta1; Beta2 = o.Beta2; Eps = o.Eps; EpsRoot = o.EpsRoot; WeightDecay = o.WeightDecay; Amsgrad = true; Debias = o.Debias })
+        |> Transform.withDifferentiable
+            (AdamVariantsGrad.treeStep chain { Decoupled = false; Amsgrad = true; Debias = o.Debias } wd moments lr
+                o.Lr o.Beta1 o.Beta2 o.Eps o.EpsRoot o.WeightDecay)
 
     let fields : Field<AmsGradOptions> list =
         [ Field.hyper "lr" (fun o -> o.Lr) (fun o v -> { o with Lr = v }) "learning rate"
