@@ -44,8 +44,9 @@ type Arbs =
 
 let config = { FsCheckConfig.defaultConfig with maxTest = 40; arbitrary = [ typeof<Arbs> ] }
 
-/// The hyperparameters of a case in its form, and the tensors among them (to differentiate).
-let hypers (form: HyperForm) (wd: bool) =
+/// The hyperparameters of a case in its form, and the tensors among them (to differentiate); Adam
+/// with the given eps_root.
+let hypersWith (epsRoot: float) (form: HyperForm) (wd: bool) =
     // beta2 0.9, not 0.95: drifting 1% a step, 0.95 passed 1 within the 6 warm-up steps (a NaN step
     // on both sides, which the comparisons let through)
     let values = [ "lr", 0.01; "beta1", 0.8; "beta2", 0.9; "weight_decay", (if wd then 0.05 else 0.0) ]
@@ -59,10 +60,13 @@ let hypers (form: HyperForm) (wd: bool) =
     let adam =
         Adam.create
             { Adam.defaults with
+                EpsRoot = epsRoot
                 Lr = h "lr" (get "lr"); Beta1 = h "beta1" (get "beta1"); Beta2 = h "beta2" (get "beta2")
                 WeightDecay = (if wd then h "weight_decay" (get "weight_decay") else Hyper.Fixed 0.0) }
     let used = tensors |> List.filter (fun (n, _) -> wd || n <> "weight_decay") |> List.map snd
     adam, (if form = Tensors then used else [])
+
+let hypers = hypersWith 0.0
 
 /// Leaf tensors of a shape (transposed views when asked: not contiguous).
 let leaf (gen: torch.Generator) (dtype: torch.ScalarType) (transposed: bool) (positive: bool) (shape: int list) =
@@ -355,18 +359,40 @@ let tests =
             closeRel 1e-10 [| fl; fglr; fgmu |] [| l; glr; gmu |] "loss, d loss / d lr, d loss / d momentum"
             Expect.isTrue (abs glr > 1e-6 && abs gmu > 1e-6) "hypergradients that are not trivially zero"
 
-        testCase "eps_root and non-contiguous tensors take the op-by-op step" <| fun () ->
+        testPropertyWithConfig config "eps_root > 0 (optax's, inside the root): the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) ->
+            use _ = torch.NewDisposeScope()
+            // 1e-3: large enough against v' (about 1e-2 here) that a wrong derivative of the root shows
+            let adam, tensors = hypersWith 1e-3 c.Form c.WeightDecay
+            let p, g, s = setup f64 { c with Transposed = false } adam
+            let before = AdamGrad.calls
+            let fusedV, fusedG = run fusedStep adam tensors p g s c.Seed
+            Expect.isGreaterThan AdamGrad.calls before "the fused function ran"
+            let opsV, opsG = run Transform.stepOps adam tensors p g s c.Seed
+            Expect.isLessThan (relNorm fusedV opsV) 1e-12 "values"
+            Expect.isLessThan (relNorm fusedG opsG) 1e-10 "gradients w.r.t. p, g, m, v and the tensor hyperparameters"
+
+        testCase "mixed dtypes take the op-by-op step" <| fun () ->
             use _ = torch.NewDisposeScope()
             let lr = torch.tensor(0.01, dtype = f64, requires_grad = true)
-            let adam = Adam.create { Adam.defaults with Lr = Hyper.Learnable lr; EpsRoot = 1e-8 }
-            let p = Tree.single "x" (vec [ 1.0; 2.0 ])
+            let adam = Adam.create { Adam.defaults with Lr = Hyper.Learnable lr }
+            let p = Tree.ofSeq [ "x", vec [ 1.0; 2.0 ]; "y", torch.ones([| 3L |], dtype = torch.ScalarType.Float32) ]
             let before = AdamGrad.calls
             let p', _ = fusedStep adam (grad2x p) (adam.Init p) p
-            Expect.equal AdamGrad.calls before "not fused with eps_root"
+            Expect.equal AdamGrad.calls before "not fused: a float64 and a float32 parameter"
+            Expect.isTrue p'.Values[0].requires_grad "and still differentiable"
+
+        testCase "non-contiguous tensors take the op-by-op step, and nothing is fused by default" <| fun () ->
+            use _ = torch.NewDisposeScope()
+            let lr = torch.tensor(0.01, dtype = f64, requires_grad = true)
+            let p = Tree.single "x" (vec [ 1.0; 2.0 ])
+            let q = Tree.single "x" (torch.randn([| 3L; 4L |], dtype = f64).t())
+            let before = AdamGrad.calls
             let plain = Adam.create { Adam.defaults with Lr = Hyper.Learnable lr }
+            let q', _ = fusedStep plain (grad2x q) (plain.Init q) q
+            Expect.equal AdamGrad.calls before "not fused: a transposed tensor"
+            Expect.isTrue q'.Values[0].requires_grad "and still differentiable"
             Transform.step plain (grad2x p) (plain.Init p) p |> ignore
             Expect.equal AdamGrad.calls before "nor by default (Transform.fuseGradients off)"
-            Expect.isTrue p'.Values[0].requires_grad "and still differentiable"
 
         testPropertyWithConfig config "RMSProp, with and without momentum, float64 and float32: the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (momentum: bool) (single: bool) ->
             use _ = torch.NewDisposeScope()
