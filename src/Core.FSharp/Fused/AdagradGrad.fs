@@ -21,8 +21,10 @@ open Optimizers
 ///   dlr = -sum P q / f,   dwd = sum dgg p,   dlr_decay = k lr sum P q / f^2
 /// Every tensor contiguous on the CPU, float32 (Vector<float32> wide over the fused kernels'
 /// chunks in parallel) or float64 (element by element), else `treeStep` returns None and
-/// `Transform.step` goes op by op (`stepOps`, the reference of its tests). First-order:
-/// differentiating the backward pass again warns and gives no second derivative.
+/// `Transform.step` goes op by op (`stepOps`, the reference of its tests). One autograd call per
+/// step takes all the parameters' tensors (a call's fixed 40-75 us made a call per tensor costly
+/// with many tensors, as SgdGrad measured). First-order: differentiating the backward pass again
+/// warns and gives no second derivative.
 module AdagradGrad =
 
     /// The element's forward values: gg, s', r, d, q.
@@ -126,63 +128,76 @@ module AdagradGrad =
 
     let private value (t: Tensor) = t.ToDouble()
 
-    /// The autograd function. Inputs: p, g, s (tensors of one shape and dtype), lr, wd, lr_decay
-    /// (0-d tensors), eps (a float) and k (the decay's count). Outputs p', s'.
+    /// The autograd function, called once per step with all n parameters' tensors. Inputs:
+    /// p_0..p_{n-1}, g_0.., s_0.. (each parameter's tensors of one shape and dtype), lr, wd,
+    /// lr_decay (0-d tensors), eps (a float), k (the decay's count) and n. Outputs p'_0.., s'_0..;
+    /// backward gives the inputs' gradients in their order, a hyperparameter's summed over all tensors.
     type private Step() =
         inherit torch.autograd.MultiTensorFunction<Step>()
 
         override _.Name = "adagrad_step"
 
         override _.forward(ctx: torch.autograd.AutogradContext, vars: obj[]) : List<Tensor> =
+            let n = vars[vars.Length - 1] :?> int
             let x (k: int) = vars[k] :?> Tensor
-            let p, g, s, lr, wd, lrDecay = x 0, x 1, x 2, x 3, x 4, x 5
-            let eps, k = vars[6] :?> float, vars[7] :?> int
+            let ps, gs, ss = Array.init n x, Array.init n (fun i -> x (n + i)), Array.init n (fun i -> x (2 * n + i))
+            let lr, wd, lrDecay = x (3 * n), x (3 * n + 1), x (3 * n + 2)
+            let eps, k = vars[3 * n + 3] :?> float, vars[3 * n + 4] :?> int
             let c = { Lr = value lr; Wd = value wd; LrDecay = value lrDecay; Eps = eps; K = k }
             Threading.Interlocked.Increment(&calls) |> ignore
-            ctx.save_for_backward(List [ p; g; s; lr; wd; lrDecay ])
+            ctx.save_for_backward(List(Array.concat [ ps; gs; ss; [| lr; wd; lrDecay |] ]))
             ctx.save_data("eps", box eps)
             ctx.save_data("k", box k)
-            let pO, sO = torch.empty_like p, torch.empty_like s
-            if p.dtype = torch.ScalarType.Float32 then
-                Kernel.forChunks [| 0, int (p.numel ()) |] (fun _ st l ->
-                    forward32 c (Kernel.span p st l) (Kernel.span g st l) (Kernel.span s st l) (Kernel.span pO st l) (Kernel.span sO st l))
-            else
-                forwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> p) (AdamGrad.spanOf<float> g) (AdamGrad.spanOf<float> s)
-                    (AdamGrad.spanOf<float> pO) (AdamGrad.spanOf<float> sO)
-            List [ pO; sO ]
+            ctx.save_data("n", box n)
+            let pO, sO = Array.map torch.empty_like ps, Array.map torch.empty_like ss
+            let single i = ps[i].dtype = torch.ScalarType.Float32
+            Kernel.forChunks [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i st l ->
+                forward32 c (Kernel.span ps[i] st l) (Kernel.span gs[i] st l) (Kernel.span ss[i] st l) (Kernel.span pO[i] st l) (Kernel.span sO[i] st l))
+            for i in 0 .. n - 1 do
+                if not (single i) then
+                    forwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> ps[i]) (AdamGrad.spanOf<float> gs[i]) (AdamGrad.spanOf<float> ss[i])
+                        (AdamGrad.spanOf<float> pO[i]) (AdamGrad.spanOf<float> sO[i])
+            List(Array.append pO sO)
 
         override _.backward(ctx: torch.autograd.AutogradContext, grads: List<Tensor>) : List<Tensor> =
             Kernel.warnIfDifferentiated "adagrad_step: second derivatives (create_graph) through the fused Adagrad step are not computed (its backward pass is hand-written); set Optimizers.Fused.Kernel.useSimd <- false for the op-by-op form"
             let saved = ctx.get_saved_variables ()
-            let p, g, s, lr, wd, lrDecay = saved[0], saved[1], saved[2], saved[3], saved[4], saved[5]
+            let n = ctx.get_data "n" :?> int
+            let ps, gs, ss = Array.init n (fun i -> saved[i]), Array.init n (fun i -> saved[n + i]), Array.init n (fun i -> saved[2 * n + i])
+            let lr, wd, lrDecay = saved[3 * n], saved[3 * n + 1], saved[3 * n + 2]
             let c = { Lr = value lr; Wd = value wd; LrDecay = value lrDecay; Eps = ctx.get_data "eps" :?> float; K = ctx.get_data "k" :?> int }
             use _ = torch.no_grad ()
             // the output gradients as contiguous tensors (LibTorch may hand over expanded zeros, or none)
-            let dOut k = if isNull grads[k] then torch.zeros_like p else grads[k].contiguous ()
-            let dP, dS = dOut 0, dOut 1
-            let dp, dg, ds = torch.empty_like p, torch.empty_like g, torch.empty_like s
+            let dOut k i = if isNull grads[k * n + i] then torch.zeros_like ps[i] else grads[k * n + i].contiguous ()
+            let dP, dS = Array.init n (dOut 0), Array.init n (dOut 1)
+            let dp, dg, ds = Array.map torch.empty_like ps, Array.map torch.empty_like gs, Array.map torch.empty_like ss
+            let single i = ps[i].dtype = torch.ScalarType.Float32
+            let chunk = max 1024 Kernel.chunkElements
+            // the sums per (tensor, chunk), added up in that order below: the same whatever the threads
+            let parts = Array.init n (fun i ->
+                Array.zeroCreate<struct (float * float)> (if single i then (int (ps[i].numel ()) + chunk - 1) / chunk else 0))
+            Kernel.forChunks [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i st l ->
+                parts[i][st / chunk] <-
+                    backward32 c (Kernel.span ps[i] st l) (Kernel.span gs[i] st l) (Kernel.span ss[i] st l) (Kernel.span dP[i] st l) (Kernel.span dS[i] st l)
+                        (Kernel.span dp[i] st l) (Kernel.span dg[i] st l) (Kernel.span ds[i] st l))
+            let add (struct (a, b)) (struct (x, y)) = struct (a + x, b + y)
             let struct (sPq, sWd) =
-                if p.dtype = torch.ScalarType.Float32 then
-                    let n = int (p.numel ())
-                    let chunk = max 1024 Kernel.chunkElements
-                    let parts = Array.zeroCreate<struct (float * float)> ((n + chunk - 1) / chunk)
-                    Kernel.forChunks [| 0, n |] (fun _ st l ->
-                        parts[st / chunk] <-
-                            backward32 c (Kernel.span p st l) (Kernel.span g st l) (Kernel.span s st l) (Kernel.span dP st l) (Kernel.span dS st l)
-                                (Kernel.span dp st l) (Kernel.span dg st l) (Kernel.span ds st l))
-                    parts |> Array.fold (fun (struct (a, b)) (struct (x, y)) -> struct (a + x, b + y)) (struct (0.0, 0.0))
-                else
-                    backwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> p) (AdamGrad.spanOf<float> g) (AdamGrad.spanOf<float> s)
-                        (AdamGrad.spanOf<float> dP) (AdamGrad.spanOf<float> dS)
-                        (AdamGrad.spanOf<float> dp) (AdamGrad.spanOf<float> dg) (AdamGrad.spanOf<float> ds)
+                Array.init n (fun i ->
+                    if single i then parts[i] |> Array.fold add (struct (0.0, 0.0))
+                    else
+                        backwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> ps[i]) (AdamGrad.spanOf<float> gs[i]) (AdamGrad.spanOf<float> ss[i])
+                            (AdamGrad.spanOf<float> dP[i]) (AdamGrad.spanOf<float> dS[i])
+                            (AdamGrad.spanOf<float> dp[i]) (AdamGrad.spanOf<float> dg[i]) (AdamGrad.spanOf<float> ds[i]))
+                |> Array.fold add (struct (0.0, 0.0))
             let f = c.F
             let scalar (like: Tensor) (x: float) = torch.tensor(x, dtype = like.dtype, device = like.device).reshape(like.shape)
-            List [ dp; dg; ds; scalar lr (-sPq / f); scalar wd sWd; scalar lrDecay (float c.K * c.Lr * sPq / (f * f)); null; null ]
+            List(Array.concat [ dp; dg; ds; [| scalar lr (-sPq / f); scalar wd sWd; scalar lrDecay (float c.K * c.Lr * sPq / (f * f)); null; null; null |] ])
 
     /// Adagrad's differentiable step over trees (the state of Adagrad.create's chain, whose parts
     /// `wdPart` (add_decayed_weights), `sumsPart` (scale_by_adagrad), `decay` (identity or
     /// scale_by_inverse_time_decay) and `lrPart` (scale_by_learning_rate) read their state), as
-    /// `Transform.stepOps` gives it, or None for tensors that are not contiguous CPU float32/float64.
+    /// `Transform.stepOps` gives it, in one call of the function over all the tensors, or None when
+    /// any tensor is not contiguous CPU float32/float64 (the whole step op by op).
     let treeStep (chain: Kernel.Chain) (wdPart: Transformation) (sumsPart: Transformation) (decay: Transformation) (lrPart: Transformation)
                  (lr: Hyper) (lrDecay: Hyper) (weightDecay: Hyper) (eps: float) : Tree -> State -> Tree -> (Tree * State) option =
         let decays = not (Hyper.isZero lrDecay)
@@ -197,9 +212,14 @@ module AdagradGrad =
                 // without decay the chain has `identity` there (no count): f = 1
                 let k = if decays then dS.Count else 0
                 let decayT = AdamGrad.asTensor (if decays then Hyper.at k lrDecay else HValue.Num 0.0)
-                let out = Array.init parameters.Count (fun i ->
-                    Step.apply(parameters.Values[i], grads.Values[i], sums.Values[i], lrT, wdT, decayT, box eps, box k))
-                let tree j = { Names = parameters.Names; Values = out |> Array.map (fun r -> r[j]) }
+                let n = parameters.Count
+                let out =
+                    if n = 0 then [||]
+                    else
+                        Step.apply(Array.concat [ Array.map box parameters.Values; Array.map box grads.Values; Array.map box sums.Values
+                                                  [| box lrT; box wdT; box decayT; box eps; box k; box n |] ])
+                        |> Array.ofSeq
+                let tree j = { Names = parameters.Names; Values = Array.sub out (j * n) n }
                 let stepped = chain.Stepped state
                 let sums' = { chain.Of(sumsPart, stepped) with Slots = Map.ofList [ "sum", tree 1 ] }
                 Some(tree 0, chain.With(sumsPart, sums', stepped))

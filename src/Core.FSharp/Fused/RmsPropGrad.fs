@@ -23,8 +23,10 @@ open Optimizers
 /// Only the non-centered rule: `treeStep` returns None for centered = true (and for tensors that
 /// are not contiguous CPU float32/float64), and `Transform.step` then goes op by op (`stepOps`,
 /// the reference of its tests). float32 Vector<float32> wide over the fused kernels' chunks in
-/// parallel, float64 element by element. First-order: differentiating the backward pass again
-/// warns and gives no second derivative.
+/// parallel, float64 element by element; one autograd call per step over all the parameters'
+/// tensors (a call's fixed 40-75 us made a call per tensor costly with many tensors, as SgdGrad
+/// measured). First-order: differentiating the backward pass again warns and gives no second
+/// derivative.
 module RmsPropGrad =
 
     /// The element's forward values: gg, v', r, d, u, b' (b' = u without momentum).
@@ -166,9 +168,12 @@ module RmsPropGrad =
 
     let private value (t: Tensor) = t.ToDouble()
 
-    /// The autograd function. Inputs: p, g, v and b (tensors of one shape and dtype; b null without
-    /// momentum), lr, alpha, mu (null without momentum), wd (0-d tensors), eps (a float) and first
-    /// (the first momentum step). Outputs p', v' and, with momentum, b'.
+    /// The autograd function, called once per step with all n parameters' tensors. Inputs:
+    /// p_0..p_{n-1}, g_0.., v_0.., b_0.. (each parameter's tensors of one shape and dtype; the b
+    /// null without momentum), lr, alpha, mu (null without momentum), wd (0-d tensors), eps (a
+    /// float), first (the first momentum step) and n. Outputs p'_0.., v'_0.. and, with momentum,
+    /// b'_0..; backward gives the inputs' gradients in their order, a hyperparameter's summed over
+    /// all tensors.
     type private Step() =
         inherit torch.autograd.MultiTensorFunction<Step>()
 
@@ -179,61 +184,72 @@ module RmsPropGrad =
         override _.Name = "rmsprop_step"
 
         override _.forward(ctx: torch.autograd.AutogradContext, vars: obj[]) : List<Tensor> =
+            let n = vars[vars.Length - 1] :?> int
             let x (k: int) = match vars[k] with :? Tensor as t -> t | _ -> null
-            let p, g, v, b, lr, alpha, mu, wd = x 0, x 1, x 2, x 3, x 4, x 5, x 6, x 7
-            let eps, first = vars[8] :?> float, vars[9] :?> bool
+            let ps, gs, vs, bs = Array.init n x, Array.init n (fun i -> x (n + i)), Array.init n (fun i -> x (2 * n + i)), Array.init n (fun i -> x (3 * n + i))
+            let lr, alpha, mu, wd = x (4 * n), x (4 * n + 1), x (4 * n + 2), x (4 * n + 3)
+            let eps, first = vars[4 * n + 4] :?> float, vars[4 * n + 5] :?> bool
             let c = Step.Coeffs(lr, alpha, mu, wd, eps, first)
             Threading.Interlocked.Increment(&calls) |> ignore
             // null entries (no momentum) are saved as undefined and come back as null
-            ctx.save_for_backward(List [ p; g; v; b; lr; alpha; mu; wd ])
+            ctx.save_for_backward(List(Array.concat [ ps; gs; vs; bs; [| lr; alpha; mu; wd |] ]))
             ctx.save_data("eps", box eps)
             ctx.save_data("first", box first)
-            let pO, vO = torch.empty_like p, torch.empty_like v
-            let bO = if c.Momentum then torch.empty_like p else null
-            if p.dtype = torch.ScalarType.Float32 then
-                Kernel.forChunks [| 0, int (p.numel ()) |] (fun _ s l ->
-                    forward32 c (Kernel.span p s l) (Kernel.span g s l) (Kernel.span v s l) (span32 b s l)
-                        (Kernel.span pO s l) (Kernel.span vO s l) (span32 bO s l))
-            else
-                forwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> p) (AdamGrad.spanOf<float> g) (AdamGrad.spanOf<float> v) (span64 b)
-                    (AdamGrad.spanOf<float> pO) (AdamGrad.spanOf<float> vO) (span64 bO)
-            if c.Momentum then List [ pO; vO; bO ] else List [ pO; vO ]
+            ctx.save_data("n", box n)
+            let pO, vO = Array.map torch.empty_like ps, Array.map torch.empty_like vs
+            let bO = ps |> Array.map (fun p -> if c.Momentum then torch.empty_like p else null)
+            let single i = ps[i].dtype = torch.ScalarType.Float32
+            Kernel.forChunks [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i s l ->
+                forward32 c (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span vs[i] s l) (span32 bs[i] s l)
+                    (Kernel.span pO[i] s l) (Kernel.span vO[i] s l) (span32 bO[i] s l))
+            for i in 0 .. n - 1 do
+                if not (single i) then
+                    forwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> ps[i]) (AdamGrad.spanOf<float> gs[i]) (AdamGrad.spanOf<float> vs[i]) (span64 bs[i])
+                        (AdamGrad.spanOf<float> pO[i]) (AdamGrad.spanOf<float> vO[i]) (span64 bO[i])
+            List(if c.Momentum then Array.concat [ pO; vO; bO ] else Array.append pO vO)
 
         override _.backward(ctx: torch.autograd.AutogradContext, grads: List<Tensor>) : List<Tensor> =
             Kernel.warnIfDifferentiated "rmsprop_step: second derivatives (create_graph) through the fused RMSProp step are not computed (its backward pass is hand-written); set Optimizers.Fused.Kernel.useSimd <- false for the op-by-op form"
             let saved = ctx.get_saved_variables ()
-            let p, g, v, b, lr, alpha, mu, wd = saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6], saved[7]
+            let n = ctx.get_data "n" :?> int
+            let at k = Array.init n (fun i -> saved[k * n + i])
+            let ps, gs, vs, bs = at 0, at 1, at 2, at 3
+            let lr, alpha, mu, wd = saved[4 * n], saved[4 * n + 1], saved[4 * n + 2], saved[4 * n + 3]
             let c = Step.Coeffs(lr, alpha, mu, wd, ctx.get_data "eps" :?> float, ctx.get_data "first" :?> bool)
             use _ = torch.no_grad ()
             // the output gradients as contiguous tensors (LibTorch may hand over expanded zeros, or none)
-            let dOut k = if isNull grads[k] then torch.zeros_like p else grads[k].contiguous ()
-            let dP, dV = dOut 0, dOut 1
-            let dB = if c.Momentum then dOut 2 else null
-            let dp, dg, dv = torch.empty_like p, torch.empty_like g, torch.empty_like v
-            let db = if c.Momentum then torch.empty_like p else null
+            let dOut k i = if isNull grads[k * n + i] then torch.zeros_like ps[i] else grads[k * n + i].contiguous ()
+            let dP, dV = Array.init n (dOut 0), Array.init n (dOut 1)
+            let dB = Array.init n (fun i -> if c.Momentum then dOut 2 i else null)
+            let dp, dg, dv = Array.map torch.empty_like ps, Array.map torch.empty_like gs, Array.map torch.empty_like vs
+            let db = ps |> Array.map (fun p -> if c.Momentum then torch.empty_like p else null)
+            let single i = ps[i].dtype = torch.ScalarType.Float32
+            let chunk = max 1024 Kernel.chunkElements
+            // the sums per (tensor, chunk), added up in that order below: the same whatever the threads
+            let parts = Array.init n (fun i ->
+                Array.zeroCreate<struct (float * float * float * float)> (if single i then (int (ps[i].numel ()) + chunk - 1) / chunk else 0))
+            Kernel.forChunks [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i s l ->
+                parts[i][s / chunk] <-
+                    backward32 c (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span vs[i] s l) (span32 bs[i] s l)
+                        (Kernel.span dP[i] s l) (Kernel.span dV[i] s l) (span32 dB[i] s l)
+                        (Kernel.span dp[i] s l) (Kernel.span dg[i] s l) (Kernel.span dv[i] s l) (span32 db[i] s l))
+            let add (struct (a, b, c, d)) (struct (w, x, y, z)) = struct (a + w, b + x, c + y, d + z)
             let struct (sLr, sAlpha, sWd, sMu) =
-                if p.dtype = torch.ScalarType.Float32 then
-                    let n = int (p.numel ())
-                    let chunk = max 1024 Kernel.chunkElements
-                    let parts = Array.zeroCreate<struct (float * float * float * float)> ((n + chunk - 1) / chunk)
-                    Kernel.forChunks [| 0, n |] (fun _ s l ->
-                        parts[s / chunk] <-
-                            backward32 c (Kernel.span p s l) (Kernel.span g s l) (Kernel.span v s l) (span32 b s l)
-                                (Kernel.span dP s l) (Kernel.span dV s l) (span32 dB s l)
-                                (Kernel.span dp s l) (Kernel.span dg s l) (Kernel.span dv s l) (span32 db s l))
-                    parts |> Array.fold (fun (struct (a, b, c, d)) (struct (w, x, y, z)) -> struct (a + w, b + x, c + y, d + z)) (struct (0.0, 0.0, 0.0, 0.0))
-                else
-                    backwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> p) (AdamGrad.spanOf<float> g) (AdamGrad.spanOf<float> v) (span64 b)
-                        (AdamGrad.spanOf<float> dP) (AdamGrad.spanOf<float> dV) (span64 dB)
-                        (AdamGrad.spanOf<float> dp) (AdamGrad.spanOf<float> dg) (AdamGrad.spanOf<float> dv) (span64 db)
+                Array.init n (fun i ->
+                    if single i then parts[i] |> Array.fold add (struct (0.0, 0.0, 0.0, 0.0))
+                    else
+                        backwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> ps[i]) (AdamGrad.spanOf<float> gs[i]) (AdamGrad.spanOf<float> vs[i]) (span64 bs[i])
+                            (AdamGrad.spanOf<float> dP[i]) (AdamGrad.spanOf<float> dV[i]) (span64 dB[i])
+                            (AdamGrad.spanOf<float> dp[i]) (AdamGrad.spanOf<float> dg[i]) (AdamGrad.spanOf<float> dv[i]) (span64 db[i]))
+                |> Array.fold add (struct (0.0, 0.0, 0.0, 0.0))
             let scalar (like: Tensor) (x: float) = torch.tensor(x, dtype = like.dtype, device = like.device).reshape(like.shape)
-            List [ dp; dg; dv; db; scalar lr sLr; scalar alpha sAlpha; (if c.Momentum then scalar mu sMu else null); scalar wd sWd; null; null ]
+            List(Array.concat [ dp; dg; dv; db; [| scalar lr sLr; scalar alpha sAlpha; (if c.Momentum then scalar mu sMu else null); scalar wd sWd; null; null; null |] ])
 
     /// RMSProp's differentiable step over trees (the state of RmsProp.create's chain, whose parts
     /// `wdPart` (add_decayed_weights), `rms` (scale_by_rms), `moves` (identity or trace_momentum)
-    /// and `lrPart` (scale_by_learning_rate) read their state), as `Transform.stepOps` gives it, or
-    /// None for what it does not take: centered = true, or tensors that are not contiguous CPU
-    /// float32/float64.
+    /// and `lrPart` (scale_by_learning_rate) read their state), as `Transform.stepOps` gives it, in
+    /// one call of the function over all the tensors, or None for what it does not take: centered =
+    /// true, or any tensor that is not contiguous CPU float32/float64 (the whole step op by op).
     let treeStep (chain: Kernel.Chain) (wdPart: Transformation) (rms: Transformation) (moves: Transformation) (lrPart: Transformation)
                  (lr: Hyper) (alpha: Hyper) (eps: float) (weightDecay: Hyper) (momentum: Hyper) (centered: bool) : Tree -> State -> Tree -> (Tree * State) option =
         let hasMomentum = not (Hyper.isZero momentum)
@@ -255,9 +271,14 @@ module RmsPropGrad =
                     let alphaT = AdamGrad.asTensor (Hyper.at rS.Count alpha)
                     let muT = if hasMomentum then AdamGrad.asTensor (Hyper.at mS.Count momentum) else null
                     let first = hasMomentum && mS.Count = 0
-                    let out = Array.init parameters.Count (fun i ->
-                        Step.apply(parameters.Values[i], grads.Values[i], vs.Values[i], bufOf i, lrT, alphaT, muT, wdT, box eps, box first))
-                    let tree k = { Names = parameters.Names; Values = out |> Array.map (fun r -> r[k]) }
+                    let n = parameters.Count
+                    let out =
+                        if n = 0 then [||]
+                        else
+                            Step.apply(Array.concat [ Array.map box parameters.Values; Array.map box grads.Values; Array.map box vs.Values
+                                                      Array.init n (bufOf >> box); [| box lrT; box alphaT; box muT; box wdT; box eps; box first; box n |] ])
+                            |> Array.ofSeq
+                    let tree k = { Names = parameters.Names; Values = Array.sub out (k * n) n }
                     let stepped = chain.Stepped state
                     let rms' = { chain.Of(rms, stepped) with Slots = Map.ofList [ "square_avg", tree 1 ] }
                     let stepped = chain.With(rms, rms', stepped)
