@@ -249,6 +249,17 @@ let tests =
             Expect.isLessThan (relNorm fusedG opsG) 1e-10 "gradients w.r.t. p, g, m, v and the tensor hyperparameters"
             Expect.isTrue (Double.IsFinite(Array.append opsV opsG |> Array.sumBy abs)) "finite values and gradients"
 
+        testPropertyWithConfig config "float32 with non-temporal stores (Kernel.streamBytes = 0): the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) ->
+            use _ = torch.NewDisposeScope()
+            let adam, tensors = hypers c.Form c.WeightDecay
+            let p, g, s = setup torch.ScalarType.Float32 { c with Transposed = false } adam
+            let saved = Kernel.streamBytes
+            Kernel.streamBytes <- 0L
+            let fusedV, fusedG = try run fusedStep adam tensors p g s c.Seed finally Kernel.streamBytes <- saved
+            let opsV, opsG = run Transform.stepOps adam tensors p g s c.Seed
+            Expect.isLessThan (relNorm fusedV opsV) 1e-5 "values"
+            Expect.isLessThan (relNorm fusedG opsG) 1e-4 "gradients"
+
         testPropertyWithConfig config "float32: the fused step's gradients are the op-by-op step's to float32 rounding" <| fun (c: Case) ->
             use _ = torch.NewDisposeScope()
             let adam, tensors = hypers c.Form c.WeightDecay

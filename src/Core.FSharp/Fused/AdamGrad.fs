@@ -65,8 +65,9 @@ module AdamGrad =
         MemoryMarshal.Cast<byte, 'T>(t.bytes)
 
     /// Forward over one float32 chunk; uO (empty when the step does not give it) gets the direction.
+    /// `stream`: non-temporal stores (Kernel.store), for outputs too large to stay in the cache.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private forward32 (c: Coeffs) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>)
+    let private forward32 (c: Coeffs) (stream: bool) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>)
                           (pO: Span<float32>) (mO: Span<float32>) (vO: Span<float32>) (uO: Span<float32>) =
         let wd, b1, c1, b2, c2 = float32 c.Wd, float32 c.B1, float32 (1.0 - c.B1), float32 c.B2, float32 (1.0 - c.B2)
         let s, eps, negStep, ib1 = float32 (1.0 / Math.Sqrt c.Bc2), float32 c.Eps, float32 (-c.Lr / c.Bc1), float32 (1.0 / c.Bc1)
@@ -85,10 +86,10 @@ module AdamGrad =
         let ib2V, erV = Vector<float32>(ib2), Vector<float32>(er)
         for k in 0 .. pv.Length - 1 do
             let struct (_, mk, vk, _, _, q) = forwardAt (fun (x: Vector<float32>) -> Vector.SquareRoot x) wdV b1V c1V b2V c2V sV root ib2V erV epsV pv[k] gv[k] mv[k] vv[k]
-            mo[k] <- mk
-            vo[k] <- vk
-            po[k] <- pv[k] + q * stepV
-            if withU then uo[k] <- q * ib1V
+            Kernel.store stream mo k mk
+            Kernel.store stream vo k vk
+            Kernel.store stream po k (pv[k] + q * stepV)
+            if withU then Kernel.store stream uo k (q * ib1V)
         for i in pv.Length * Vector<float32>.Count .. p.Length - 1 do
             let struct (_, mi, vi, _, _, q) = forwardAt MathF.Sqrt wd b1 c1 b2 c2 s root ib2 er eps p[i] g[i] m[i] v[i]
             mO[i] <- mi
@@ -115,9 +116,9 @@ module AdamGrad =
             v[0] <- v[0] + a; v[1] <- v[1] + b; v[2] <- v[2] + c; v[3] <- v[3] + d; v[4] <- v[4] + e; v[5] <- v[5] + f; v[6] <- v[6] + g
 
     /// Backward over one float32 chunk, adding the chunk's hyperparameter sums into `sums`; dD is
-    /// the direction's output gradient (empty: none).
+    /// the direction's output gradient (empty: none); `stream` as in forward32.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private backward32 (c: Coeffs) (sums: Sums) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>)
+    let private backward32 (c: Coeffs) (stream: bool) (sums: Sums) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>)
                            (dP: Span<float32>) (dM: Span<float32>) (dV: Span<float32>) (dD: Span<float32>)
                            (dp: Span<float32>) (dg: Span<float32>) (dm: Span<float32>) (dv: Span<float32>) =
         let wd, b1, c1, b2, c2 = float32 c.Wd, float32 c.B1, float32 (1.0 - c.B1), float32 c.B2, float32 (1.0 - c.B2)
@@ -144,10 +145,10 @@ module AdamGrad =
             let struct (xp, xg, xm, xv, lr, e, w, bb1, i1, bb2, ss) =
                 backwardAt (fun (x: Vector<float32>) -> Vector.SquareRoot x) wdV b1V c1V b2V c2V sV root ib2V erV epsV ib1V negLrV twoV halfV
                     pv[k] gv[k] mv[k] vv[k] dPv[k] dMv[k] dVv[k] (if withD then dDv[k] else Vector<float32>.Zero)
-            dpv[k] <- xp
-            dgv[k] <- xg
-            dmv[k] <- xm
-            dvv[k] <- xv
+            Kernel.store stream dpv k xp
+            Kernel.store stream dgv k xg
+            Kernel.store stream dmv k xm
+            Kernel.store stream dvv k xv
             a0 <- a0 + lr; a1 <- a1 + e; a2 <- a2 + w; a3 <- a3 + bb1; a4 <- a4 + i1; a5 <- a5 + bb2; a6 <- a6 + ss
         let sum (x: Vector<float32>) = float (Vector.Sum x)
         sums.Add(sum a0, sum a1, sum a2, sum a3, sum a4, sum a5, sum a6)
@@ -178,10 +179,10 @@ module AdamGrad =
     /// Run `body sums tensor start length` over the chunks of tensors of the given sizes, in
     /// parallel as the fused kernels do, each chunk with its own sums (so the total does not depend
     /// on the number of threads); returns the sums added up in a fixed order.
-    let private overChunks (sizes: int[]) (body: Sums -> int -> int -> int -> unit) : float[] =
+    let private overChunks (stream: bool) (sizes: int[]) (body: Sums -> int -> int -> int -> unit) : float[] =
         let chunk = max 1024 Kernel.chunkElements
         let parts = sizes |> Array.map (fun n -> Array.init ((n + chunk - 1) / chunk) (fun _ -> Sums()))
-        Kernel.forChunks (Array.indexed sizes) (fun i start len -> body (parts[i].[start / chunk]) i start len)
+        Kernel.forChunksStoring stream (Array.indexed sizes) (fun i start len -> body (parts[i].[start / chunk]) i start len)
         Array.init 7 (fun k -> parts |> Array.sumBy (Array.sumBy (fun s -> s.V[k])))
 
     let private value (t: Tensor) = t.ToDouble()
@@ -219,8 +220,9 @@ module AdamGrad =
             let pO, mO, vO = fresh ps, fresh ms, fresh vs
             let uO = if withU then fresh ps else [||]
             if ps[0].dtype = torch.ScalarType.Float32 then
-                Kernel.forChunks (Array.init n (fun i -> i, int (ps[i].numel ()))) (fun i s l ->
-                    forward32 c (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span ms[i] s l) (Kernel.span vs[i] s l)
+                let stream = Kernel.streams (Array.concat [ pO; mO; vO; uO ])
+                Kernel.forChunksStoring stream (Array.init n (fun i -> i, int (ps[i].numel ()))) (fun i s l ->
+                    forward32 c stream (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span ms[i] s l) (Kernel.span vs[i] s l)
                         (Kernel.span pO[i] s l) (Kernel.span mO[i] s l) (Kernel.span vO[i] s l) (if withU then Kernel.span uO[i] s l else Span<float32>.Empty))
             else
                 for i in 0 .. n - 1 do
@@ -246,8 +248,9 @@ module AdamGrad =
             let dp, dg, dm, dv = fresh ps, fresh gs, fresh ms, fresh vs
             let sums =
                 if ps[0].dtype = torch.ScalarType.Float32 then
-                    overChunks (Array.init n (fun i -> int (ps[i].numel ()))) (fun sums i s l ->
-                        backward32 c sums (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span ms[i] s l) (Kernel.span vs[i] s l)
+                    let stream = Kernel.streams (Array.concat [ dp; dg; dm; dv ])
+                    overChunks stream (Array.init n (fun i -> int (ps[i].numel ()))) (fun sums i s l ->
+                        backward32 c stream sums (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span ms[i] s l) (Kernel.span vs[i] s l)
                             (Kernel.span dP[i] s l) (Kernel.span dM[i] s l) (Kernel.span dV[i] s l) (if isNull dD[i] then Span<float32>.Empty else Kernel.span dD[i] s l)
                             (Kernel.span dp[i] s l) (Kernel.span dg[i] s l) (Kernel.span dm[i] s l) (Kernel.span dv[i] s l))
                 else

@@ -72,6 +72,17 @@ module Kernel =
             Avx.StoreAlignedNonTemporal(at, x.AsVector256())
         else o[k] <- x
 
+    /// Whether loops writing `bytes` into new tensors (`aligned`: each starts on 32 bytes) should
+    /// `store` non-temporally: at least `streamBytes` of them, and chunks of whole vectors.
+    let private streamRule (bytes: int64) (aligned: bool) = canStream && aligned && chunkSize () % 8 = 0 && bytes >= streamBytes
+
+    /// `streamRule` for new float32 tensors that a loop is about to write (the differentiable
+    /// steps' outputs); false for any other dtype.
+    let streams (outputs: Tensor seq) : bool =
+        let outputs = Array.ofSeq outputs
+        outputs |> Array.forall (fun x -> x.dtype = torch.ScalarType.Float32 && address x % 32n = 0n)
+        && streamRule (outputs |> Array.sumBy (fun x -> 4L * x.numel ())) true
+
     /// True when the fused loop can take the tensor: float32, on the CPU, contiguous, and small
     /// enough for a Span (TorchSharp's `bytes`).
     let isDirect (t: Tensor) : bool =
@@ -122,6 +133,13 @@ module Kernel =
                 body i s l)
             |> ignore
 
+    /// `forChunks` for loops that `store` with `stream`: each chunk ends with a store fence, since
+    /// non-temporal stores are weakly ordered and another thread may read the chunk next.
+    let forChunksStoring (stream: bool) (items: (int * int)[]) (body: int -> int -> int -> unit) =
+        forChunks items (fun i start len ->
+            body i start len
+            if stream then Sse.StoreFence())
+
     /// Where a kernel writes (see Transform's `Target`): `Of tree` gives the tree to write the new
     /// values of `tree` into, the tree itself in place or new tensors of its shapes; `State` puts
     /// the new trees in place of the old in the state the kernel returns.
@@ -145,7 +163,7 @@ module Kernel =
 
         /// Whether the loops should `store` non-temporally: new tensors, aligned (chunks too), and
         /// at least `streamBytes` of them.
-        member _.Stream : bool = canStream && aligned && chunkSize () % 8 = 0 && bytes >= streamBytes
+        member _.Stream : bool = streamRule bytes aligned
 
         /// (old, new) tensors of parameter i.
         member _.Copies(i: int) : (Tensor * Tensor)[] = pairs |> Seq.map (fun (a, b) -> a.Values[i], b.Values[i]) |> Array.ofSeq
@@ -168,10 +186,7 @@ module Kernel =
         let copies = Array.init count out.Copies
         let direct = Array.init count (fun i -> allDirect (Array.append (tensorsOf i) (Array.map fst copies[i])))
         let stream = out.Stream
-        forChunks [| for i in 0 .. count - 1 do if direct[i] then yield i, int ((tensorsOf i).[0].numel ()) |] (fun i start len ->
-            fused i start len
-            // non-temporal stores are weakly ordered: complete them before another thread reads
-            if stream then Sse.StoreFence())
+        forChunksStoring stream [| for i in 0 .. count - 1 do if direct[i] then yield i, int ((tensorsOf i).[0].numel ()) |] fused
         if direct |> Array.exists not then
             use _ = torch.no_grad ()
             for i in 0 .. count - 1 do
