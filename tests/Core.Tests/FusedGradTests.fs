@@ -183,6 +183,14 @@ let fusedMatchesOps (calls: unit -> int64) (dtype: torch.ScalarType) (c: Case) (
     Expect.isTrue (Double.IsFinite total) "finite values and gradients"
     Expect.isGreaterThan (opsG |> Array.sumBy abs) 0.0 "gradients that are not all zero"
 
+/// `fusedMatchesOps` in float32 on contiguous tensors with Kernel.streamBytes = 0, so that the
+/// fused loops store their vectors non-temporally (Kernel.store) whatever the tensors' size.
+let streamedMatchesOps (calls: unit -> int64) (c: Case) (opt: Transformation) (slots: (string * string * bool) list) (hyperTensors: Tensor list) =
+    let saved = Kernel.streamBytes
+    Kernel.streamBytes <- 0L
+    try fusedMatchesOps calls torch.ScalarType.Float32 { c with Transposed = false } opt slots hyperTensors
+    finally Kernel.streamBytes <- saved
+
 /// Run T steps of `opt` (built by `make` from its learnable hyperparameters) on sum(a x^2) and
 /// return the loss and its gradients with respect to those hyperparameters.
 let unrollHypergrads (stepFn: Transformation -> Tree -> State -> Tree -> Tree * State) (make: Tensor list -> Transformation) (values: float list) (steps: int) (seed: int) =
@@ -543,4 +551,47 @@ let tests =
             let adamw = AdamW.create { AdamW.defaults with Lr = Hyper.Learnable lr }
             fusedStep adamw (grad2x p) (adamw.Init p) p |> ignore
             Expect.equal AdamVariantsGrad.calls (before + 1L) "but with fuseGradients on a contiguous one"
+
+        testPropertyWithConfig config "SGD with momentum, float32 with non-temporal stores (Kernel.streamBytes = 0): the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (nesterov: bool) ->
+            use _ = torch.NewDisposeScope()
+            let tensors, h = hyperForms c.Form [ "lr", 0.05; "momentum", 0.9; "dampening", 0.3; "weight_decay", 0.02 ]
+            let opt =
+                Sgd.create
+                    { Lr = h "lr"; Momentum = h "momentum"; Nesterov = nesterov
+                      Dampening = (if nesterov then F 0.0 else h "dampening")
+                      WeightDecay = (if c.WeightDecay then h "weight_decay" else F 0.0) }
+            let held = tensors |> List.indexed |> List.filter (fun (i, _) -> i < 2 || (i = 2 && not nesterov) || (i = 3 && c.WeightDecay)) |> List.map snd
+            streamedMatchesOps (fun () -> SgdGrad.calls) c opt [ "trace_momentum", "momentum_buffer", false ] held
+
+        testPropertyWithConfig config "RMSProp, float32 with non-temporal stores (Kernel.streamBytes = 0): the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (momentum: bool) ->
+            use _ = torch.NewDisposeScope()
+            let tensors, h = hyperForms c.Form [ "lr", 0.01; "alpha", 0.9; "momentum", 0.8; "weight_decay", 0.03 ]
+            let opt =
+                RmsProp.create
+                    { RmsProp.defaults with
+                        Lr = h "lr"; Alpha = h "alpha"
+                        Momentum = (if momentum then h "momentum" else F 0.0)
+                        WeightDecay = (if c.WeightDecay then h "weight_decay" else F 0.0) }
+            let slots = [ yield "scale_by_rms", "square_avg", true; if momentum then yield "trace_momentum", "momentum_buffer", false ]
+            let held = tensors |> List.indexed |> List.filter (fun (i, _) -> i < 2 || (i = 2 && momentum) || (i = 3 && c.WeightDecay)) |> List.map snd
+            streamedMatchesOps (fun () -> RmsPropGrad.calls) c opt slots held
+
+        testPropertyWithConfig config "Adagrad, float32 with non-temporal stores (Kernel.streamBytes = 0): the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (decay: bool) ->
+            use _ = torch.NewDisposeScope()
+            let tensors, h = hyperForms c.Form [ "lr", 0.05; "lr_decay", 0.1; "weight_decay", 0.03 ]
+            let opt =
+                Adagrad.create
+                    { Adagrad.defaults with
+                        Lr = h "lr"; InitialAccumulatorValue = 0.1
+                        LrDecay = (if decay then h "lr_decay" else F 0.0)
+                        WeightDecay = (if c.WeightDecay then h "weight_decay" else F 0.0) }
+            let held = tensors |> List.indexed |> List.filter (fun (i, _) -> i = 0 || (i = 1 && decay) || (i = 2 && c.WeightDecay)) |> List.map snd
+            streamedMatchesOps (fun () -> AdagradGrad.calls) c opt [ "scale_by_adagrad", "sum", true ] held
+
+        testPropertyWithConfig config "AdamW and AMSGrad, float32 with non-temporal stores (Kernel.streamBytes = 0): the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (amsgrad: bool) (flag: bool) ->
+            use _ = torch.NewDisposeScope()
+            let tensors, h = hyperForms c.Form adamVariantValues
+            // flag: AdamW's amsgrad, or AMSGrad's bias correction
+            let opt, slots, held = adamVariant (if amsgrad then "amsgrad" else "adamw") flag c.WeightDecay tensors h
+            streamedMatchesOps (fun () -> AdamVariantsGrad.calls) c opt slots held
     ]

@@ -20,7 +20,8 @@ open Optimizers
 ///   dp = P + wd dgg,   dg = dgg,   ds = ds'
 ///   dlr = -sum P q / f,   dwd = sum dgg p,   dlr_decay = k lr sum P q / f^2
 /// Every tensor contiguous on the CPU, float32 (Vector<float32> wide over the fused kernels'
-/// chunks in parallel) or float64 (element by element), else `treeStep` returns None and
+/// chunks in parallel; new tensors of Kernel.streamBytes or more in all stored non-temporally:
+/// Kernel.streams) or float64 (element by element), else `treeStep` returns None and
 /// `Transform.step` goes op by op (`stepOps`, the reference of its tests). One autograd call per
 /// step takes all the parameters' tensors (a call's fixed 40-75 us made a call per tensor costly
 /// with many tensors, as SgdGrad measured). First-order: differentiating the backward pass again
@@ -83,9 +84,10 @@ module AdagradGrad =
 
     let private vectors (s: Span<float32>) = MemoryMarshal.Cast<float32, Vector<float32>> s
 
-    /// The float32 forward over one chunk, Vector<float32> wide, then the tail.
+    /// The float32 forward over one chunk, Vector<float32> wide, then the tail. `stream`:
+    /// non-temporal vector stores (Kernel.store), for outputs too large to stay in the cache.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private forward32 (c: Coeffs) (p: Span<float32>) (g: Span<float32>) (s: Span<float32>) (pO: Span<float32>) (sO: Span<float32>) =
+    let private forward32 (c: Coeffs) (stream: bool) (p: Span<float32>) (g: Span<float32>) (s: Span<float32>) (pO: Span<float32>) (sO: Span<float32>) =
         let pv = vectors p
         let gv = vectors g
         let sv = vectors s
@@ -94,14 +96,15 @@ module AdagradGrad =
         let wd, eps, negStep = V c.Wd, V c.Eps, V c.NegStep
         for k in 0 .. pv.Length - 1 do
             let struct (_, sk, _, _, q) = forwardAt vsqrt wd eps pv[k] gv[k] sv[k]
-            so[k] <- sk
-            po[k] <- pv[k] + q * negStep
+            Kernel.store stream so k sk
+            Kernel.store stream po k (pv[k] + q * negStep)
         let tail = pv.Length * Vector<float32>.Count
         forwardLoop c float32 MathF.Sqrt (p.Slice tail) (g.Slice tail) (s.Slice tail) (pO.Slice tail) (sO.Slice tail)
 
     /// The float32 backward over one chunk, Vector<float32> wide, then the tail; returns the sums.
+    /// `stream` as in forward32.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private backward32 (c: Coeffs) (p: Span<float32>) (g: Span<float32>) (s: Span<float32>) (dP: Span<float32>) (dS: Span<float32>)
+    let private backward32 (c: Coeffs) (stream: bool) (p: Span<float32>) (g: Span<float32>) (s: Span<float32>) (dP: Span<float32>) (dS: Span<float32>)
                            (dp: Span<float32>) (dg: Span<float32>) (ds: Span<float32>) =
         let pv = vectors p
         let gv = vectors g
@@ -115,9 +118,9 @@ module AdagradGrad =
         let mutable sPq, sWd = Vector<float32>.Zero, Vector<float32>.Zero
         for k in 0 .. pv.Length - 1 do
             let struct (xp, xg, xs, pq, w) = backwardAt vsqrt wd eps negStep two half pv[k] gv[k] sv[k] dPv[k] dSv[k]
-            dpv[k] <- xp
-            dgv[k] <- xg
-            dsv[k] <- xs
+            Kernel.store stream dpv k xp
+            Kernel.store stream dgv k xg
+            Kernel.store stream dsv k xs
             sPq <- sPq + pq
             sWd <- sWd + w
         let tail = pv.Length * Vector<float32>.Count
@@ -151,8 +154,10 @@ module AdagradGrad =
             ctx.save_data("n", box n)
             let pO, sO = Array.map torch.empty_like ps, Array.map torch.empty_like ss
             let single i = ps[i].dtype = torch.ScalarType.Float32
-            Kernel.forChunks [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i st l ->
-                forward32 c (Kernel.span ps[i] st l) (Kernel.span gs[i] st l) (Kernel.span ss[i] st l) (Kernel.span pO[i] st l) (Kernel.span sO[i] st l))
+            // over the float32 outputs only: the float64 ones are not the vector loops' (parameters may mix dtypes)
+            let stream = Kernel.streams [| for i in 0 .. n - 1 do if single i then yield pO[i]; yield sO[i] |]
+            Kernel.forChunksStoring stream [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i st l ->
+                forward32 c stream (Kernel.span ps[i] st l) (Kernel.span gs[i] st l) (Kernel.span ss[i] st l) (Kernel.span pO[i] st l) (Kernel.span sO[i] st l))
             for i in 0 .. n - 1 do
                 if not (single i) then
                     forwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> ps[i]) (AdamGrad.spanOf<float> gs[i]) (AdamGrad.spanOf<float> ss[i])
@@ -176,9 +181,10 @@ module AdagradGrad =
             // the sums per (tensor, chunk), added up in that order below: the same whatever the threads
             let parts = Array.init n (fun i ->
                 Array.zeroCreate<struct (float * float)> (if single i then (int (ps[i].numel ()) + chunk - 1) / chunk else 0))
-            Kernel.forChunks [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i st l ->
+            let stream = Kernel.streams [| for i in 0 .. n - 1 do if single i then yield dp[i]; yield dg[i]; yield ds[i] |]
+            Kernel.forChunksStoring stream [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i st l ->
                 parts[i][st / chunk] <-
-                    backward32 c (Kernel.span ps[i] st l) (Kernel.span gs[i] st l) (Kernel.span ss[i] st l) (Kernel.span dP[i] st l) (Kernel.span dS[i] st l)
+                    backward32 c stream (Kernel.span ps[i] st l) (Kernel.span gs[i] st l) (Kernel.span ss[i] st l) (Kernel.span dP[i] st l) (Kernel.span dS[i] st l)
                         (Kernel.span dp[i] st l) (Kernel.span dg[i] st l) (Kernel.span ds[i] st l))
             let add (struct (a, b)) (struct (x, y)) = struct (a + x, b + y)
             let struct (sPq, sWd) =

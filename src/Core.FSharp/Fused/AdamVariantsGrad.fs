@@ -31,8 +31,9 @@ open Optimizers
 ///   db1 = sum dm' (m - gg) [+ sum (U q) t b1^(t-1) / c^2]
 ///   db2 = sum dv' (v - gg^2) [+ sum (dden r) t b2^(t-1) / (2 (1 - b2^t)^(3/2))]   ([...]: debias only)
 /// Every tensor contiguous on the CPU, float32 (Vector<float32> wide over the fused kernels' chunks
-/// in parallel) or float64 (element by element), and eps_root = 0; else `treeStep` returns None and
-/// `Transform.step` goes op by op (`stepOps`, the reference of its tests). First-order:
+/// in parallel; new tensors of Kernel.streamBytes or more in all stored non-temporally:
+/// Kernel.streams) or float64 (element by element), and eps_root = 0; else `treeStep` returns
+/// None and `Transform.step` goes op by op (`stepOps`, the reference of its tests). First-order:
 /// differentiating the backward pass again warns and gives no second derivative.
 module AdamVariantsGrad =
 
@@ -149,9 +150,10 @@ module AdamVariantsGrad =
     /// A span's elements from `tail` on, or the span itself when empty (vmax without amsgrad).
     let private tailOf (tail: int) (s: Span<float32>) = if s.IsEmpty then s else s.Slice tail
 
-    /// The float32 forward over one chunk, Vector<float32> wide, then the tail.
+    /// The float32 forward over one chunk, Vector<float32> wide, then the tail. `stream`:
+    /// non-temporal vector stores (Kernel.store), for outputs too large to stay in the cache.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private forward32 (c: Coeffs) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>) (w: Span<float32>)
+    let private forward32 (c: Coeffs) (stream: bool) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>) (w: Span<float32>)
                           (pO: Span<float32>) (mO: Span<float32>) (vO: Span<float32>) (wO: Span<float32>) =
         let f = c.Form
         let pv = vectors p
@@ -168,17 +170,18 @@ module AdamVariantsGrad =
         for k in 0 .. pv.Length - 1 do
             let w0 = if f.Amsgrad then wv[k] else Vector<float32>.Zero
             let struct (_, mk, vk, wk, _, _, _, upd) = forwardAt vsqrt vmax f.Decoupled f.Amsgrad wd b1 c1 b2 c2 s eps ib1 pv[k] gv[k] mv[k] vv[k] w0
-            mo[k] <- mk
-            vo[k] <- vk
-            if f.Amsgrad then wo[k] <- wk
-            po[k] <- pv[k] + upd * negLr
+            Kernel.store stream mo k mk
+            Kernel.store stream vo k vk
+            if f.Amsgrad then Kernel.store stream wo k wk
+            Kernel.store stream po k (pv[k] + upd * negLr)
         let tail = pv.Length * Vector<float32>.Count
         forwardLoop c float32 MathF.Sqrt (p.Slice tail) (g.Slice tail) (m.Slice tail) (v.Slice tail) (tailOf tail w)
             (pO.Slice tail) (mO.Slice tail) (vO.Slice tail) (tailOf tail wO)
 
     /// The float32 backward over one chunk, Vector<float32> wide, then the tail; returns the sums.
+    /// `stream` as in forward32.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private backward32 (c: Coeffs) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>) (w: Span<float32>)
+    let private backward32 (c: Coeffs) (stream: bool) (p: Span<float32>) (g: Span<float32>) (m: Span<float32>) (v: Span<float32>) (w: Span<float32>)
                            (dP: Span<float32>) (dM: Span<float32>) (dV: Span<float32>) (dW: Span<float32>)
                            (dp: Span<float32>) (dg: Span<float32>) (dm: Span<float32>) (dv: Span<float32>) (dw: Span<float32>) : Sums =
         let f = c.Form
@@ -205,11 +208,11 @@ module AdamVariantsGrad =
             let struct (xp, xg, xm, xv, xw, lr, wdT, bb1, i1, bb2, ss) =
                 backwardAt vsqrt vmax vroute f.Decoupled f.Amsgrad wd b1 c1 b2 c2 s eps ib1 negLr two half zero
                     pv[k] gv[k] mv[k] vv[k] w0 dPv[k] dMv[k] dVv[k] dWk
-            dpv[k] <- xp
-            dgv[k] <- xg
-            dmv[k] <- xm
-            dvv[k] <- xv
-            if f.Amsgrad then dwv[k] <- xw
+            Kernel.store stream dpv k xp
+            Kernel.store stream dgv k xg
+            Kernel.store stream dmv k xm
+            Kernel.store stream dvv k xv
+            if f.Amsgrad then Kernel.store stream dwv k xw
             aLr <- aLr + lr; aWd <- aWd + wdT; aB1 <- aB1 + bb1; aI1 <- aI1 + i1; aB2 <- aB2 + bb2; aS <- aS + ss
         let tail = pv.Length * Vector<float32>.Count
         let t =
@@ -258,8 +261,9 @@ module AdamVariantsGrad =
             let pO, mO, vO = fresh ps, fresh ms, fresh vs
             let wO = if form.Amsgrad then fresh vs else Array.create n null
             if ps[0].dtype = torch.ScalarType.Float32 then
-                Kernel.forChunks (Array.init n (fun i -> i, int (ps[i].numel ()))) (fun i s l ->
-                    forward32 c (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span ms[i] s l) (Kernel.span vs[i] s l) (span32 ws[i] s l)
+                let stream = Kernel.streams (Array.concat [ pO; mO; vO; (if form.Amsgrad then wO else [||]) ])
+                Kernel.forChunksStoring stream (Array.init n (fun i -> i, int (ps[i].numel ()))) (fun i s l ->
+                    forward32 c stream (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span ms[i] s l) (Kernel.span vs[i] s l) (span32 ws[i] s l)
                         (Kernel.span pO[i] s l) (Kernel.span mO[i] s l) (Kernel.span vO[i] s l) (span32 wO[i] s l))
             else
                 for i in 0 .. n - 1 do
@@ -293,9 +297,10 @@ module AdamVariantsGrad =
                     // one partial sum per (tensor, chunk), added in a fixed order: the same total on any number of threads
                     let chunk = max 1024 Kernel.chunkElements
                     let parts = ps |> Array.map (fun p -> Array.create ((int (p.numel ()) + chunk - 1) / chunk) Sums.Zero)
-                    Kernel.forChunks (Array.init n (fun i -> i, int (ps[i].numel ()))) (fun i s l ->
+                    let stream = Kernel.streams (Array.concat [ dp; dg; dm; dv; (if form.Amsgrad then dw else [||]) ])
+                    Kernel.forChunksStoring stream (Array.init n (fun i -> i, int (ps[i].numel ()))) (fun i s l ->
                         parts[i].[s / chunk] <-
-                            backward32 c (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span ms[i] s l) (Kernel.span vs[i] s l) (span32 ws[i] s l)
+                            backward32 c stream (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span ms[i] s l) (Kernel.span vs[i] s l) (span32 ws[i] s l)
                                 (Kernel.span dP[i] s l) (Kernel.span dM[i] s l) (Kernel.span dV[i] s l) (span32 dW[i] s l)
                                 (Kernel.span dp[i] s l) (Kernel.span dg[i] s l) (Kernel.span dm[i] s l) (Kernel.span dv[i] s l) (span32 dw[i] s l))
                     parts |> Array.fold (Array.fold plus) Sums.Zero

@@ -23,7 +23,8 @@ open Optimizers
 /// Only the non-centered rule: `treeStep` returns None for centered = true (and for tensors that
 /// are not contiguous CPU float32/float64), and `Transform.step` then goes op by op (`stepOps`,
 /// the reference of its tests). float32 Vector<float32> wide over the fused kernels' chunks in
-/// parallel, float64 element by element; one autograd call per step over all the parameters'
+/// parallel (new tensors of Kernel.streamBytes or more in all stored non-temporally:
+/// Kernel.streams), float64 element by element; one autograd call per step over all the parameters'
 /// tensors (a call's fixed 40-75 us made a call per tensor costly with many tensors, as SgdGrad
 /// measured). First-order: differentiating the backward pass again warns and gives no second
 /// derivative.
@@ -95,9 +96,10 @@ module RmsPropGrad =
 
     let private vectors (s: Span<float32>) = MemoryMarshal.Cast<float32, Vector<float32>> s
 
-    /// The float32 forward over one chunk, Vector<float32> wide, then the tail.
+    /// The float32 forward over one chunk, Vector<float32> wide, then the tail. `stream`:
+    /// non-temporal vector stores (Kernel.store), for outputs too large to stay in the cache.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private forward32 (c: Coeffs) (p: Span<float32>) (g: Span<float32>) (v: Span<float32>) (b: Span<float32>)
+    let private forward32 (c: Coeffs) (stream: bool) (p: Span<float32>) (g: Span<float32>) (v: Span<float32>) (b: Span<float32>)
                           (pO: Span<float32>) (vO: Span<float32>) (bO: Span<float32>) =
         let pv = vectors p
         let gv = vectors g
@@ -109,9 +111,9 @@ module RmsPropGrad =
         let wd, alpha, keep, eps, mu, negLr = V c.Wd, V c.Alpha, V(1.0 - c.Alpha), V c.Eps, V c.Mu, V(-c.Lr)
         for k in 0 .. pv.Length - 1 do
             let struct (_, vk, _, _, _, bk) = forwardAt vsqrt wd alpha keep eps c.Momentum c.First mu pv[k] gv[k] vv[k] (if c.ReadsB then bv[k] else pv[k])
-            vo[k] <- vk
-            if c.Momentum then bo[k] <- bk
-            po[k] <- pv[k] + bk * negLr
+            Kernel.store stream vo k vk
+            if c.Momentum then Kernel.store stream bo k bk
+            Kernel.store stream po k (pv[k] + bk * negLr)
         let tail = pv.Length * Vector<float32>.Count
         // the buffer's spans are empty without momentum (no tail to slice)
         let bT = if c.Momentum then b.Slice tail else b
@@ -119,8 +121,9 @@ module RmsPropGrad =
         forwardLoop c float32 MathF.Sqrt (p.Slice tail) (g.Slice tail) (v.Slice tail) bT (pO.Slice tail) (vO.Slice tail) bOT
 
     /// The float32 backward over one chunk, Vector<float32> wide, then the tail; returns the sums.
+    /// `stream` as in forward32.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private backward32 (c: Coeffs) (p: Span<float32>) (g: Span<float32>) (v: Span<float32>) (b: Span<float32>)
+    let private backward32 (c: Coeffs) (stream: bool) (p: Span<float32>) (g: Span<float32>) (v: Span<float32>) (b: Span<float32>)
                            (dP: Span<float32>) (dV: Span<float32>) (dB: Span<float32>)
                            (dp: Span<float32>) (dg: Span<float32>) (dv: Span<float32>) (db: Span<float32>) =
         let pv = vectors p
@@ -141,10 +144,10 @@ module RmsPropGrad =
             let struct (xp, xg, xv, xb, lr, a, w, m) =
                 backwardAt vsqrt wd alpha keep eps c.Momentum c.First mu negLr zero two half
                     pv[k] gv[k] vv[k] (if c.ReadsB then bv[k] else pv[k]) dPv[k] dVv[k] (if c.Momentum then dBv[k] else zero)
-            dpv[k] <- xp
-            dgv[k] <- xg
-            dvv[k] <- xv
-            if c.Momentum then dbv[k] <- xb
+            Kernel.store stream dpv k xp
+            Kernel.store stream dgv k xg
+            Kernel.store stream dvv k xv
+            if c.Momentum then Kernel.store stream dbv k xb
             sLr <- sLr + lr
             sAlpha <- sAlpha + a
             sWd <- sWd + w
@@ -199,8 +202,10 @@ module RmsPropGrad =
             let pO, vO = Array.map torch.empty_like ps, Array.map torch.empty_like vs
             let bO = ps |> Array.map (fun p -> if c.Momentum then torch.empty_like p else null)
             let single i = ps[i].dtype = torch.ScalarType.Float32
-            Kernel.forChunks [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i s l ->
-                forward32 c (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span vs[i] s l) (span32 bs[i] s l)
+            // over the float32 outputs only: the float64 ones are not the vector loops' (parameters may mix dtypes)
+            let stream = Kernel.streams [| for i in 0 .. n - 1 do if single i then yield pO[i]; yield vO[i]; if c.Momentum then yield bO[i] |]
+            Kernel.forChunksStoring stream [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i s l ->
+                forward32 c stream (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span vs[i] s l) (span32 bs[i] s l)
                     (Kernel.span pO[i] s l) (Kernel.span vO[i] s l) (span32 bO[i] s l))
             for i in 0 .. n - 1 do
                 if not (single i) then
@@ -228,9 +233,10 @@ module RmsPropGrad =
             // the sums per (tensor, chunk), added up in that order below: the same whatever the threads
             let parts = Array.init n (fun i ->
                 Array.zeroCreate<struct (float * float * float * float)> (if single i then (int (ps[i].numel ()) + chunk - 1) / chunk else 0))
-            Kernel.forChunks [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i s l ->
+            let stream = Kernel.streams [| for i in 0 .. n - 1 do if single i then yield dp[i]; yield dg[i]; yield dv[i]; if c.Momentum then yield db[i] |]
+            Kernel.forChunksStoring stream [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i s l ->
                 parts[i][s / chunk] <-
-                    backward32 c (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span vs[i] s l) (span32 bs[i] s l)
+                    backward32 c stream (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span vs[i] s l) (span32 bs[i] s l)
                         (Kernel.span dP[i] s l) (Kernel.span dV[i] s l) (span32 dB[i] s l)
                         (Kernel.span dp[i] s l) (Kernel.span dg[i] s l) (Kernel.span dv[i] s l) (span32 db[i] s l))
             let add (struct (a, b, c, d)) (struct (w, x, y, z)) = struct (a + w, b + x, c + y, d + z)

@@ -17,7 +17,8 @@ open Optimizers
 ///   db' = B + D (mu D for Nesterov),   dgg = (1 for Nesterov) D + (1 | k) db',   db = mu db' (0 at the first step)
 ///   dp = P + wd dgg,   dg = dgg,   dlr = -sum P d,   dwd = sum dgg p,   ddampening = -sum db' gg (not first)
 ///   dmu = sum db' b (not first) + sum D b' (Nesterov)
-/// float32 Vector<float32> wide over the fused kernels' chunks in parallel, float64 element by
+/// float32 Vector<float32> wide over the fused kernels' chunks in parallel (new tensors of
+/// Kernel.streamBytes or more in all stored non-temporally: Kernel.streams), float64 element by
 /// element; every tensor contiguous on the CPU, else `Transform.stepOps` takes the step.
 /// One autograd call per step takes all the parameters' tensors: a call costs 40-75 us however
 /// small its tensors, so a call per tensor made the overhead dominate (forward, 1M float32
@@ -70,9 +71,10 @@ module SgdGrad =
 
     let private V (x: float) = Vector<float32>(float32 x)
 
-    /// The float32 forward over one chunk, Vector<float32> wide, then the tail.
+    /// The float32 forward over one chunk, Vector<float32> wide, then the tail. `stream`:
+    /// non-temporal vector stores (Kernel.store), for outputs too large to stay in the cache.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private forward32 (c: Coeffs) (p: Span<float32>) (g: Span<float32>) (b: Span<float32>) (pO: Span<float32>) (bO: Span<float32>) =
+    let private forward32 (c: Coeffs) (stream: bool) (p: Span<float32>) (g: Span<float32>) (b: Span<float32>) (pO: Span<float32>) (bO: Span<float32>) =
         let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
         let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
         let bv = MemoryMarshal.Cast<float32, Vector<float32>> b
@@ -81,14 +83,15 @@ module SgdGrad =
         let wd, mu, keep, negLr = V c.Wd, V c.Mu, V c.Keep, V(-c.Lr)
         for k in 0 .. pv.Length - 1 do
             let struct (_, bk, dk) = forwardAt c.First c.Nesterov wd mu keep pv[k] gv[k] (if c.First then pv[k] else bv[k])
-            bo[k] <- bk
-            po[k] <- pv[k] + dk * negLr
+            Kernel.store stream bo k bk
+            Kernel.store stream po k (pv[k] + dk * negLr)
         let tail = pv.Length * Vector<float32>.Count
         forwardLoop c float32 (p.Slice tail) (g.Slice tail) (b.Slice tail) (pO.Slice tail) (bO.Slice tail)
 
     /// The float32 backward over one chunk, Vector<float32> wide, then the tail; returns the sums.
+    /// `stream` as in forward32.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    let private backward32 (c: Coeffs) (p: Span<float32>) (g: Span<float32>) (b: Span<float32>) (dP: Span<float32>) (dB: Span<float32>)
+    let private backward32 (c: Coeffs) (stream: bool) (p: Span<float32>) (g: Span<float32>) (b: Span<float32>) (dP: Span<float32>) (dB: Span<float32>)
                            (dp: Span<float32>) (dg: Span<float32>) (db: Span<float32>) =
         let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
         let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
@@ -107,9 +110,9 @@ module SgdGrad =
             let db' = if c.Nesterov then dBv[k] + dD * mu else dBv[k] + dD
             let fromB = if c.First then db' else db' * keep
             let dgg = if c.Nesterov then dD + fromB else fromB
-            dpv[k] <- dPv[k] + dgg * wd
-            dgv[k] <- dgg
-            dbv[k] <- (if c.First then Vector<float32>.Zero else db' * mu)
+            Kernel.store stream dpv k (dPv[k] + dgg * wd)
+            Kernel.store stream dgv k dgg
+            Kernel.store stream dbv k (if c.First then Vector<float32>.Zero else db' * mu)
             sLr <- sLr - dPv[k] * d
             sWd <- sWd + dgg * pv[k]
             if not c.First then
@@ -145,8 +148,10 @@ module SgdGrad =
             ctx.save_data("n", box n)
             let pO, bO = Array.map torch.empty_like ps, Array.map torch.empty_like bs
             let single i = ps[i].dtype = torch.ScalarType.Float32
-            Kernel.forChunks [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i s l ->
-                forward32 c (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span bs[i] s l) (Kernel.span pO[i] s l) (Kernel.span bO[i] s l))
+            // over the float32 outputs only: the float64 ones are not the vector loops' (parameters may mix dtypes)
+            let stream = Kernel.streams [| for i in 0 .. n - 1 do if single i then yield pO[i]; yield bO[i] |]
+            Kernel.forChunksStoring stream [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i s l ->
+                forward32 c stream (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span bs[i] s l) (Kernel.span pO[i] s l) (Kernel.span bO[i] s l))
             for i in 0 .. n - 1 do
                 if not (single i) then
                     forwardLoop c float (AdamGrad.spanOf<float> ps[i]) (AdamGrad.spanOf<float> gs[i]) (AdamGrad.spanOf<float> bs[i])
@@ -170,9 +175,10 @@ module SgdGrad =
             // the sums per (tensor, chunk), added up in that order below: the same whatever the threads
             let parts = Array.init n (fun i ->
                 Array.zeroCreate<struct (float * float * float * float)> (if single i then (int (ps[i].numel ()) + chunk - 1) / chunk else 0))
-            Kernel.forChunks [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i s l ->
+            let stream = Kernel.streams [| for i in 0 .. n - 1 do if single i then yield dp[i]; yield dg[i]; yield db[i] |]
+            Kernel.forChunksStoring stream [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i s l ->
                 parts[i][s / chunk] <-
-                    backward32 c (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span bs[i] s l) (Kernel.span dP[i] s l) (Kernel.span dB[i] s l)
+                    backward32 c stream (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span bs[i] s l) (Kernel.span dP[i] s l) (Kernel.span dB[i] s l)
                         (Kernel.span dp[i] s l) (Kernel.span dg[i] s l) (Kernel.span db[i] s l))
             let add (struct (a, b, c, d)) (struct (w, x, y, z)) = struct (a + w, b + x, c + y, d + z)
             let struct (sLr, sWd, sDamp, sMu) =
