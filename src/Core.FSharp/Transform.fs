@@ -16,9 +16,9 @@ open TorchSharp
 /// (layout, counts and values), so the paths interchange and saved states load into either.
 /// `Transform.stepInPlace` runs it over the parameters' and state's own tensors (the fast path of
 /// ordinary training); `Transform.step` runs it into new tensors whenever no gradient has to flow
-/// through the step, and otherwise `Update` op by op (a differentiable expression), or with
-/// `Transform.fuseGradients` its differentiable fused step where it has one (Fused/AdamGrad,
-/// AdamVariantsGrad for AdamW and AMSGrad, SgdGrad, RmsPropGrad, AdagradGrad).
+/// through the step, and otherwise its differentiable fused step where it has one (Fused/AdamGrad,
+/// AdamVariantsGrad for AdamW and AMSGrad, SgdGrad, RmsPropGrad, AdagradGrad; off with
+/// `Transform.fuseGradients <- false`), else `Update` op by op (a differentiable expression).
 /// `Transform.create` and the combinators leave it None; the kernels in Fused/ set it.
 type Transformation =
     { /// The name, stored in the state's Kind and in saved files.
@@ -102,15 +102,14 @@ module Transform =
             || k.Hypers |> List.exists (function Hyper.Learnable x -> x.requires_grad | _ -> false))
 
     /// Whether `step` takes an optimizer's differentiable fused step when a gradient flows through
-    /// the step: SGD with momentum (Fused/SgdGrad), Adam (AdamGrad), AdamW with or without amsgrad
-    /// and AMSGrad with or without bias correction (AdamVariantsGrad), RMSProp not centered
-    /// (RmsPropGrad) and Adagrad (AdagradGrad); eps_root > 0 and non-contiguous tensors go op by
-    /// op. Off by default: their values and gradients equal stepOps' (tests), but they are not yet
-    /// faster in every setting (measured in the bench and on issue 15: Adam, T = 20, 1M float32
-    /// parameters, forward and backward: 188 against 257 ms op by op in 10 tensors, 364 against
-    /// 244 ms in one tensor; SGD with momentum slower in both; RMSProp, Adagrad, AdamW and AMSGrad
-    /// not measured yet).
-    let mutable fuseGradients = false
+    /// the step: SGD with momentum (Fused/SgdGrad), Adam (AdamGrad, with or without eps_root), AdamW
+    /// with or without amsgrad and AMSGrad with or without bias correction (AdamVariantsGrad; not
+    /// with eps_root), RMSProp not centered (RmsPropGrad), Adagrad (AdagradGrad) and Adam-HD (Hd);
+    /// non-contiguous tensors go op by op. On by default: their values and gradients equal
+    /// stepOps' (tests, float64), each is one autograd call per step, and the bench's unroll rows
+    /// time them against op by op (docs/benchmarks.md). Off: every step op by op, e.g. for second
+    /// derivatives, which the hand-written backward passes do not give.
+    let mutable fuseGradients = true
 
     /// One optimizer step: new params and state, the inputs untouched. With a fused kernel and
     /// nothing to differentiate, one pass into new tensors; otherwise `stepOps` (or, with

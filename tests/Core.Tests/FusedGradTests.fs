@@ -116,6 +116,12 @@ let fusedStep (t: Transformation) (g: Tree) (s: State) (p: Tree) =
     Transform.fuseGradients <- true
     try Transform.step t g s p finally Transform.fuseGradients <- saved
 
+/// Transform.step with its differentiable fused steps off: op by op.
+let unfusedStep (t: Transformation) (g: Tree) (s: State) (p: Tree) =
+    let saved = Transform.fuseGradients
+    Transform.fuseGradients <- false
+    try Transform.step t g s p finally Transform.fuseGradients <- saved
+
 /// Hyperparameters by name in a case's form: the tensors (float64, requiring grad) and the Hyper
 /// of a name (a number, a schedule drifting 1% a step, or its tensor).
 let hyperForms (form: HyperForm) (values: (string * float) list) =
@@ -400,7 +406,7 @@ let tests =
             Expect.equal AdamGrad.calls before "not fused: a float64 and a float32 parameter"
             Expect.isTrue p'.Values[0].requires_grad "and still differentiable"
 
-        testCase "non-contiguous tensors take the op-by-op step, and nothing is fused by default" <| fun () ->
+        testCase "non-contiguous tensors take the op-by-op step, as does everything with Transform.fuseGradients off; on by default" <| fun () ->
             use _ = torch.NewDisposeScope()
             let lr = torch.tensor(0.01, dtype = f64, requires_grad = true)
             let p = Tree.single "x" (vec [ 1.0; 2.0 ])
@@ -410,8 +416,10 @@ let tests =
             let q', _ = fusedStep plain (grad2x q) (plain.Init q) q
             Expect.equal AdamGrad.calls before "not fused: a transposed tensor"
             Expect.isTrue q'.Values[0].requires_grad "and still differentiable"
+            unfusedStep plain (grad2x p) (plain.Init p) p |> ignore
+            Expect.equal AdamGrad.calls before "nor with Transform.fuseGradients off"
             Transform.step plain (grad2x p) (plain.Init p) p |> ignore
-            Expect.equal AdamGrad.calls before "nor by default (Transform.fuseGradients off)"
+            Expect.equal AdamGrad.calls (before + 1L) "but by default, when a gradient flows through the step"
 
         testPropertyWithConfig config "RMSProp, with and without momentum, float64 and float32: the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (momentum: bool) (single: bool) ->
             use _ = torch.NewDisposeScope()
@@ -456,7 +464,7 @@ let tests =
                 (fun hs -> Adagrad.create { Adagrad.defaults with Lr = Hyper.Learnable hs[0]; LrDecay = Hyper.Learnable hs[1]; WeightDecay = Hyper.Learnable hs[2]; InitialAccumulatorValue = 0.5 })
                 [ 0.1; 0.05; 0.01 ] "loss, d/d lr, d/d lr_decay, d/d weight_decay"
 
-        testCase "centered RMSProp and non-contiguous tensors take the op-by-op step; RMSProp and Adagrad are not fused by default" <| fun () ->
+        testCase "centered RMSProp and non-contiguous tensors take the op-by-op step; RMSProp and Adagrad are not fused with Transform.fuseGradients off" <| fun () ->
             use _ = torch.NewDisposeScope()
             let lr = torch.tensor(0.01, dtype = f64, requires_grad = true)
             let p = Tree.single "x" (vec [ 1.0; 2.0 ])
@@ -466,17 +474,17 @@ let tests =
             Expect.equal RmsPropGrad.calls before "not fused when centered"
             Expect.isTrue p'.Values[0].requires_grad "and still differentiable"
             let plain = RmsProp.create { RmsProp.defaults with Lr = Hyper.Learnable lr }
-            Transform.step plain (grad2x p) (plain.Init p) p |> ignore
-            Expect.equal RmsPropGrad.calls before "nor by default (Transform.fuseGradients off)"
+            unfusedStep plain (grad2x p) (plain.Init p) p |> ignore
+            Expect.equal RmsPropGrad.calls before "nor with Transform.fuseGradients off"
             let q = Tree.single "x" (torch.randn([| 3L; 4L |], dtype = f64).t())
             let q', _ = fusedStep plain (grad2x q) (plain.Init q) q
             Expect.equal RmsPropGrad.calls before "nor with a non-contiguous parameter"
             Expect.isTrue q'.Values[0].requires_grad "which is still differentiable"
             let adagrad = Adagrad.create { Adagrad.defaults with Lr = Hyper.Learnable lr }
             let beforeA = AdagradGrad.calls
-            Transform.step adagrad (grad2x p) (adagrad.Init p) p |> ignore
+            unfusedStep adagrad (grad2x p) (adagrad.Init p) p |> ignore
             fusedStep adagrad (grad2x q) (adagrad.Init q) q |> ignore
-            Expect.equal AdagradGrad.calls beforeA "Adagrad: not by default, nor with a non-contiguous parameter"
+            Expect.equal AdagradGrad.calls beforeA "Adagrad: not with fuseGradients off, nor with a non-contiguous parameter"
             fusedStep adagrad (grad2x p) (adagrad.Init p) p |> ignore
             Expect.equal AdagradGrad.calls (beforeA + 1L) "but with fuseGradients on a contiguous one"
 
@@ -535,19 +543,19 @@ let tests =
                 (fun hs -> AmsGrad.create { AmsGrad.defaults with Lr = Hyper.Learnable hs[0]; Beta1 = Hyper.Learnable hs[1]; Debias = false })
                 [ 0.01; 0.85 ] "AMSGrad without bias correction: loss, d/d lr, d/d beta1"
 
-        testCase "AdamW and AMSGrad: eps_root and non-contiguous tensors take the op-by-op step, and nothing is fused by default" <| fun () ->
+        testCase "AdamW and AMSGrad: eps_root and non-contiguous tensors take the op-by-op step, and nothing is fused with Transform.fuseGradients off" <| fun () ->
             use _ = torch.NewDisposeScope()
             let lr = torch.tensor(0.01, dtype = f64, requires_grad = true)
             let p = Tree.single "x" (vec [ 1.0; 2.0 ])
             let q = Tree.single "x" (torch.randn([| 3L; 4L |], dtype = f64).t())
             let before = AdamVariantsGrad.calls
             for opt in [ AdamW.create { AdamW.defaults with Lr = Hyper.Learnable lr }; AmsGrad.create { AmsGrad.defaults with Lr = Hyper.Learnable lr } ] do
-                Transform.step opt (grad2x p) (opt.Init p) p |> ignore
+                unfusedStep opt (grad2x p) (opt.Init p) p |> ignore
                 let q', _ = fusedStep opt (grad2x q) (opt.Init q) q
                 Expect.isTrue q'.Values[0].requires_grad "differentiable op by op"
             for opt in [ AdamW.create { AdamW.defaults with Lr = Hyper.Learnable lr; EpsRoot = 1e-8 }; AmsGrad.create { AmsGrad.defaults with Lr = Hyper.Learnable lr; EpsRoot = 1e-8 } ] do
                 fusedStep opt (grad2x p) (opt.Init p) p |> ignore
-            Expect.equal AdamVariantsGrad.calls before "not fused by default, nor non-contiguous, nor with eps_root"
+            Expect.equal AdamVariantsGrad.calls before "not fused with fuseGradients off, nor non-contiguous, nor with eps_root"
             let adamw = AdamW.create { AdamW.defaults with Lr = Hyper.Learnable lr }
             fusedStep adamw (grad2x p) (adamw.Init p) p |> ignore
             Expect.equal AdamVariantsGrad.calls (before + 1L) "but with fuseGradients on a contiguous one"
