@@ -18,7 +18,8 @@ open TorchSharp
 /// ordinary training); `Transform.step` runs it into new tensors whenever no gradient has to flow
 /// through the step, and otherwise `Update` op by op (a differentiable expression), or with
 /// `Transform.fuseGradients` its differentiable fused step where it has one (Fused/AdamGrad,
-/// AdamVariantsGrad for AdamW and AMSGrad, SgdGrad, RmsPropGrad, AdagradGrad).
+/// AdamVariantsGrad for AdamW and AMSGrad, SgdGrad, RmsPropGrad, AdagradGrad; Adam-HD's in
+/// Hypergradient/Hd).
 /// `Transform.create` and the combinators leave it None; the kernels in Fused/ set it.
 type Transformation =
     { /// The name, stored in the state's Kind and in saved files.
@@ -104,12 +105,12 @@ module Transform =
     /// Whether `step` takes an optimizer's differentiable fused step when a gradient flows through
     /// the step: SGD with momentum (Fused/SgdGrad), Adam (AdamGrad), AdamW with or without amsgrad
     /// and AMSGrad with or without bias correction (AdamVariantsGrad), RMSProp not centered
-    /// (RmsPropGrad) and Adagrad (AdagradGrad); eps_root > 0 and non-contiguous tensors go op by
-    /// op. Off by default: their values and gradients equal stepOps' (tests), but they are not yet
-    /// faster in every setting (measured in the bench and on issue 15: Adam, T = 20, 1M float32
-    /// parameters, forward and backward: 188 against 257 ms op by op in 10 tensors, 364 against
-    /// 244 ms in one tensor; SGD with momentum slower in both; RMSProp, Adagrad, AdamW and AMSGrad
-    /// not measured yet).
+    /// (RmsPropGrad), Adagrad (AdagradGrad) and Adam-HD with one global rate (Hd); eps_root > 0
+    /// and non-contiguous tensors go op by op. Off by default: their values and gradients equal
+    /// stepOps' (tests), but they are not yet faster in every setting (measured in the bench and on
+    /// issue 15: Adam, T = 20, 1M float32 parameters, forward and backward: 188 against 257 ms op
+    /// by op in 10 tensors, 364 against 244 ms in one tensor; SGD with momentum slower in both;
+    /// RMSProp, Adagrad, AdamW and AMSGrad not measured yet; Adam-HD in bench/hd-fused-unroll.fsx).
     let mutable fuseGradients = false
 
     /// One optimizer step: new params and state, the inputs untouched. With a fused kernel and
