@@ -17,7 +17,8 @@ open TorchSharp
 /// `Transform.stepInPlace` runs it over the parameters' and state's own tensors (the fast path of
 /// ordinary training); `Transform.step` runs it into new tensors whenever no gradient has to flow
 /// through the step, and otherwise its differentiable fused step where it has one (Fused/AdamGrad,
-/// AdamVariantsGrad for AdamW and AMSGrad, SgdGrad, RmsPropGrad, AdagradGrad; off with
+/// AdamVariantsGrad for AdamW and AMSGrad, SgdGrad, RmsPropGrad, AdagradGrad; Adam-HD's in
+/// Hypergradient/Hd; off with
 /// `Transform.fuseGradients <- false`), else `Update` op by op (a differentiable expression).
 /// `Transform.create` and the combinators leave it None; the kernels in Fused/ set it.
 type Transformation =

@@ -525,55 +525,63 @@ module Bench =
 
     /// The unroll part's timed rows: tensors, form ("fused" or "op by op"), with or without the
     /// backward pass, and ms per unroll.
-    type UnrollRow = { Tensors: int; Form: string; Backward: bool; Timing: Timing }
+    type UnrollRow = { Subject: string; Tensors: int; Form: string; Backward: bool; Timing: Timing }
 
     /// The native-memory run of differentiable steps: unrolls with backward, steps in all, ms per
-    /// unroll, and VmRSS after the first, at a tenth, at the end and the largest.
-    type UnrollMemory = { Unrolls: int; Steps: int; Ms: float; Before: int64; AtTenth: int64; After: int64; Max: int64 }
+    /// unroll, and VmRSS after the first and at the end, and the largest in each half of the run
+    /// (the allocator guard trims every few unrolls: flat means the peaks do not rise, as for
+    /// meta-training).
+    type UnrollMemory = { Unrolls: int; Steps: int; Ms: float; Before: int64; After: int64; FirstHalfMax: int64; SecondHalfMax: int64 }
 
-    /// The unroll part: rows, each tensor count's hypergradients of lr and beta1 through the fused
-    /// and the op-by-op forms (their relative differences), and the native-memory run.
-    type UnrollResult = { Rows: UnrollRow list; Agreement: (int * float * float) list; Memory: UnrollMemory option }
+    /// The unroll part: rows, each subject's and tensor count's hypergradients through the fused
+    /// and the op-by-op forms (their relative differences, in the order of the subject's Hypers),
+    /// and the native-memory run.
+    type UnrollResult = { Rows: UnrollRow list; Agreement: (string * int * float list) list; Memory: UnrollMemory option }
 
-    /// Unrolls of T = `UnrollHorizon` Adam steps (Unroll) on `UnrollParams` parameters in 10 tensors
-    /// and in 1: forward alone and forward + backward, through the differentiable fused step and op
-    /// by op, round-robin over the rounds; then `UnrollMemory` unrolls with backward through the
-    /// fused step on `MemoryParams` parameters (tensors of the 10-tensor case's size) for native memory.
+    /// Unrolls of T = `UnrollHorizon` steps of each of Unroll.subjects (Adam, Adam-HD) on
+    /// `UnrollParams` parameters in 10 tensors and in 1: forward alone and forward + backward,
+    /// through the differentiable fused step and op by op, round-robin over the rounds; then
+    /// `UnrollMemory` unrolls of Adam with backward through the fused step on `MemoryParams`
+    /// parameters (tensors of the 10-tensor case's size) for native memory.
     let unrollRuns (s: Settings) (progress: string -> unit) : UnrollResult =
         let horizon = s.UnrollHorizon
         let forms = [ "fused", fusedStep; "op by op", Transform.stepOps ]
         let problems = [ for c in [ 10; 1 ] |> List.filter (fun c -> c <= s.UnrollParams) -> c, Unroll.problem 3 (sizes s.UnrollParams c) ]
-        let lr, beta1 = Unroll.leaves ()
-        let times = Dictionary<int * string * bool, Timing>()
+        let leaves = [ for u in Unroll.subjects -> u, Unroll.leaves u ]
+        let lr, beta1 = Unroll.leaves Unroll.adam |> fun hs -> hs[0], hs[1]
+        let times = Dictionary<string * int * string * bool, Timing>()
         try
             for round in 1 .. s.Rounds do
-                for c, (start, curvature) in problems do
-                    for form, step in forms do
-                        for backward in [ false; true ] do
-                            let what = if backward then "forward + backward" else "forward"
-                            progress $"adam unroll, T = {horizon}, {c} tensor(s), {form}: {what} (round {round}/{s.Rounds})"
-                            let r = { Step = Unroll.once step backward lr beta1 curvature start horizon; Dispose = ignore }
-                            let t = time r 1 s.UnrollCount s.Budget
-                            cleanUp ()
-                            match times.TryGetValue((c, form, backward)) with
-                            | true, old -> times[(c, form, backward)] <- { old with Times = Array.append old.Times t.Times }
-                            | _ -> times[(c, form, backward)] <- t
-            let rows = [ for KeyValue((c, form, backward), t) in times -> { Tensors = c; Form = form; Backward = backward; Timing = t } ]
+                for subject, hs in leaves do
+                    for c, (start, curvature) in problems do
+                        for form, step in forms do
+                            for backward in [ false; true ] do
+                                let what = if backward then "forward + backward" else "forward"
+                                progress $"{subject.Name} unroll, T = {horizon}, {c} tensor(s), {form}: {what} (round {round}/{s.Rounds})"
+                                let r = { Step = Unroll.once step backward subject hs curvature start horizon; Dispose = ignore }
+                                let t = time r 1 s.UnrollCount s.Budget
+                                cleanUp ()
+                                let key = subject.Name, c, form, backward
+                                match times.TryGetValue key with
+                                | true, old -> times[key] <- { old with Times = Array.append old.Times t.Times }
+                                | _ -> times[key] <- t
+            let rows = [ for KeyValue((u, c, form, backward), t) in times -> { Subject = u; Tensors = c; Form = form; Backward = backward; Timing = t } ]
             let agreement =
-                [ for c, (start, curvature) in problems do
-                    progress $"adam unroll, T = {horizon}, {c} tensor(s): hypergradients through both forms"
-                    let _, lrF, b1F = Unroll.hypergradients fusedStep curvature start horizon
-                    let _, lrO, b1O = Unroll.hypergradients Transform.stepOps curvature start horizon
-                    yield c, abs (lrF - lrO) / abs lrO, abs (b1F - b1O) / abs b1O ]
+                [ for subject in Unroll.subjects do
+                    for c, (start, curvature) in problems do
+                        progress $"{subject.Name} unroll, T = {horizon}, {c} tensor(s): hypergradients through both forms"
+                        let fused = Unroll.hypergradients fusedStep subject curvature start horizon
+                        let ops = Unroll.hypergradients Transform.stepOps subject curvature start horizon
+                        yield subject.Name, c, List.map2 (fun f o -> abs (f - o) / abs o) fused ops ]
             let memory =
                 if s.UnrollMemory = 0 then None
                 else
                     let perTensor = max 1 (s.UnrollParams / 10)
                     let start, curvature = Unroll.problem 4 (sizes s.MemoryParams (max 1 (s.MemoryParams / perTensor)))
                     try
-                        let f = Unroll.once fusedStep true lr beta1 curvature start horizon
+                        let f = Unroll.once fusedStep true Unroll.adam [ lr; beta1 ] curvature start horizon
                         let ms = List<float>()
-                        let mutable before, tenth, peak = 0L, 0L, 0L
+                        let mutable before, peak1, peak2 = 0L, 0L, 0L
                         let every = max 1 (s.UnrollMemory / 100)
                         let t0 = Stopwatch.GetTimestamp()
                         let mutable k = 0
@@ -584,12 +592,11 @@ module Bench =
                             ms.Add(Stopwatch.GetElapsedTime(t1).TotalMilliseconds)
                             let rss = rssBytes ()
                             if k = 0 then before <- rss
-                            if k = s.UnrollMemory / 10 then tenth <- rss
-                            peak <- max peak rss
+                            if k < s.UnrollMemory / 2 then peak1 <- max peak1 rss else peak2 <- max peak2 rss
                             k <- k + 1
                         let after = rssBytes ()
                         Some { Unrolls = ms.Count; Steps = ms.Count * horizon; Ms = median (ms.ToArray()); Before = before
-                               AtTenth = (if tenth = 0L then before else tenth); After = after; Max = max peak after }
+                               After = after; FirstHalfMax = peak1; SecondHalfMax = max peak2 after }
                     finally
                         Tree.dispose start
                         Tree.dispose curvature
@@ -598,6 +605,8 @@ module Bench =
             for _, (start, curvature) in problems do
                 Tree.dispose start
                 Tree.dispose curvature
+            for _, hs in leaves do
+                for h in hs do h.Dispose()
             lr.Dispose()
             beta1.Dispose()
             cleanUp ()
@@ -648,6 +657,11 @@ module Bench =
     /// Within the native-memory criterion of the table: grew at most max(32 MB, 5%) after the first tenth.
     let private isFlat (atTenth: int64) (after: int64) (first: int64) =
         float (after - atTenth) <= max (32.0 * 1048576.0) (0.05 * float first)
+
+    /// The median ms of one unroll row (NaN when it did not run).
+    let private unrollMs (u: UnrollResult) (subject: string) (tensors: int) (form: string) (backward: bool) =
+        u.Rows |> List.tryFind (fun r -> r.Subject = subject && r.Tensors = tensors && r.Form = form && r.Backward = backward)
+        |> Option.map (fun r -> median r.Timing.Times) |> Option.defaultValue nan
 
     /// Run the benchmark and print its table to `out` (progress to `err`).
     let run (s: Settings) (out: TextWriter) (err: TextWriter) =
@@ -769,28 +783,29 @@ module Bench =
                 | Some u ->
                     table.AddEmptyRow() |> ignore
                     let up = float s.UnrollParams / 1e6
-                    let rowMs c form backward =
-                        u.Rows |> List.tryFind (fun r -> r.Tensors = c && r.Form = form && r.Backward = backward)
-                        |> Option.map (fun r -> median r.Timing.Times) |> Option.defaultValue nan
-                    for r in u.Rows |> List.sortBy (fun r -> -r.Tensors, r.Form, r.Backward) do
+                    let order = Unroll.subjects |> List.map (fun u -> u.Name)
+                    for r in u.Rows |> List.sortBy (fun r -> List.findIndex ((=) r.Subject) order, -r.Tensors, r.Form, r.Backward) do
                         let t = r.Timing.Times
                         let what = if r.Backward then "forward + backward" else "forward alone"
                         let note =
                             if r.Backward then
-                                let forward = rowMs r.Tensors r.Form false
+                                let forward = unrollMs u r.Subject r.Tensors r.Form false
                                 $"{ratio (median t / forward)} its forward; "
-                                + (match u.Agreement |> List.tryFind (fun (c, _, _) -> c = r.Tensors) with
-                                   | Some(_, dLr, dB1) when r.Form = "fused" -> $"hypergradients of lr, beta1 against op by op: relative differences {dLr:G2}, {dB1:G2} (float32)"
+                                + (match u.Agreement |> List.tryFind (fun (n, c, _) -> n = r.Subject && c = r.Tensors) with
+                                   | Some(_, _, diffs) when r.Form = "fused" ->
+                                       let names = (Unroll.subjects |> List.find (fun x -> x.Name = r.Subject)).Hypers |> List.map fst
+                                       let shown = diffs |> List.map (fun d -> d.ToString("G2", CultureInfo.InvariantCulture))
+                                       $"hypergradients of {Tensors.commas names} against op by op: relative differences {Tensors.commas shown} (float32)"
                                    | _ -> "")
                             else ""
-                        add [ "adam"; $"unroll of T = {s.UnrollHorizon}, {up:G4}M params in {r.Tensors} tensor(s), {r.Form}: {what} (ms per unroll)"
+                        add [ r.Subject; $"unroll of T = {s.UnrollHorizon}, {up:G4}M params in {r.Tensors} tensor(s), {r.Form}: {what} (ms per unroll)"
                               string t.Length; ms (median t); $"{ms (percentile 0.25 t)}-{ms (percentile 0.75 t)}"; ""; ""; ""; mb r.Timing.RssBefore; mb r.Timing.RssAfter; note ]
                     match u.Memory with
                     | Some m ->
-                        let verdict = if isFlat m.AtTenth m.After m.Before then "flat" else $"GREW {mb (m.After - m.AtTenth)} MB"
+                        let verdict = if isFlat m.FirstHalfMax m.SecondHalfMax m.FirstHalfMax then "flat" else $"GREW {mb (m.SecondHalfMax - m.FirstHalfMax)} MB"
                         add [ "adam"; $"unrolls of T = {s.UnrollHorizon} with backward, fused, {float s.MemoryParams / 1e6:G4}M params, native memory"
                               $"{m.Unrolls} x {s.UnrollHorizon}"; ms m.Ms; ""; ""; ""; ""; mb m.Before; mb m.After
-                              $"{verdict} over {m.Steps} differentiable steps: {mb m.AtTenth} MB at unroll {s.UnrollMemory / 10}, max {mb m.Max} MB" ]
+                              $"{verdict} over {m.Steps} differentiable steps: peak VmRSS {mb m.FirstHalfMax} MB in the first half, {mb m.SecondHalfMax} MB in the second" ]
                     | None -> ()
                 | None -> ()
                 table.Caption <-
@@ -850,9 +865,7 @@ module Bench =
                 match unroll with
                 | Some u ->
                     for c in u.Rows |> List.map (fun r -> r.Tensors) |> List.distinct do
-                        let find form backward =
-                            u.Rows |> List.tryFind (fun r -> r.Tensors = c && r.Form = form && r.Backward = backward)
-                            |> Option.map (fun r -> median r.Timing.Times) |> Option.defaultValue nan
+                        let find form backward = unrollMs u "adam" c form backward
                         let fwd, total = find "fused" false, find "fused" true
                         let opsFwd, opsTotal = find "op by op" false, find "op by op" true
                         trow $"issue 15, 2. Adam, T = {s.UnrollHorizon} unroll, {float s.UnrollParams / 1e6:G4}M params in {c} tensor(s): forward + backward <= 4x the forward alone"
@@ -860,8 +873,8 @@ module Bench =
                     match u.Memory with
                     | Some m ->
                         trow $"issue 15, 2. native memory flat over {s.UnrollMemory * s.UnrollHorizon} differentiable steps (Adam unrolls with backward)"
-                            $"{m.Steps} steps: {mb m.Before} MB after the first unroll, {mb m.AtTenth} MB at a tenth, {mb m.After} MB at the end"
-                            (m.Unrolls >= s.UnrollMemory && isFlat m.AtTenth m.After m.Before)
+                            $"{m.Steps} steps: peak VmRSS {mb m.FirstHalfMax} MB in the first half, {mb m.SecondHalfMax} MB in the second ({mb m.Before} MB after the first unroll, {mb m.After} MB after the last)"
+                            (m.Unrolls >= s.UnrollMemory && isFlat m.FirstHalfMax m.SecondHalfMax m.FirstHalfMax)
                     | None -> ()
                 | None -> ()
                 if not hd.IsEmpty then

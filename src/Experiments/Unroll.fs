@@ -5,12 +5,16 @@ open TorchSharp
 open Optimizers
 open Optimizers.Handcrafted
 
-/// Issue 15's unroll measurements for `bench`: differentiating through T steps of Adam, the work a
-/// hypergradient of lr or beta1 does. The problem is the quadratic 0.5 sum a p^2 with fixed
-/// positive curvatures a; its gradient a p is computed as a tensor op from the parameters, so the
-/// graph runs through every step's gradient as it does in meta-training. lr and beta1 are 0-d
-/// tensors that require grad; the meta-loss is the quadratic at the last step. `step` is
-/// Transform.step with the differentiable fused step on, or Transform.stepOps (op by op).
+/// An optimizer whose hyperparameters an unroll differentiates: its name, its hyperparameters'
+/// names and starting values (float32 0-d tensors that require grad), and the optimizer made with them.
+type UnrollSubject = { Name: string; Hypers: (string * float32) list; Make: Tensor list -> Transformation }
+
+/// Issue 15's unroll measurements for `bench`: differentiating through T steps of an optimizer,
+/// the work a hypergradient of its lr or beta1 does. The problem is the quadratic 0.5 sum a p^2
+/// with fixed positive curvatures a; its gradient a p is computed as a tensor op from the
+/// parameters, so the graph runs through every step's gradient as it does in meta-training. The
+/// hyperparameters are 0-d tensors that require grad; the meta-loss is the quadratic at the last
+/// step. `step` is Transform.step (the differentiable fused step) or Transform.stepOps (op by op).
 module Unroll =
 
     /// The parameters and curvatures (float32, seeded) of `sizes`.
@@ -22,9 +26,18 @@ module Unroll =
               Values = sizes |> Array.map (fun n -> (f (torch.randn([| int64 n |], generator = gen))).DetachFromDisposeScope()) }
         make (fun x -> Tensors.mulNum x 0.1), make (fun x -> Tensors.addNum (x.abs ()) 0.1)
 
-    /// Adam (torch.optim.Adam's defaults) with lr and beta1 as the given tensors.
-    let adam (lr: Tensor) (beta1: Tensor) : Transformation =
-        Adam.create { Adam.defaults with Lr = Hyper.Learnable lr; Beta1 = Hyper.Learnable beta1 }
+    /// Adam (torch.optim.Adam's defaults) with lr and beta1 learnt.
+    let adam : UnrollSubject =
+        { Name = "adam"; Hypers = [ "lr", 1e-3f; "beta1", 0.9f ]
+          Make = fun hs -> Adam.create { Adam.defaults with Lr = Hyper.Learnable hs[0]; Beta1 = Hyper.Learnable hs[1] } }
+
+    /// Adam-HD (Adam whose global rate learns by SGD on the hypergradient; alpha_0 = 1e-3) with
+    /// hypergrad_lr learnt.
+    let adamHd : UnrollSubject =
+        { Name = "adam-hd"; Hypers = [ "hypergrad_lr", 1e-7f ]
+          Make = fun hs -> Hypergradient.Hd.create { Hypergradient.Hd.forModel Hypergradient.AdamOp Hypergradient.SgdLop with HypergradLr = Hyper.Learnable hs[0] } }
+
+    let subjects = [ adam; adamHd ]
 
     /// The meta-loss of one unroll of `horizon` steps from `start` (graph recorded).
     let metaLoss (step: Transformation -> Tree -> State -> Tree -> Tree * State) (opt: Transformation) (curvature: Tree) (start: Tree) (horizon: int) : Tensor =
@@ -39,12 +52,12 @@ module Unroll =
         |> Array.reduce Tensors.add
         |> fun l -> Tensors.mulNum l 0.5
 
-    /// One unroll as a timed step: forward alone, or forward and backward (the hypergradients of lr
-    /// and beta1 accumulate into their .grad, cleared each time). Its graph and outputs are freed
+    /// One unroll as a timed step: forward alone, or forward and backward (the hypergradients
+    /// accumulate into the leaves' .grad, cleared each time). Its graph and outputs are freed
     /// with its DisposeScope, then the allocator guard runs, as after a meta-iteration.
-    let once (step: Transformation -> Tree -> State -> Tree -> Tree * State) (backward: bool) (lr: Tensor) (beta1: Tensor)
+    let once (step: Transformation -> Tree -> State -> Tree -> Tree * State) (backward: bool) (subject: UnrollSubject) (hypers: Tensor list)
              (curvature: Tree) (start: Tree) (horizon: int) : unit -> unit =
-        let opt = adam lr beta1
+        let opt = subject.Make hypers
         fun () ->
             do
                 use _ = torch.NewDisposeScope()
@@ -52,23 +65,22 @@ module Unroll =
                 let loss = metaLoss step opt curvature start horizon
                 if backward then
                     loss.backward ()
-                    for h in [ lr; beta1 ] do
+                    for h in hypers do
                         if not (isNull h.grad) then h.grad.zero_ () |> ignore
             Memory.afterStep ()
 
-    /// The hyperparameter leaves of an unroll: lr = 1e-3, beta1 = 0.9 (float32, requiring grad).
-    let leaves () : Tensor * Tensor =
-        torch.tensor(1e-3f, requires_grad = true).DetachFromDisposeScope(), torch.tensor(0.9f, requires_grad = true).DetachFromDisposeScope()
+    /// The hyperparameter leaves of an unroll of `subject` (float32, requiring grad, outside any scope).
+    let leaves (subject: UnrollSubject) : Tensor list =
+        subject.Hypers |> List.map (fun (_, v) -> torch.tensor(v, requires_grad = true).DetachFromDisposeScope())
 
-    /// The hypergradients (lr, beta1) of one unroll, for checking that the forms agree.
-    let hypergradients (step: Transformation -> Tree -> State -> Tree -> Tree * State) (curvature: Tree) (start: Tree) (horizon: int) : float * float * float =
-        let lr, beta1 = leaves ()
+    /// The hypergradients of one unroll (in the order of subject.Hypers), for checking that the forms agree.
+    let hypergradients (step: Transformation -> Tree -> State -> Tree -> Tree * State) (subject: UnrollSubject) (curvature: Tree) (start: Tree) (horizon: int) : float list =
+        let hs = leaves subject
         try
             use _ = torch.NewDisposeScope()
             use _ = torch.enable_grad ()
-            let loss = metaLoss step (adam lr beta1) curvature start horizon
+            let loss = metaLoss step (subject.Make hs) curvature start horizon
             loss.backward ()
-            loss.ToDouble(), lr.grad.ToDouble(), beta1.grad.ToDouble()
+            hs |> List.map (fun h -> h.grad.ToDouble())
         finally
-            lr.Dispose()
-            beta1.Dispose()
+            for h in hs do h.Dispose()

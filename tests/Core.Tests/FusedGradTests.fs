@@ -249,7 +249,7 @@ let adamVariantValues = [ "lr", 0.01; "beta1", 0.8; "beta2", 0.9; "weight_decay"
 
 [<Tests>]
 let tests =
-    testSequenced <| testList "fusedgrad" [
+    testSequencedGroup "fuseGradients" <| testList "fusedgrad" [
         testPropertyWithConfig config "float64: the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) ->
             use _ = torch.NewDisposeScope()
             let adam, tensors = hypers c.Form c.WeightDecay

@@ -284,6 +284,184 @@ module Hd =
                       "lop_m", keep (state.Slot "lop_m") lopM'; "lop_v", keep (state.Slot "lop_v") lopV' ]
                 Children = [ inner' ] }
 
+    // ---------------------------------------------------------------------------------------
+    // The differentiable fused step (Transform.step with fuseGradients, when a gradient flows
+    // through the step), for the case adamKernel serves: the hypergradient by `HyperDot`, the
+    // rates by `rates` (0-d ops, differentiable as they are), the model step by
+    // AdamGrad.applyAll with lr = alpha' and the directions as a fourth output, one call per step.
+
+    /// How many times the fused hypergradient function has run forward (for tests that must know it did).
+    let mutable gradCalls = 0L
+
+    /// The float64 view of elements [start, start + length) of a contiguous CPU float64 tensor.
+    let private span64 (t: Tensor) (start: int) (length: int) : Span<float> = (AdamGrad.spanOf<float> t).Slice(start, length)
+
+    /// sum (g + wd p) . d over a float32 chunk as `dots` sums it: g + wd p and the products in
+    /// float32, their sum in float64 (p is empty when wd = 0).
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    let private hyperDot32 (wd: float32) (g: Span<float32>) (p: Span<float32>) (d: Span<float32>) : float =
+        let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
+        let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
+        let dv = MemoryMarshal.Cast<float32, Vector<float32>> d
+        let withP, wdV = not p.IsEmpty, Vector<float32>(wd)
+        let mutable lo = Vector<float>.Zero
+        let mutable hi = Vector<float>.Zero
+        for k in 0 .. gv.Length - 1 do
+            let gk = if withP then gv[k] + pv[k] * wdV else gv[k]
+            let mutable l = Vector<float>.Zero
+            let mutable h = Vector<float>.Zero
+            Vector.Widen(gk * dv[k], &l, &h)
+            lo <- lo + l
+            hi <- hi + h
+        let mutable total = Vector.Sum(lo + hi)
+        for i in gv.Length * Vector<float32>.Count .. g.Length - 1 do
+            let gi = if withP then g[i] + p[i] * wd else g[i]
+            total <- total + float (gi * d[i])
+        total
+
+    /// The same sum over a float64 chunk, element by element.
+    let private hyperDot64 (wd: float) (g: Span<float>) (p: Span<float>) (d: Span<float>) : float =
+        let mutable total = 0.0
+        for i in 0 .. g.Length - 1 do
+            let gi = if p.IsEmpty then g[i] else g[i] + p[i] * wd
+            total <- total + gi * d[i]
+        total
+
+    /// The backward pass over a float32 chunk with nh = -H: dg = nh d, dp = wd dg, dd = nh (g + wd p)
+    /// (dp and p empty when wd = 0).
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    let private hyperDotBack32 (nh: float32) (wd: float32) (g: Span<float32>) (p: Span<float32>) (d: Span<float32>)
+                               (dg: Span<float32>) (dp: Span<float32>) (dd: Span<float32>) =
+        let gv = MemoryMarshal.Cast<float32, Vector<float32>> g
+        let pv = MemoryMarshal.Cast<float32, Vector<float32>> p
+        let dv = MemoryMarshal.Cast<float32, Vector<float32>> d
+        let dgv = MemoryMarshal.Cast<float32, Vector<float32>> dg
+        let dpv = MemoryMarshal.Cast<float32, Vector<float32>> dp
+        let ddv = MemoryMarshal.Cast<float32, Vector<float32>> dd
+        let withP, wdV, nhV = not p.IsEmpty, Vector<float32>(wd), Vector<float32>(nh)
+        for k in 0 .. gv.Length - 1 do
+            let x = dv[k] * nhV
+            dgv[k] <- x
+            if withP then
+                dpv[k] <- x * wdV
+                ddv[k] <- (gv[k] + pv[k] * wdV) * nhV
+            else ddv[k] <- gv[k] * nhV
+        for i in gv.Length * Vector<float32>.Count .. g.Length - 1 do
+            let x = d[i] * nh
+            dg[i] <- x
+            if withP then
+                dp[i] <- x * wd
+                dd[i] <- (g[i] + p[i] * wd) * nh
+            else dd[i] <- g[i] * nh
+
+    /// The same over a float64 chunk.
+    let private hyperDotBack64 (nh: float) (wd: float) (g: Span<float>) (p: Span<float>) (d: Span<float>)
+                               (dg: Span<float>) (dp: Span<float>) (dd: Span<float>) =
+        for i in 0 .. g.Length - 1 do
+            let x = d[i] * nh
+            dg[i] <- x
+            if p.IsEmpty then dd[i] <- g[i] * nh
+            else
+                dp[i] <- x * wd
+                dd[i] <- (g[i] + p[i] * wd) * nh
+
+    /// sum_i body(i, start, length) over the chunks of tensors of these sizes, in parallel as the
+    /// fused kernels run (Kernel.forChunks), each chunk into its own slot and the slots added in
+    /// order: the same float whatever the number of threads.
+    let private sumOverChunks (sizes: int[]) (body: int -> int -> int -> float) : float =
+        let chunk = max 1024 Kernel.chunkElements // Kernel.forChunks' chunk
+        let offsets = Array.scan (fun acc n -> acc + (n + chunk - 1) / chunk) 0 sizes
+        let parts = Array.zeroCreate<float> offsets[sizes.Length]
+        Kernel.forChunks (Array.indexed sizes) (fun i start len -> parts[offsets[i] + start / chunk] <- body i start len)
+        Array.sum parts
+
+    /// The hypergradient h = -sum_i (g_i + wd p_i) . d_i over all the tensors of a step as one
+    /// autograd function. Forward: `hyperDot32` (SIMD, float32 products summed in float64, as
+    /// `dots`) or `hyperDot64`, chunks in parallel. Backward, for the output gradient H:
+    ///   dg_i = -H d_i,   dp_i = -H wd d_i,   dd_i = -H (g_i + wd p_i)
+    /// One call for the whole step, not one per tensor: a call costs some 40-75 us whatever its
+    /// size (the graph node, its saved tensors, the output cache), which over the tensors of a
+    /// network is more than the arithmetic. Inputs: g_0..g_{n-1}, d_0..d_{n-1}, then p_0..p_{n-1}
+    /// only when wd <> 0 (with wd = 0, h does not depend on p), wd (a float) and n (an int); every
+    /// tensor contiguous on the CPU, g_i, p_i, d_i of one dtype (float32 or float64) and size.
+    type private HyperDot() =
+        inherit torch.autograd.MultiTensorFunction<HyperDot>()
+
+        override _.Name = "hd_hypergradient"
+
+        override _.forward(ctx: torch.autograd.AutogradContext, vars: obj[]) : Collections.Generic.List<Tensor> =
+            let n, wd = vars[vars.Length - 1] :?> int, vars[vars.Length - 2] :?> float
+            let x (k: int) = vars[k] :?> Tensor
+            let gs, ds = Array.init n x, Array.init n (fun i -> x (n + i))
+            let ps = if wd = 0.0 then [||] else Array.init n (fun i -> x (2 * n + i))
+            Threading.Interlocked.Increment(&gradCalls) |> ignore
+            ctx.save_for_backward(ResizeArray(Array.concat [ gs; ds; ps ]))
+            ctx.save_data("wd", box wd)
+            ctx.save_data("n", box n)
+            let total =
+                sumOverChunks (gs |> Array.map (fun g -> int (g.numel ()))) (fun i s l ->
+                    if gs[i].dtype = torch.ScalarType.Float32 then
+                        hyperDot32 (float32 wd) (Kernel.span gs[i] s l) (if wd = 0.0 then Span<float32>.Empty else Kernel.span ps[i] s l) (Kernel.span ds[i] s l)
+                    else hyperDot64 wd (span64 gs[i] s l) (if wd = 0.0 then Span<float>.Empty else span64 ps[i] s l) (span64 ds[i] s l))
+            // 0 - total, as the op-by-op h: no -0 at the first step
+            ResizeArray [ torch.tensor(0.0 - total, dtype = torch.ScalarType.Float64) ]
+
+        override _.backward(ctx: torch.autograd.AutogradContext, grads: Collections.Generic.List<Tensor>) : Collections.Generic.List<Tensor> =
+            Kernel.warnIfDifferentiated "hd_hypergradient: second derivatives (create_graph) through the fused Adam-HD step are not computed (its backward pass is hand-written); set Optimizers.Fused.Kernel.useSimd <- false for the op-by-op form"
+            let saved = ctx.get_saved_variables ()
+            let wd, n = ctx.get_data "wd" :?> float, ctx.get_data "n" :?> int
+            let gs, ds = Array.init n (fun i -> saved[i]), Array.init n (fun i -> saved[n + i])
+            let ps = if wd = 0.0 then [||] else Array.init n (fun i -> saved[2 * n + i])
+            let nh = if isNull grads[0] then 0.0 else -(grads[0].ToDouble())
+            use _ = torch.no_grad ()
+            let dgs, dds = Array.map torch.empty_like gs, Array.map torch.empty_like ds
+            let dps = Array.map torch.empty_like ps
+            Kernel.forChunks (gs |> Array.mapi (fun i g -> i, int (g.numel ()))) (fun i s l ->
+                if gs[i].dtype = torch.ScalarType.Float32 then
+                    hyperDotBack32 (float32 nh) (float32 wd) (Kernel.span gs[i] s l) (if wd = 0.0 then Span<float32>.Empty else Kernel.span ps[i] s l) (Kernel.span ds[i] s l)
+                        (Kernel.span dgs[i] s l) (if wd = 0.0 then Span<float32>.Empty else Kernel.span dps[i] s l) (Kernel.span dds[i] s l)
+                else
+                    hyperDotBack64 nh wd (span64 gs[i] s l) (if wd = 0.0 then Span<float>.Empty else span64 ps[i] s l) (span64 ds[i] s l)
+                        (span64 dgs[i] s l) (if wd = 0.0 then Span<float>.Empty else span64 dps[i] s l) (span64 dds[i] s l))
+            ResizeArray(Array.concat [ dgs; dds; dps; [| null; null |] ])
+
+    /// h_t = -(g_t + wd p_t) . d_{t-1} over all the tensors, one `HyperDot` call: a 0-d float64 tensor.
+    let private hypergradient (wd: float) (g: Tensor[]) (p: Tensor[]) (d: Tensor[]) : Tensor =
+        let vars : obj[] = Array.concat [ Array.map box g; Array.map box d; (if wd = 0.0 then [||] else Array.map box p); [| box wd; box g.Length |] ]
+        (HyperDot.apply vars)[0]
+
+    /// Adam-HD's differentiable fused step (global rate, no multiplicative guard): new parameters
+    /// and the state of the op-by-op update (its layout and values), or None for tensors the fused
+    /// functions do not take (not contiguous CPU float32/float64). Per step, one HyperDot call,
+    /// `rates`' 0-d ops and one AdamGrad call per tensor, whose direction output is the new "direction".
+    let private adamGradStep (o: HdOptions) (moments: Transformation) : Tree -> State -> Tree -> (Tree * State) option =
+        let n = name o
+        fun grads state parameters ->
+            let aS = match state.Children with [ a ] when a.Kind = moments.Name -> a | _ -> Tensors.invalidArg "state" $"'{n}' (fused gradient path): the state has no Adam moments; pass the state made by this optimizer's init or update"
+            let dPrev = state.Slot "direction"
+            let ms, vs = aS.Slot "exp_avg", aS.Slot "exp_avg_sq"
+            Kernel.checkNames n parameters [ "gradients", grads; "directions", dPrev; "first moments", ms; "second moments", vs ]
+            let tensorsOf i = [ parameters.Values[i]; grads.Values[i]; dPrev.Values[i]; ms.Values[i]; vs.Values[i] ]
+            if parameters.Count = 0 || not (AdamGrad.fusableAll (List.init parameters.Count tensorsOf)) then None
+            else
+                let h = Tree.single Global (hypergradient o.WeightDecay grads.Values parameters.Values dPrev.Values)
+                // `rates` reads g and d_{t-1} only under the multiplicative guard, which this path excludes
+                let alpha', lopM', lopV' = rates o state grads dPrev h
+                let constant (x: float) = torch.tensor(x, dtype = torch.ScalarType.Float64)
+                let b1, b2, wd = constant o.Beta1, constant o.Beta2, constant o.WeightDecay
+                let p', m', v', d =
+                    AdamGrad.applyAll parameters.Values grads.Values ms.Values vs.Values alpha'[Global] b1 b2 wd o.Eps 0.0 (aS.Count + 1) true
+                let tree (values: Tensor[]) = { Names = parameters.Names; Values = values }
+                let moments' = { aS with Count = aS.Count + 1; Slots = Map.ofList [ "exp_avg", tree m'; "exp_avg_sq", tree v' ] }
+                Some(
+                    tree p',
+                    { state with
+                        Count = state.Count + 1
+                        Slots =
+                          Map.ofList
+                            [ "direction", tree d; "lr", alpha'; "hypergrad_lr", h; "lop_m", lopM'; "lop_v", lopV' ]
+                        Children = [ moments' ] })
+
     let create (o: HdOptions) : Transformation =
         validate o
         let n = name o
@@ -315,9 +493,12 @@ module Hd =
                 Slots = Map.ofList [ "direction", d; "lr", alpha'; "hypergrad_lr", h; "lop_m", m'; "lop_v", v' ]
                 Children = [ inner' ] }
         let t = Transform.create n init update
-        // the fused kernel serves Adam with one global rate; the other forms run op by op
+        // the fused kernel and the differentiable fused step serve Adam with one global rate; the
+        // other forms run op by op
         if o.Model = AdamOp && not o.PerParameter && o.Guard <> Multiplicative then
-            t |> Transform.withFast [ o.HypergradLr ] (adamKernel o dir)
+            t
+            |> Transform.withFast [ o.HypergradLr ] (adamKernel o dir)
+            |> Transform.withDifferentiable (adamGradStep o dir)
         else t
 
     /// The three model optimizers with their defaults of the reference code's experiments
