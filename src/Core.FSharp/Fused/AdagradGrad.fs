@@ -177,24 +177,20 @@ module AdagradGrad =
             let dP, dS = Array.init n (dOut 0), Array.init n (dOut 1)
             let dp, dg, ds = Array.map torch.empty_like ps, Array.map torch.empty_like gs, Array.map torch.empty_like ss
             let single i = ps[i].dtype = torch.ScalarType.Float32
-            let chunk = max 1024 Kernel.chunkElements
-            // the sums per (tensor, chunk), added up in that order below: the same whatever the threads
-            let parts = Array.init n (fun i ->
-                Array.zeroCreate<struct (float * float)> (if single i then (int (ps[i].numel ()) + chunk - 1) / chunk else 0))
             let stream = Kernel.streams [| for i in 0 .. n - 1 do if single i then yield dp[i]; yield dg[i]; yield ds[i] |]
-            Kernel.forChunksStoring stream [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i st l ->
-                parts[i][st / chunk] <-
-                    backward32 c stream (Kernel.span ps[i] st l) (Kernel.span gs[i] st l) (Kernel.span ss[i] st l) (Kernel.span dP[i] st l) (Kernel.span dS[i] st l)
-                        (Kernel.span dp[i] st l) (Kernel.span dg[i] st l) (Kernel.span ds[i] st l))
             let add (struct (a, b)) (struct (x, y)) = struct (a + x, b + y)
+            let zero = struct (0.0, 0.0)
             let struct (sPq, sWd) =
-                Array.init n (fun i ->
-                    if single i then parts[i] |> Array.fold add (struct (0.0, 0.0))
-                    else
-                        backwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> ps[i]) (AdamGrad.spanOf<float> gs[i]) (AdamGrad.spanOf<float> ss[i])
-                            (AdamGrad.spanOf<float> dP[i]) (AdamGrad.spanOf<float> dS[i])
-                            (AdamGrad.spanOf<float> dp[i]) (AdamGrad.spanOf<float> dg[i]) (AdamGrad.spanOf<float> ds[i]))
-                |> Array.fold add (struct (0.0, 0.0))
+                Array.append
+                    (Kernel.sumChunks stream [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] zero add (fun i st l ->
+                        backward32 c stream (Kernel.span ps[i] st l) (Kernel.span gs[i] st l) (Kernel.span ss[i] st l) (Kernel.span dP[i] st l) (Kernel.span dS[i] st l)
+                            (Kernel.span dp[i] st l) (Kernel.span dg[i] st l) (Kernel.span ds[i] st l)))
+                    [| for i in 0 .. n - 1 do
+                        if not (single i) then
+                            backwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> ps[i]) (AdamGrad.spanOf<float> gs[i]) (AdamGrad.spanOf<float> ss[i])
+                                (AdamGrad.spanOf<float> dP[i]) (AdamGrad.spanOf<float> dS[i])
+                                (AdamGrad.spanOf<float> dp[i]) (AdamGrad.spanOf<float> dg[i]) (AdamGrad.spanOf<float> ds[i]) |]
+                |> Array.fold add zero
             let f = c.F
             let scalar (like: Tensor) (x: float) = torch.tensor(x, dtype = like.dtype, device = like.device).reshape(like.shape)
             List(Array.concat [ dp; dg; ds; [| scalar lr (-sPq / f); scalar wd sWd; scalar lrDecay (float c.K * c.Lr * sPq / (f * f)); null; null; null |] ])

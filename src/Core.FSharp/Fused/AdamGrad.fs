@@ -176,15 +176,6 @@ module AdamGrad =
             dv[i] <- xv
             sums.Add(lr, e, w, bb1, i1, bb2, ss)
 
-    /// Run `body sums tensor start length` over the chunks of tensors of the given sizes, in
-    /// parallel as the fused kernels do, each chunk with its own sums (so the total does not depend
-    /// on the number of threads); returns the sums added up in a fixed order.
-    let private overChunks (stream: bool) (sizes: int[]) (body: Sums -> int -> int -> int -> unit) : float[] =
-        let chunk = max 1024 Kernel.chunkElements
-        let parts = sizes |> Array.map (fun n -> Array.init ((n + chunk - 1) / chunk) (fun _ -> Sums()))
-        Kernel.forChunksStoring stream (Array.indexed sizes) (fun i start len -> body (parts[i].[start / chunk]) i start len)
-        Array.init 7 (fun k -> parts |> Array.sumBy (Array.sumBy (fun s -> s.V[k])))
-
     let private value (t: Tensor) = t.ToDouble()
 
     /// How many times the fused function has run forward, once per step (for tests that must know it did).
@@ -249,10 +240,14 @@ module AdamGrad =
             let sums =
                 if ps[0].dtype = torch.ScalarType.Float32 then
                     let stream = Kernel.streams (Array.concat [ dp; dg; dm; dv ])
-                    overChunks stream (Array.init n (fun i -> int (ps[i].numel ()))) (fun sums i s l ->
+                    let add (a: float[]) (b: float[]) = Array.map2 (+) a b
+                    Kernel.sumChunks stream (Array.init n (fun i -> i, int (ps[i].numel ()))) (Array.zeroCreate 7) add (fun i s l ->
+                        let sums = Sums()
                         backward32 c stream sums (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span ms[i] s l) (Kernel.span vs[i] s l)
                             (Kernel.span dP[i] s l) (Kernel.span dM[i] s l) (Kernel.span dV[i] s l) (if isNull dD[i] then Span<float32>.Empty else Kernel.span dD[i] s l)
-                            (Kernel.span dp[i] s l) (Kernel.span dg[i] s l) (Kernel.span dm[i] s l) (Kernel.span dv[i] s l))
+                            (Kernel.span dp[i] s l) (Kernel.span dg[i] s l) (Kernel.span dm[i] s l) (Kernel.span dv[i] s l)
+                        sums.V)
+                    |> Array.fold add (Array.zeroCreate 7)
                 else
                     let sums = Sums()
                     for i in 0 .. n - 1 do

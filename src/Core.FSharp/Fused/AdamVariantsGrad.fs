@@ -294,16 +294,12 @@ module AdamVariantsGrad =
             let dw = if form.Amsgrad then fresh vs else Array.create n null
             let sums =
                 if ps[0].dtype = torch.ScalarType.Float32 then
-                    // one partial sum per (tensor, chunk), added in a fixed order: the same total on any number of threads
-                    let chunk = max 1024 Kernel.chunkElements
-                    let parts = ps |> Array.map (fun p -> Array.create ((int (p.numel ()) + chunk - 1) / chunk) Sums.Zero)
                     let stream = Kernel.streams (Array.concat [ dp; dg; dm; dv; (if form.Amsgrad then dw else [||]) ])
-                    Kernel.forChunksStoring stream (Array.init n (fun i -> i, int (ps[i].numel ()))) (fun i s l ->
-                        parts[i].[s / chunk] <-
-                            backward32 c stream (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span ms[i] s l) (Kernel.span vs[i] s l) (span32 ws[i] s l)
-                                (Kernel.span dP[i] s l) (Kernel.span dM[i] s l) (Kernel.span dV[i] s l) (span32 dW[i] s l)
-                                (Kernel.span dp[i] s l) (Kernel.span dg[i] s l) (Kernel.span dm[i] s l) (Kernel.span dv[i] s l) (span32 dw[i] s l))
-                    parts |> Array.fold (Array.fold plus) Sums.Zero
+                    Kernel.sumChunks stream (Array.init n (fun i -> i, int (ps[i].numel ()))) Sums.Zero plus (fun i s l ->
+                        backward32 c stream (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span ms[i] s l) (Kernel.span vs[i] s l) (span32 ws[i] s l)
+                            (Kernel.span dP[i] s l) (Kernel.span dM[i] s l) (Kernel.span dV[i] s l) (span32 dW[i] s l)
+                            (Kernel.span dp[i] s l) (Kernel.span dg[i] s l) (Kernel.span dm[i] s l) (Kernel.span dv[i] s l) (span32 dw[i] s l))
+                    |> Array.fold plus Sums.Zero
                 else
                     Array.init n (fun i ->
                         backwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> ps[i]) (AdamGrad.spanOf<float> gs[i]) (AdamGrad.spanOf<float> ms[i])

@@ -140,6 +140,18 @@ module Kernel =
             body i start len
             if stream then Sse.StoreFence())
 
+    /// `forChunksStoring` for loops that also add something up (the differentiable steps'
+    /// hyperparameter gradients): `body i start length` returns the chunk's partial sum. The result
+    /// is each item's sum, in the order of `items`, its chunks added in order: the same on any
+    /// number of threads.
+    let sumChunks (stream: bool) (items: (int * int)[]) (zero: 'S) (add: 'S -> 'S -> 'S) (body: int -> int -> int -> 'S) : 'S[] =
+        let chunk = chunkSize ()
+        let parts = items |> Array.map (fun (_, n) -> Array.create ((n + chunk - 1) / chunk) zero)
+        let position = Dictionary<int, int>()
+        items |> Array.iteri (fun k (i, _) -> position[i] <- k)
+        forChunksStoring stream items (fun i start len -> parts[position[i]].[start / chunk] <- body i start len)
+        parts |> Array.map (Array.fold add zero)
+
     /// Where a kernel writes (see Transform's `Target`): `Of tree` gives the tree to write the new
     /// values of `tree` into, the tree itself in place or new tensors of its shapes; `State` puts
     /// the new trees in place of the old in the state the kernel returns.

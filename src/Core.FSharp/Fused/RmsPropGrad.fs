@@ -229,25 +229,21 @@ module RmsPropGrad =
             let dp, dg, dv = Array.map torch.empty_like ps, Array.map torch.empty_like gs, Array.map torch.empty_like vs
             let db = ps |> Array.map (fun p -> if c.Momentum then torch.empty_like p else null)
             let single i = ps[i].dtype = torch.ScalarType.Float32
-            let chunk = max 1024 Kernel.chunkElements
-            // the sums per (tensor, chunk), added up in that order below: the same whatever the threads
-            let parts = Array.init n (fun i ->
-                Array.zeroCreate<struct (float * float * float * float)> (if single i then (int (ps[i].numel ()) + chunk - 1) / chunk else 0))
             let stream = Kernel.streams [| for i in 0 .. n - 1 do if single i then yield dp[i]; yield dg[i]; yield dv[i]; if c.Momentum then yield db[i] |]
-            Kernel.forChunksStoring stream [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i s l ->
-                parts[i][s / chunk] <-
-                    backward32 c stream (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span vs[i] s l) (span32 bs[i] s l)
-                        (Kernel.span dP[i] s l) (Kernel.span dV[i] s l) (span32 dB[i] s l)
-                        (Kernel.span dp[i] s l) (Kernel.span dg[i] s l) (Kernel.span dv[i] s l) (span32 db[i] s l))
             let add (struct (a, b, c, d)) (struct (w, x, y, z)) = struct (a + w, b + x, c + y, d + z)
+            let zero = struct (0.0, 0.0, 0.0, 0.0)
             let struct (sLr, sAlpha, sWd, sMu) =
-                Array.init n (fun i ->
-                    if single i then parts[i] |> Array.fold add (struct (0.0, 0.0, 0.0, 0.0))
-                    else
-                        backwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> ps[i]) (AdamGrad.spanOf<float> gs[i]) (AdamGrad.spanOf<float> vs[i]) (span64 bs[i])
-                            (AdamGrad.spanOf<float> dP[i]) (AdamGrad.spanOf<float> dV[i]) (span64 dB[i])
-                            (AdamGrad.spanOf<float> dp[i]) (AdamGrad.spanOf<float> dg[i]) (AdamGrad.spanOf<float> dv[i]) (span64 db[i]))
-                |> Array.fold add (struct (0.0, 0.0, 0.0, 0.0))
+                Array.append
+                    (Kernel.sumChunks stream [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] zero add (fun i s l ->
+                        backward32 c stream (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span vs[i] s l) (span32 bs[i] s l)
+                            (Kernel.span dP[i] s l) (Kernel.span dV[i] s l) (span32 dB[i] s l)
+                            (Kernel.span dp[i] s l) (Kernel.span dg[i] s l) (Kernel.span dv[i] s l) (span32 db[i] s l)))
+                    [| for i in 0 .. n - 1 do
+                        if not (single i) then
+                            backwardLoop c float Math.Sqrt (AdamGrad.spanOf<float> ps[i]) (AdamGrad.spanOf<float> gs[i]) (AdamGrad.spanOf<float> vs[i]) (span64 bs[i])
+                                (AdamGrad.spanOf<float> dP[i]) (AdamGrad.spanOf<float> dV[i]) (span64 dB[i])
+                                (AdamGrad.spanOf<float> dp[i]) (AdamGrad.spanOf<float> dg[i]) (AdamGrad.spanOf<float> dv[i]) (span64 db[i]) |]
+                |> Array.fold add zero
             let scalar (like: Tensor) (x: float) = torch.tensor(x, dtype = like.dtype, device = like.device).reshape(like.shape)
             List(Array.concat [ dp; dg; dv; db; [| scalar lr sLr; scalar alpha sAlpha; (if c.Momentum then scalar mu sMu else null); scalar wd sWd; null; null; null |] ])
 

@@ -171,24 +171,20 @@ module SgdGrad =
             let dP, dB = Array.init n (dOut 0), Array.init n (dOut 1)
             let dp, dg, db = Array.map torch.empty_like ps, Array.map torch.empty_like gs, Array.map torch.empty_like bs
             let single i = ps[i].dtype = torch.ScalarType.Float32
-            let chunk = max 1024 Kernel.chunkElements
-            // the sums per (tensor, chunk), added up in that order below: the same whatever the threads
-            let parts = Array.init n (fun i ->
-                Array.zeroCreate<struct (float * float * float * float)> (if single i then (int (ps[i].numel ()) + chunk - 1) / chunk else 0))
             let stream = Kernel.streams [| for i in 0 .. n - 1 do if single i then yield dp[i]; yield dg[i]; yield db[i] |]
-            Kernel.forChunksStoring stream [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] (fun i s l ->
-                parts[i][s / chunk] <-
-                    backward32 c stream (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span bs[i] s l) (Kernel.span dP[i] s l) (Kernel.span dB[i] s l)
-                        (Kernel.span dp[i] s l) (Kernel.span dg[i] s l) (Kernel.span db[i] s l))
             let add (struct (a, b, c, d)) (struct (w, x, y, z)) = struct (a + w, b + x, c + y, d + z)
+            let zero = struct (0.0, 0.0, 0.0, 0.0)
             let struct (sLr, sWd, sDamp, sMu) =
-                Array.init n (fun i ->
-                    if single i then parts[i] |> Array.fold add (struct (0.0, 0.0, 0.0, 0.0))
-                    else
-                        backwardLoop c float (AdamGrad.spanOf<float> ps[i]) (AdamGrad.spanOf<float> gs[i]) (AdamGrad.spanOf<float> bs[i])
-                            (AdamGrad.spanOf<float> dP[i]) (AdamGrad.spanOf<float> dB[i])
-                            (AdamGrad.spanOf<float> dp[i]) (AdamGrad.spanOf<float> dg[i]) (AdamGrad.spanOf<float> db[i]))
-                |> Array.fold add (struct (0.0, 0.0, 0.0, 0.0))
+                Array.append
+                    (Kernel.sumChunks stream [| for i in 0 .. n - 1 do if single i then yield i, int (ps[i].numel ()) |] zero add (fun i s l ->
+                        backward32 c stream (Kernel.span ps[i] s l) (Kernel.span gs[i] s l) (Kernel.span bs[i] s l) (Kernel.span dP[i] s l) (Kernel.span dB[i] s l)
+                            (Kernel.span dp[i] s l) (Kernel.span dg[i] s l) (Kernel.span db[i] s l)))
+                    [| for i in 0 .. n - 1 do
+                        if not (single i) then
+                            backwardLoop c float (AdamGrad.spanOf<float> ps[i]) (AdamGrad.spanOf<float> gs[i]) (AdamGrad.spanOf<float> bs[i])
+                                (AdamGrad.spanOf<float> dP[i]) (AdamGrad.spanOf<float> dB[i])
+                                (AdamGrad.spanOf<float> dp[i]) (AdamGrad.spanOf<float> dg[i]) (AdamGrad.spanOf<float> db[i]) |]
+                |> Array.fold add zero
             let scalar (like: Tensor) (x: float) = torch.tensor(x, dtype = like.dtype, device = like.device).reshape(like.shape)
             List(Array.concat [ dp; dg; db; [| scalar lr sLr; scalar mu sMu; scalar damp sDamp; scalar wd sWd; null; null; null |] ])
 
