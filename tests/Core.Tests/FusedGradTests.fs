@@ -247,6 +247,32 @@ let adamVariant (variant: string) (flag: bool) (wd: bool) (tensors: Tensor list)
 /// pass 1 and make the bias correction's root NaN).
 let adamVariantValues = [ "lr", 0.01; "beta1", 0.8; "beta2", 0.9; "weight_decay", 0.05 ]
 
+/// Adagrad (with or without lr_decay) in the case's hyperparameter form: the optimizer and the
+/// tensors its options hold (lr, lr_decay, weight_decay, in that order).
+let adagradCase (c: Case) (decay: bool) =
+    let tensors, h = hyperForms c.Form [ "lr", 0.05; "lr_decay", 0.1; "weight_decay", 0.03 ]
+    let opt =
+        Adagrad.create
+            { Adagrad.defaults with
+                Lr = h "lr"; InitialAccumulatorValue = 0.1
+                LrDecay = (if decay then h "lr_decay" else F 0.0)
+                WeightDecay = (if c.WeightDecay then h "weight_decay" else F 0.0) }
+    opt, tensors |> List.indexed |> List.filter (fun (i, _) -> i = 0 || (i = 1 && decay) || (i = 2 && c.WeightDecay)) |> List.map snd
+
+/// RMSProp (with or without momentum) in the case's hyperparameter form: the optimizer, its slots,
+/// and the tensors its options hold (lr, alpha, momentum, weight_decay, in that order).
+let rmsPropCase (c: Case) (momentum: bool) =
+    let tensors, h = hyperForms c.Form [ "lr", 0.01; "alpha", 0.9; "momentum", 0.8; "weight_decay", 0.03 ]
+    let opt =
+        RmsProp.create
+            { RmsProp.defaults with
+                Lr = h "lr"; Alpha = h "alpha"
+                Momentum = (if momentum then h "momentum" else F 0.0)
+                WeightDecay = (if c.WeightDecay then h "weight_decay" else F 0.0) }
+    let slots = [ yield "scale_by_rms", "square_avg", true; if momentum then yield "trace_momentum", "momentum_buffer", false ]
+    let held = tensors |> List.indexed |> List.filter (fun (i, _) -> i < 2 || (i = 2 && momentum) || (i = 3 && c.WeightDecay)) |> List.map snd
+    opt, slots, held
+
 [<Tests>]
 let tests =
     testSequencedGroup "fuseGradients" <| testList "fusedgrad" [
@@ -423,28 +449,12 @@ let tests =
 
         testPropertyWithConfig config "RMSProp, with and without momentum, float64 and float32: the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (momentum: bool) (single: bool) ->
             use _ = torch.NewDisposeScope()
-            let tensors, h = hyperForms c.Form [ "lr", 0.01; "alpha", 0.9; "momentum", 0.8; "weight_decay", 0.03 ]
-            let opt =
-                RmsProp.create
-                    { RmsProp.defaults with
-                        Lr = h "lr"; Alpha = h "alpha"
-                        Momentum = (if momentum then h "momentum" else F 0.0)
-                        WeightDecay = (if c.WeightDecay then h "weight_decay" else F 0.0) }
-            let slots = [ yield "scale_by_rms", "square_avg", true; if momentum then yield "trace_momentum", "momentum_buffer", false ]
-            // the tensors the options hold (lr, alpha, momentum, weight_decay, in that order)
-            let held = tensors |> List.indexed |> List.filter (fun (i, _) -> i < 2 || (i = 2 && momentum) || (i = 3 && c.WeightDecay)) |> List.map snd
+            let opt, slots, held = rmsPropCase c momentum
             fusedMatchesOps (fun () -> RmsPropGrad.calls) (if single then torch.ScalarType.Float32 else f64) c opt slots held
 
         testPropertyWithConfig config "Adagrad, with and without lr_decay, float64 and float32: the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (decay: bool) (single: bool) ->
             use _ = torch.NewDisposeScope()
-            let tensors, h = hyperForms c.Form [ "lr", 0.05; "lr_decay", 0.1; "weight_decay", 0.03 ]
-            let opt =
-                Adagrad.create
-                    { Adagrad.defaults with
-                        Lr = h "lr"; InitialAccumulatorValue = 0.1
-                        LrDecay = (if decay then h "lr_decay" else F 0.0)
-                        WeightDecay = (if c.WeightDecay then h "weight_decay" else F 0.0) }
-            let held = tensors |> List.indexed |> List.filter (fun (i, _) -> i = 0 || (i = 1 && decay) || (i = 2 && c.WeightDecay)) |> List.map snd
+            let opt, held = adagradCase c decay
             fusedMatchesOps (fun () -> AdagradGrad.calls) (if single then torch.ScalarType.Float32 else f64) c opt [ "scale_by_adagrad", "sum", true ] held
 
         testCase "RMSProp, T = 20 unrolls: the hypergradients of lr, alpha, weight_decay (plain) and lr, momentum equal the op-by-op ones" <| fun () ->
@@ -573,27 +583,12 @@ let tests =
 
         testPropertyWithConfig config "RMSProp, float32 with non-temporal stores (Kernel.streamBytes = 0): the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (momentum: bool) ->
             use _ = torch.NewDisposeScope()
-            let tensors, h = hyperForms c.Form [ "lr", 0.01; "alpha", 0.9; "momentum", 0.8; "weight_decay", 0.03 ]
-            let opt =
-                RmsProp.create
-                    { RmsProp.defaults with
-                        Lr = h "lr"; Alpha = h "alpha"
-                        Momentum = (if momentum then h "momentum" else F 0.0)
-                        WeightDecay = (if c.WeightDecay then h "weight_decay" else F 0.0) }
-            let slots = [ yield "scale_by_rms", "square_avg", true; if momentum then yield "trace_momentum", "momentum_buffer", false ]
-            let held = tensors |> List.indexed |> List.filter (fun (i, _) -> i < 2 || (i = 2 && momentum) || (i = 3 && c.WeightDecay)) |> List.map snd
+            let opt, slots, held = rmsPropCase c momentum
             streamedMatchesOps (fun () -> RmsPropGrad.calls) c opt slots held
 
         testPropertyWithConfig config "Adagrad, float32 with non-temporal stores (Kernel.streamBytes = 0): the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (decay: bool) ->
             use _ = torch.NewDisposeScope()
-            let tensors, h = hyperForms c.Form [ "lr", 0.05; "lr_decay", 0.1; "weight_decay", 0.03 ]
-            let opt =
-                Adagrad.create
-                    { Adagrad.defaults with
-                        Lr = h "lr"; InitialAccumulatorValue = 0.1
-                        LrDecay = (if decay then h "lr_decay" else F 0.0)
-                        WeightDecay = (if c.WeightDecay then h "weight_decay" else F 0.0) }
-            let held = tensors |> List.indexed |> List.filter (fun (i, _) -> i = 0 || (i = 1 && decay) || (i = 2 && c.WeightDecay)) |> List.map snd
+            let opt, held = adagradCase c decay
             streamedMatchesOps (fun () -> AdagradGrad.calls) c opt [ "scale_by_adagrad", "sum", true ] held
 
         testPropertyWithConfig config "AdamW and AMSGrad, float32 with non-temporal stores (Kernel.streamBytes = 0): the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (amsgrad: bool) (flag: bool) ->
