@@ -17,9 +17,9 @@ open TorchSharp
 /// `Transform.stepInPlace` runs it over the parameters' and state's own tensors (the fast path of
 /// ordinary training); `Transform.step` runs it into new tensors whenever no gradient has to flow
 /// through the step, and otherwise its differentiable fused step where it has one (Fused/AdamGrad,
-/// AdamVariantsGrad for AdamW and AMSGrad, SgdGrad, RmsPropGrad, AdagradGrad; Adam-HD's in
-/// Hypergradient/Hd; off with
-/// `Transform.fuseGradients <- false`), else `Update` op by op (a differentiable expression).
+/// AdamVariantsGrad for AdamW and AMSGrad, SgdGrad, RmsPropGrad, AdagradGrad; SGD-HD's, SGDN-HD's
+/// and Adam-HD's in Hypergradient/Hd; off with `Transform.fuseGradients <- false`), else `Update`
+/// op by op (a differentiable expression).
 /// `Transform.create` and the combinators leave it None; the kernels in Fused/ set it.
 type Transformation =
     { /// The name, stored in the state's Kind and in saved files.
@@ -105,8 +105,9 @@ module Transform =
     /// Whether `step` takes an optimizer's differentiable fused step when a gradient flows through
     /// the step: SGD with momentum (Fused/SgdGrad), Adam (AdamGrad, with or without eps_root), AdamW
     /// with or without amsgrad and AMSGrad with or without bias correction (AdamVariantsGrad; not
-    /// with eps_root), RMSProp not centered (RmsPropGrad), Adagrad (AdagradGrad) and Adam-HD (Hd);
-    /// non-contiguous tensors go op by op. On by default: their values and gradients equal
+    /// with eps_root), RMSProp not centered (RmsPropGrad), Adagrad (AdagradGrad) and SGD-HD (its
+    /// hypergradient; its two-op model step op by op), SGDN-HD, Adam-HD with one global rate
+    /// (Hd); non-contiguous tensors go op by op. On by default: their values and gradients equal
     /// stepOps' (tests, float64), each is one autograd call per step, and the bench's unroll rows
     /// time them against op by op (docs/benchmarks.md). Off: every step op by op, e.g. for second
     /// derivatives, which the hand-written backward passes do not give.

@@ -52,8 +52,10 @@ type RmsPropCase = { Case: Case; Lr: float; Alpha: float; Eps: float; WeightDeca
 
 type AdagradCase = { Case: Case; Lr: float; LrDecay: float; WeightDecay: float; InitialAccumulator: float; Eps: float }
 
-/// Adam-HD (model Adam, one global rate) with any learning-rate optimizer, clipped at 0 or not.
-type HdCase = { Case: Case; Lop: Optimizers.Hypergradient.LrOptimizer; Clip: bool; Lr: float; Beta: float; WeightDecay: float }
+/// SGD-HD, SGDN-HD or Adam-HD (one global rate) with any learning-rate optimizer, clipped at 0 or not.
+type HdCase =
+    { Case: Case; Model: Optimizers.Hypergradient.ModelOptimizer; Lop: Optimizers.Hypergradient.LrOptimizer
+      Clip: bool; Lr: float; Beta: float; WeightDecay: float }
 
 let private tensorSpec =
     gen {
@@ -151,12 +153,13 @@ type Arbs =
     static member Hd() : Arbitrary<HdCase> =
         gen {
             let! c = case
+            let! model = Gen.elements [ Optimizers.Hypergradient.SgdOp; Optimizers.Hypergradient.SgdnOp; Optimizers.Hypergradient.AdamOp ]
             let! lop = Gen.elements [ Optimizers.Hypergradient.SgdLop; Optimizers.Hypergradient.SgdnLop; Optimizers.Hypergradient.AdamLop ]
             let! clip = Gen.elements [ false; true ]
             let! lr = Gen.elements [ 1e-3; 0.01 ]
             let! beta = Gen.elements [ 1e-7; 1e-5 ]
             let! wd = Gen.elements [ 0.0; 0.01 ]
-            return { Case = c; Lop = lop; Clip = clip; Lr = lr; Beta = beta; WeightDecay = wd }
+            return { Case = c; Model = model; Lop = lop; Clip = clip; Lr = lr; Beta = beta; WeightDecay = wd }
         }
         |> Arb.fromGen
 
@@ -222,6 +225,11 @@ let expectSame (tol: float) (what: string) (pPure: Tree, sPure: State) (pFast: T
     Expect.equal (layout sFast) (layout sPure) $"{what}: state layout and counts"
     List.iteri2 (fun i a e -> closeT tol a e $"{what}: state tensor {i}") (State.tensors sFast) (State.tensors sPure)
 
+/// The three HD optimizers on a fixed case, with weight decay.
+let hdCases (c: Case) : HdCase list =
+    [ for model in [ Optimizers.Hypergradient.SgdOp; Optimizers.Hypergradient.SgdnOp; Optimizers.Hypergradient.AdamOp ] ->
+        { Case = c; Model = model; Lop = Optimizers.Hypergradient.AdamLop; Clip = false; Lr = 0.01; Beta = 1e-5; WeightDecay = 0.01 } ]
+
 /// Run a property body in a DisposeScope. Besides freeing the tensors at once, the scope holds
 /// every temporary tensor until the end: a TorchSharp tensor that nothing references can be
 /// finalized by the GC while a native call still uses it (TorchSharp 0.107 passes raw handles
@@ -261,7 +269,7 @@ let fastEqualsPure (opt: Transformation) (c: Case) = fastEqualsPureWithin (toler
 
 /// At every step from one common state: the op-by-op step (the reference), the fused step into
 /// new tensors and the in-place step (on copies), compared; the run goes on from the fused state.
-/// For Adam-HD, whose separate runs drift apart for a reason that is not the kernel's (see
+/// For the HD optimizers, whose separate runs drift apart for a reason that is not the kernel's (see
 /// hdTolerance), this pins each step to the float32 tolerance.
 let stepwiseEqualsPure (opt: Transformation) (c: Case) =
     let kernel = opt.Fast.Value
@@ -322,9 +330,9 @@ let adagradOf (c: AdagradCase) : Transformation =
         { Lr = h c.Lr; LrDecay = hyperOr0 c.Case.Hypers c.LrDecay; WeightDecay = hyperOr0 c.Case.Hypers c.WeightDecay
           InitialAccumulatorValue = c.InitialAccumulator; Eps = c.Eps }
 
-/// Adam-HD as the registry builds it, with its fused kernel.
-let adamHdOf (c: HdCase) : Transformation =
-    let open' = Optimizers.Hypergradient.Hd.forModel Optimizers.Hypergradient.AdamOp c.Lop
+/// The case's HD optimizer as the registry builds it, with its fused kernel.
+let hdOf (c: HdCase) : Transformation =
+    let open' = Optimizers.Hypergradient.Hd.forModel c.Model c.Lop
     Optimizers.Hypergradient.Hd.create
         { open' with
             Lr = c.Lr; HypergradLr = hyper c.Case.Hypers c.Beta; WeightDecay = c.WeightDecay
@@ -362,12 +370,12 @@ let interchangeWithin (tol: float) (opt: Transformation) (c: Case) =
 
 let interchange (opt: Transformation) (c: Case) = interchangeWithin (tolerance c) opt c
 
-/// The condition number of Adam-HD's hypergradient sums along a case's op-by-op run:
+/// The condition number of an HD optimizer's hypergradient sums along a case's op-by-op run:
 /// the largest sum |g'_t d_{t-1}| / |sum g'_t d_{t-1}| over the steps (g' with weight decay; infinite
 /// when a sum is exactly 0 with nonzero terms). A relative change delta in the terms moves h by at
 /// most delta * kappa relatively.
 let hdCondition (c: HdCase) =
-    let opt = adamHdOf c
+    let opt = hdOf c
     let start, grads = problem c.Case
     let mutable p, s = Tree.clone start, opt.Init start
     let mutable kappa = 1.0
@@ -385,7 +393,7 @@ let hdCondition (c: HdCase) =
         s <- s'
     kappa
 
-/// Adam-HD's tolerance where runs go their own ways (the interchange test). Its hypergradient
+/// The HD optimizers' tolerance where runs go their own ways (the interchange test). Their hypergradient
 /// h = -g . d is a sum over every coordinate whose terms may cancel, and the kernel's d differs
 /// from the op-by-op d in the last place at about one element in three (measured on 100,000):
 /// LibTorch's vectorised float32 sqrt is one ulp off in 15% of elements (never closer to the exact
@@ -419,11 +427,11 @@ let tests =
         testPropertyWithConfig config "adagrad: N fast steps = N pure steps (params and state)" <| fun (c: AdagradCase) ->
             scoped <| fun () -> fastEqualsPure (adagradOf c) c.Case
 
-        testPropertyWithConfig config "adam-hd (any learning-rate optimizer, clipped or not): each fast step = the pure step" <| fun (c: HdCase) ->
-            scoped <| fun () -> stepwiseEqualsPure (adamHdOf c) c.Case
+        testPropertyWithConfig config "sgd-hd, sgdn-hd, adam-hd (any learning-rate optimizer, clipped or not): each fast step = the pure step" <| fun (c: HdCase) ->
+            scoped <| fun () -> stepwiseEqualsPure (hdOf c) c.Case
 
-        testPropertyWithConfig config "adam-hd: pure and fast steps interchange, states save and load" <| fun (c: HdCase) ->
-            scoped <| fun () -> interchangeWithin (hdTolerance c) (adamHdOf c) c.Case
+        testPropertyWithConfig config "sgd-hd, sgdn-hd, adam-hd: pure and fast steps interchange, states save and load" <| fun (c: HdCase) ->
+            scoped <| fun () -> interchangeWithin (hdTolerance c) (hdOf c) c.Case
 
         testPropertyWithConfig config "sgd: pure and fast steps interchange, states save and load" <| fun (c: SgdCase) ->
             scoped <| fun () -> interchange (sgdOf c) c.Case
@@ -464,6 +472,8 @@ let tests =
                       rmspropOf { Case = c; Lr = 0.01; Alpha = 0.9; Eps = 1e-8; WeightDecay = 0.01; Momentum = 0.9; Centered = true }
                       adagradOf { Case = c; Lr = 0.1; LrDecay = 0.1; WeightDecay = 0.01; InitialAccumulator = 0.1; Eps = 1e-10 } ] do
                     fastEqualsPure opt c
+                for hd in hdCases c do
+                    stepwiseEqualsPure (hdOf hd) c
 
         testSequenced (testCase "fused steps into new tensors written with non-temporal stores equal the reference (fixed cases)" (fun () ->
             scoped <| fun () ->
@@ -483,6 +493,8 @@ let tests =
                       rmspropOf { Case = c; Lr = 0.01; Alpha = 0.9; Eps = 1e-8; WeightDecay = 0.01; Momentum = 0.9; Centered = true }
                       adagradOf { Case = c; Lr = 0.1; LrDecay = 0.1; WeightDecay = 0.01; InitialAccumulator = 0.1; Eps = 1e-10 } ] do
                     fastEqualsPure opt c
+                for hd in hdCases c do
+                    stepwiseEqualsPure (hdOf hd) c
             finally
                 Kernel.streamBytes <- saved))
 
@@ -495,13 +507,14 @@ let tests =
             Expect.isFalse (Kernel.isDirect (torch.zeros([| 10L |], dtype = f32).slice(0L, 0L, 10L, 2L))) "a strided view goes to the fallback"
 
         testCase "the registry's sgd family, adam, adamw, amsgrad, rmsprop and adagrad have a fast path; chains and wrappers have none" <| fun () ->
-            for name in [ "sgd"; "momentum"; "nesterov"; "adam"; "adamw"; "amsgrad"; "rmsprop"; "adagrad"; "adam-hd" ] do
+            for name in [ "sgd"; "momentum"; "nesterov"; "adam"; "adamw"; "amsgrad"; "rmsprop"; "adagrad"; "sgd-hd"; "sgdn-hd"; "adam-hd" ] do
                 Expect.isSome (Registry.createOptimizer name []).Fast $"{name} has a kernel"
             let adam = Registry.createOptimizer "adam" []
             Expect.isNone (Combine.chain [ adam; Transform.identity ]).Fast "a chain of them has none"
-            Expect.isSome (Registry.createOptimizer "adam-hd" []).Fast "adam-hd has one"
-            Expect.isNone (Registry.createOptimizer "adam-hd" [ "per_parameter", "true" ]).Fast "adam-hd with a rate per tensor has none"
-            Expect.isNone (Registry.createOptimizer "sgd-hd" []).Fast "the other hypergradient optimizers have none (yet)"
+            for name in [ "sgd-hd"; "sgdn-hd"; "adam-hd"; "sgdn_op-adam_lop" ] do
+                Expect.isSome (Registry.createOptimizer name [ "lr_guard", "clip" ]).Fast $"{name} clipped at 0 has one"
+                Expect.isNone (Registry.createOptimizer name [ "per_parameter", "true" ]).Fast $"{name} with a rate per tensor has none"
+            Expect.isNone (Registry.createOptimizer "sgd-hd" [ "lr_guard", "multiplicative" ]).Fast "nor the multiplicative guard"
 
         testCase "step runs the fused kernel into new tensors unless a gradient must flow through the step" <| fun () ->
             scoped <| fun () ->
