@@ -153,23 +153,32 @@ let setupSlots (dtype: torch.ScalarType) (c: Case) (opt: Transformation) (slots:
         for _ in 1 .. c.Steps do s <- Transform.stepOps opt (make false) s p |> snd)
     p, g, slots |> List.fold (fun s (kind, name, positive) -> withSlot kind name (make positive) s) s
 
+/// A step's values (p' and the state tensors `outputsOf` picks) and the gradients of a random
+/// weighing of them with respect to p, g, the state tensors `inputsOf` picks and `hyperTensors`
+/// (zeros for an input the step does not read), with the new state.
+let weighedGrads (stepFn: Transformation -> Tree -> State -> Tree -> Tree * State) (opt: Transformation)
+                 (outputsOf: State -> Tensor[]) (inputsOf: State -> Tensor[]) (hyperTensors: Tensor list) (p: Tree) (g: Tree) (s: State) (seed: int) =
+    let p', s' = stepFn opt g s p
+    let outs = Array.append p'.Values (outputsOf s')
+    let objective =
+        use wgen = new torch.Generator(uint64 (seed + 1))
+        outs |> Array.map (fun t -> (t * torch.randn(t.shape, dtype = t.dtype, generator = wgen)).sum()) |> Array.reduce (+)
+    let inputs = Array.concat [ p.Values; g.Values; inputsOf s; Array.ofList hyperTensors ]
+    let grads = torch.autograd.grad([| objective |], inputs, allow_unused = true)
+    outs |> Array.collect (fun t -> t.detach().to_type(f64).contiguous().data<float>().ToArray()),
+    Seq.zip grads inputs
+    |> Seq.collect (fun (d: Tensor, x: Tensor) -> (if isNull d || d.IsInvalid then torch.zeros_like x else d).to_type(f64).reshape(-1L).data<float>().ToArray())
+    |> Array.ofSeq,
+    s'
+
 /// The step's values (p' and the slots) and the gradients of a random weighing of them with
 /// respect to p, g, the slots and `hyperTensors`; an input the step does not read (the momentum
 /// buffer at its first step) has zeros.
 let stepGrads (stepFn: Transformation -> Tree -> State -> Tree -> Tree * State) (opt: Transformation) (slots: (string * string) list)
               (hyperTensors: Tensor list) (p: Tree) (g: Tree) (s: State) (seed: int) =
     let slotValues (s: State) = slots |> List.map (fun (kind, name) -> ((partOf kind s).Slot name).Values) |> Array.concat
-    let p', s' = stepFn opt g s p
-    let outs = Array.append p'.Values (slotValues s')
-    let objective =
-        use wgen = new torch.Generator(uint64 (seed + 1))
-        outs |> Array.map (fun t -> (t * torch.randn(t.shape, dtype = t.dtype, generator = wgen)).sum()) |> Array.reduce (+)
-    let inputs = Array.concat [ p.Values; g.Values; slotValues s; Array.ofList hyperTensors ]
-    let grads = torch.autograd.grad([| objective |], inputs, allow_unused = true)
-    outs |> Array.collect (fun t -> t.detach().to_type(f64).contiguous().data<float>().ToArray()),
-    Seq.zip grads inputs
-    |> Seq.collect (fun (d: Tensor, x: Tensor) -> (if isNull d || d.IsInvalid then torch.zeros_like x else d).to_type(f64).reshape(-1L).data<float>().ToArray())
-    |> Array.ofSeq
+    let values, grads, _ = weighedGrads stepFn opt slotValues slotValues hyperTensors p g s seed
+    values, grads
 
 /// The fused step (through Transform.step with fuseGradients) against stepOps on one case: the
 /// fused function ran (its counter moved) exactly when every tensor is contiguous, and values and

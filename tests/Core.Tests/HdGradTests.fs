@@ -92,18 +92,7 @@ let setup (dtype: torch.ScalarType) (c: HdGradCase) (opt: Transformation) =
 /// with respect to p, g, the state tensors it reads and `hyperTensors` (zeros for an input the
 /// step does not read).
 let stepGrads (stepFn: Transformation -> Tree -> State -> Tree -> Tree * State) (opt: Transformation) (hyperTensors: Tensor list) (p: Tree) (g: Tree) (s: State) (seed: int) =
-    let p', s' = stepFn opt g s p
-    let outs = Array.append p'.Values (stateOutputs s')
-    let objective =
-        use wgen = new torch.Generator(uint64 (seed + 1))
-        outs |> Array.map (fun t -> (t * torch.randn(t.shape, dtype = t.dtype, generator = wgen)).sum()) |> Array.reduce (+)
-    let inputs = Array.concat [ p.Values; g.Values; stateInputs s; Array.ofList hyperTensors ]
-    let grads = torch.autograd.grad([| objective |], inputs, allow_unused = true)
-    outs |> Array.collect (fun t -> t.detach().to_type(f64).contiguous().data<float>().ToArray()),
-    Seq.zip grads inputs
-    |> Seq.collect (fun (d: Tensor, x: Tensor) -> (if isNull d || d.IsInvalid then torch.zeros_like x else d).to_type(f64).reshape(-1L).data<float>().ToArray())
-    |> Array.ofSeq,
-    s'
+    FusedGradTests.weighedGrads stepFn opt stateOutputs stateInputs hyperTensors p g s seed
 
 /// The layout of a state: kind, count and slot names, recursively.
 let rec layout (s: State) : string list =
