@@ -386,7 +386,7 @@ module Bench =
 
     /// The timed variants, round-robin over `rounds` so slow drifts of the machine's load spread
     /// over all of them. Returns per key all timed steps and the RSS of the first round.
-    let timeAll (s: Settings) (vs: Variant list) (progress: string -> unit) : Map<string, Timing> =
+    let timeAll (s: Settings) (vs: Variant list) (progress: string -> unit) (afterRound: unit -> unit) : Map<string, Timing> =
         let start, grads = problem 1 (sizes s.Params s.Tensors)
         let results = Dictionary<string, Timing>()
         try
@@ -399,6 +399,7 @@ module Bench =
                     match results.TryGetValue v.Key with
                     | true, old -> results[v.Key] <- { old with Times = Array.append old.Times t.Times }
                     | _ -> results[v.Key] <- t
+                afterRound ()
         finally
             Tree.dispose start
             Tree.dispose grads
@@ -669,18 +670,21 @@ module Bench =
         torch.set_num_threads s.Threads
         try
             if s.Child then
-                childRows (timeAll s (variants |> List.filter (fun v -> v.InChild)) ignore) out
+                childRows (timeAll s (variants |> List.filter (fun v -> v.InChild)) ignore ignore) out
             else
                 let progress (what: string) = err.WriteLine $"bench: {what}"
                 let load0 = loadAverage ()
                 let families = if s.TimeSteps then Family.All else []
-                let kernels =
-                    if s.TimeSteps then
-                        progress "memory bandwidth (the fastest of several streaming kernels)"
-                        Bandwidth.measure s.Params (5 * max 1 s.Rounds)
-                    else []
+                // before the timed steps and after each of their rounds, each kernel's best kept
+                let mutable kernels = []
+                let mutable sittings = 0
+                let measureBandwidth () =
+                    progress "memory bandwidth (the fastest of several streaming kernels)"
+                    kernels <- Bandwidth.merge kernels (Bandwidth.measure s.Params (5 * max 1 s.Rounds))
+                    sittings <- sittings + 1
+                if s.TimeSteps then measureBandwidth ()
+                let timings = if s.TimeSteps then timeAll s variants progress measureBandwidth else Map.empty
                 let fastestName, bw = match kernels with k :: _ -> k.Name, k.Rate | [] -> "-", nan
-                let timings = if s.TimeSteps then timeAll s variants progress else Map.empty
                 // The guard's own cost: one malloc_trim(0) on the heap the timed runs left.
                 let trimMs =
                     Array.init 20 (fun _ ->
@@ -814,7 +818,7 @@ module Bench =
                         + "RSS = VmRSS after the warm-up and after the last timed step of round 1 (bench housekeeping trims between variants); "
                         + "native memory: VmRSS after the first step (episode) and the last; flat = grew at most max(32 MB, 5%) after the first tenth (meta-training: the peak of the second half over that of the first).")
                 console.Write table
-                let kernelTable = Table().AddColumns("bandwidth kernel", "bytes per element", $"best ms of {(5 * max 1 s.Rounds)} ({mparams:G4}M float32)", "GB/s")
+                let kernelTable = Table().AddColumns("bandwidth kernel", "bytes per element", $"best ms of {sittings} x {(5 * max 1 s.Rounds)} ({mparams:G4}M float32; before the timed steps and after each round)", "GB/s")
                 for k in kernels do
                     kernelTable.AddRow([| k.Name; $"{k.BytesPerElement:G3}"; ms k.BestMs; $"{k.Rate / 1e9:F1}" |] |> Array.map Markup.Escape) |> ignore
                 if not kernels.IsEmpty then console.Write kernelTable
