@@ -143,6 +143,17 @@ type ProblemArbs =
 
     static member Scale() : Arbitrary<Scale> = Gen.elements [ 1e-3; 0.1; 0.5; 3.0; 1e3 ] |> Gen.map Scale |> Arb.fromGen
 
+/// The differentiable-step tests' trees: one to three tensors of small shapes and one of 70,001
+/// elements (several chunks of the fused loops, in parallel).
+let gradShapes : Gen<int list list> =
+    gen {
+        let! count = Gen.choose (1, 3)
+        return! Gen.listOfLength count (Gen.elements [ [ 1 ]; [ 7 ]; [ 33 ]; [ 4; 5 ]; [ 3; 2; 4 ]; [ 70 ]; [ 70001 ] ])
+    }
+
+/// Whether a case's tensors are transposed views (not contiguous): one case in five.
+let transposedViews : Gen<bool> = Gen.frequency [ 4, Gen.constant false; 1, Gen.constant true ]
+
 /// A property over a generator (FsCheck's Prop.forAll without an Arbitrary type).
 let forAll (g: Gen<'a>) (body: 'a -> unit) : Property = Prop.forAll (Arb.fromGen g) body
 

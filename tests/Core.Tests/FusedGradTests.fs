@@ -31,13 +31,12 @@ type Case =
 type Arbs =
     static member Case() : Arbitrary<Case> =
         gen {
-            let! count = Gen.choose (1, 3)
-            let! shapes = Gen.listOfLength count (Gen.elements [ [ 1 ]; [ 7 ]; [ 33 ]; [ 4; 5 ]; [ 3; 2; 4 ]; [ 70 ]; [ 70001 ] ]) // the last: several chunks in parallel
+            let! shapes = gradShapes
             let! steps = Gen.choose (0, 6)
             let! seed = Gen.choose (0, 100000)
             let! form = Gen.elements [ Numbers; Schedules; Tensors ]
             let! wd = Gen.elements [ true; false ]
-            let! transposed = Gen.frequency [ 4, Gen.constant false; 1, Gen.constant true ]
+            let! transposed = transposedViews
             return { Shapes = shapes; Steps = steps; Seed = seed; Form = form; WeightDecay = wd; Transposed = transposed }
         }
         |> Arb.fromGen
@@ -224,16 +223,18 @@ let unrollHypergrads (stepFn: Transformation -> Tree -> State -> Tree -> Tree * 
     let grads = torch.autograd.grad([| loss |], Array.ofList hs)
     Array.append [| loss.ToDouble() |] (grads |> Seq.map (fun (t: Tensor) -> t.ToDouble()) |> Array.ofSeq)
 
-/// The T-step unroll's loss and hypergradients through the fused step (which must run at every
-/// step) equal the op-by-op ones.
-let unrollMatches (calls: unit -> int64) (make: Tensor list -> Transformation) (values: float list) (what: string) =
-    let steps = 20
+/// The `steps`-step unroll's loss and hypergradients through the fused step (which must run at
+/// every step) equal the op-by-op ones.
+let unrollMatchesOver (steps: int) (calls: unit -> int64) (make: Tensor list -> Transformation) (values: float list) (what: string) =
     let before = calls ()
     let fused = unrollHypergrads fusedStep make values steps 5
     Expect.isGreaterThanOrEqual (calls () - before) (int64 steps) "the fused step ran at every step"
     let ops = unrollHypergrads Transform.stepOps make values steps 5
     closeRel 1e-10 fused ops what
     Expect.isTrue (ops |> Array.skip 1 |> Array.forall (fun x -> abs x > 1e-8)) $"hypergradients that are not trivially zero (loss and hypergradients: %A{ops})"
+
+/// `unrollMatchesOver` T = 20 steps.
+let unrollMatches = unrollMatchesOver 20
 
 /// AdamW (amsgrad or not) or AMSGrad (debias or not) with the hyperparameters of `h`, the
 /// tensors they hold (lr, beta1, beta2, weight_decay when `wd`) and the slots of its moments.
@@ -321,29 +322,9 @@ let tests =
 
         testCase "T = 100 unroll: the hypergradients of lr and beta1 equal the op-by-op ones (float64)" <| fun () ->
             use _ = torch.NewDisposeScope()
-            use gen = new torch.Generator(7UL)
-            let a = torch.rand([| 50L |], dtype = f64, generator = gen) * 4.0 + 0.1
-            let p0 = torch.randn([| 50L |], dtype = f64, generator = gen)
-            let unroll (stepFn: Transformation -> Tree -> State -> Tree -> Tree * State) =
-                let lr = torch.tensor(0.02, dtype = f64, requires_grad = true)
-                let b1 = torch.tensor(0.85, dtype = f64, requires_grad = true)
-                let adam = Adam.create { Adam.defaults with Lr = Hyper.Learnable lr; Beta1 = Hyper.Learnable b1 }
-                let mutable p = Tree.single "x" p0
-                let mutable s = adam.Init p
-                for _ in 1 .. 100 do
-                    let g = Tree.map (fun x -> 2.0 * a * x) p  // the gradient of sum(a x^2), differentiable in x
-                    let p', s' = stepFn adam g s p
-                    p <- p'
-                    s <- s'
-                let loss = (a * p.Values[0] * p.Values[0]).sum()
-                let grads = torch.autograd.grad([| loss |], [| lr; b1 |])
-                loss.ToDouble(), grads[0].ToDouble(), grads[1].ToDouble()
-            let before = AdamGrad.calls
-            let lf, glrF, gb1F = unroll fusedStep
-            Expect.isGreaterThanOrEqual (AdamGrad.calls - before) 100L "the fused step ran at every step"
-            let lo, glrO, gb1O = unroll Transform.stepOps
-            closeRel 1e-10 [| lf; glrF; gb1F |] [| lo; glrO; gb1O |] "loss, d loss / d lr, d loss / d beta1"
-            Expect.isTrue (abs glrO > 1e-6 && abs gb1O > 1e-6) "hypergradients that are not trivially zero"
+            unrollMatchesOver 100 (fun () -> AdamGrad.calls)
+                (fun hs -> Adam.create { Adam.defaults with Lr = Hyper.Learnable hs[0]; Beta1 = Hyper.Learnable hs[1] })
+                [ 0.02; 0.85 ] "loss, d loss / d lr, d loss / d beta1"
 
         testPropertyWithConfig config "SGD with momentum, float64 and float32: the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) (nesterov: bool) (single: bool) ->
             use _ = torch.NewDisposeScope()
@@ -395,29 +376,9 @@ let tests =
 
         testCase "SGD with Nesterov momentum, T = 100 unroll: the hypergradients of lr and momentum equal the op-by-op ones" <| fun () ->
             use _ = torch.NewDisposeScope()
-            use gen = new torch.Generator(11UL)
-            let a = torch.rand([| 40L |], dtype = f64, generator = gen) * 4.0 + 0.1
-            let p0 = torch.randn([| 40L |], dtype = f64, generator = gen)
-            let unroll (stepFn: Transformation -> Tree -> State -> Tree -> Tree * State) =
-                let lr = torch.tensor(0.01, dtype = f64, requires_grad = true)
-                let mu = torch.tensor(0.8, dtype = f64, requires_grad = true)
-                let sgd = Sgd.create { Sgd.nesterovDefaults with Lr = Hyper.Learnable lr; Momentum = Hyper.Learnable mu }
-                let mutable p = Tree.single "x" p0
-                let mutable s = sgd.Init p
-                for _ in 1 .. 100 do
-                    let p', s' = stepFn sgd (Tree.map (fun x -> 2.0 * a * x) p) s p
-                    p <- p'
-                    s <- s'
-                let loss = (a * p.Values[0] * p.Values[0]).sum()
-                let grads = torch.autograd.grad([| loss |], [| lr; mu |])
-                loss.ToDouble(), grads[0].ToDouble(), grads[1].ToDouble()
-            let before = SgdGrad.calls
-            let fused = unroll fusedStep
-            Expect.isGreaterThanOrEqual (SgdGrad.calls - before) 100L "the fused step ran at every step"
-            let l, glr, gmu = unroll Transform.stepOps
-            let fl, fglr, fgmu = fused
-            closeRel 1e-10 [| fl; fglr; fgmu |] [| l; glr; gmu |] "loss, d loss / d lr, d loss / d momentum"
-            Expect.isTrue (abs glr > 1e-6 && abs gmu > 1e-6) "hypergradients that are not trivially zero"
+            unrollMatchesOver 100 (fun () -> SgdGrad.calls)
+                (fun hs -> Sgd.create { Sgd.nesterovDefaults with Lr = Hyper.Learnable hs[0]; Momentum = Hyper.Learnable hs[1] })
+                [ 0.01; 0.8 ] "loss, d loss / d lr, d loss / d momentum"
 
         testPropertyWithConfig config "eps_root > 0 (optax's, inside the root): the fused step's values and gradients are the op-by-op step's" <| fun (c: Case) ->
             use _ = torch.NewDisposeScope()

@@ -34,15 +34,14 @@ type HdGradArbs =
     static member Case() : Arbitrary<HdGradCase> =
         gen {
             let! model = Gen.elements [ SgdOp; SgdnOp; AdamOp ]
-            let! count = Gen.choose (1, 3)
-            let! shapes = Gen.listOfLength count (Gen.elements [ [ 1 ]; [ 7 ]; [ 33 ]; [ 4; 5 ]; [ 3; 2; 4 ]; [ 70 ]; [ 70001 ] ]) // the last: several chunks in parallel
+            let! shapes = gradShapes
             let! steps = Gen.choose (0, 5)
             let! seed = Gen.choose (0, 100000)
             let! lop = Gen.elements [ SgdLop; SgdnLop; AdamLop ]
             let! wd = Gen.elements [ true; false ]
             let! clip = Gen.frequency [ 3, Gen.constant false; 1, Gen.constant true ]
             let! learnable = Gen.frequency [ 3, Gen.constant true; 1, Gen.constant false ]
-            let! transposed = Gen.frequency [ 4, Gen.constant false; 1, Gen.constant true ]
+            let! transposed = transposedViews
             return { Model = model; Shapes = shapes; Steps = steps; Seed = seed; Lop = lop; WeightDecay = wd; Clip = clip; Learnable = learnable; Transposed = transposed }
         }
         |> Arb.fromGen
