@@ -539,7 +539,7 @@ module Bench =
     /// and the native-memory run.
     type UnrollResult = { Rows: UnrollRow list; Agreement: (string * int * float list) list; Memory: UnrollMemory option }
 
-    /// Unrolls of T = `UnrollHorizon` steps of each of Unroll.subjects (Adam, Adam-HD) on
+    /// Unrolls of T = `UnrollHorizon` steps of each of Unroll.subjects (Adam, Adam-HD, SGD-HD, SGDN-HD) on
     /// `UnrollParams` parameters in 10 tensors and in 1: forward alone and forward + backward,
     /// through the differentiable fused step and op by op, round-robin over the rounds; then
     /// `UnrollMemory` unrolls of Adam with backward through the fused step on `MemoryParams`

@@ -31,13 +31,22 @@ module Unroll =
         { Name = "adam"; Hypers = [ "lr", 1e-3f; "beta1", 0.9f ]
           Make = fun hs -> Adam.create { Adam.defaults with Lr = Hyper.Learnable hs[0]; Beta1 = Hyper.Learnable hs[1] } }
 
+    /// An HD optimizer over `model` (hypergradient descent on its global rate alpha_0 = 1e-3 by SGD)
+    /// with hypergrad_lr learnt from `beta`.
+    let private hd (name: string) (model: Hypergradient.ModelOptimizer) (beta: float32) : UnrollSubject =
+        { Name = name; Hypers = [ "hypergrad_lr", beta ]
+          Make = fun hs -> Hypergradient.Hd.create { Hypergradient.Hd.forModel model Hypergradient.SgdLop with HypergradLr = Hyper.Learnable hs[0] } }
+
     /// Adam-HD (Adam whose global rate learns by SGD on the hypergradient; alpha_0 = 1e-3) with
     /// hypergrad_lr learnt.
-    let adamHd : UnrollSubject =
-        { Name = "adam-hd"; Hypers = [ "hypergrad_lr", 1e-7f ]
-          Make = fun hs -> Hypergradient.Hd.create { Hypergradient.Hd.forModel Hypergradient.AdamOp Hypergradient.SgdLop with HypergradLr = Hyper.Learnable hs[0] } }
+    let adamHd : UnrollSubject = hd "adam-hd" Hypergradient.AdamOp 1e-7f
 
-    let subjects = [ adam; adamHd ]
+    /// SGD-HD and SGDN-HD with hypergrad_lr learnt, from 1e-9: their hypergradient g_t . g_{t-1}
+    /// is about 2.4e4 on this problem's 1M parameters (a^2 x^2 summed), so the reference code's
+    /// 1e-3 (for MNIST's gradients) would throw the rate past stability in one step.
+    let sgdHd, sgdnHd = hd "sgd-hd" Hypergradient.SgdOp 1e-9f, hd "sgdn-hd" Hypergradient.SgdnOp 1e-9f
+
+    let subjects = [ adam; adamHd; sgdHd; sgdnHd ]
 
     /// The meta-loss of one unroll of `horizon` steps from `start` (graph recorded).
     let metaLoss (step: Transformation -> Tree -> State -> Tree -> Tree * State) (opt: Transformation) (curvature: Tree) (start: Tree) (horizon: int) : Tensor =
