@@ -17,7 +17,7 @@ let tests =
                 cli
                     [ "bench"; "--quick"; "--params"; "3000"; "--tensors"; "3"; "--steps"; "2"; "--memory-steps"; "20"
                       "--memory-params"; "6000"; "--threads"; string (torch.get_num_threads ()); "--jemalloc"; "off"
-                      "--hd-steps"; "3"; "--meta-episodes"; "0"; "--meta-iterations"; "2" ]
+                      "--hd-steps"; "3"; "--meta-episodes"; "0"; "--meta-iterations"; "2"; "--unroll-params"; "2000" ]
             Expect.equal code 0 $"exit code (stderr: {err})"
             for part in [ "memory-bandwidth bound"; "fast path: fused SIMD kernel"; "TorchSharp in-place fallback"; "torch.optim.Adam"
                           "torch.optim.SGD"; "pure path: fused kernel into new tensors"; "pure path op by op"; "RSS before MB"; "native memory"; "Reproduce: optimizers bench --quick"
@@ -26,7 +26,8 @@ let tests =
                           "bandwidth kernel"; "read (sum)"; "triad"; "copy (TorchSharp copy_)"; "issue 15, 3. adam fast path <= 1.15x"
                           "differentiable fused step, forward"; "issue 15, 2. adam differentiable step"
                           "issue 15, 2. rmsprop differentiable step"; "issue 15, 2. adagrad differentiable step"
-                          "issue 15, 2. adamw differentiable step"; "issue 15, 2. amsgrad differentiable step"; "torch.optim.Adam(amsgrad=True)" ] do
+                          "issue 15, 2. adamw differentiable step"; "issue 15, 2. amsgrad differentiable step"; "torch.optim.Adam(amsgrad=True)"
+                          "in place: read g, update 3"; "sgdn-hd"; "unroll of T = 20" ] do
                 Expect.stringContains out part "the table"))
 
         testCase "the bandwidth kernels move the bytes they claim, fastest first" <| fun () ->
@@ -36,4 +37,11 @@ let tests =
             for m in ms do
                 closeTo Tol.high m.Rate (m.BytesPerElement * 200000.0 / (m.BestMs / 1000.0)) $"{m.Name}: rate = bytes / best time"
             Expect.equal (ms |> List.find (fun m -> m.Name = "triad")).BytesPerElement 12.0 "a triad reads two arrays and writes one"
+            let traffic = ms |> List.filter (fun m -> m.Name.StartsWith "in place") |> List.map (fun m -> m.BytesPerElement) |> List.sort
+            Expect.equal traffic [ 20.0; 28.0; 36.0 ] "the in-place kernels move SGD with momentum's, Adam's and AMSGrad's bytes"
+
+        testCase "bandwidth sittings merge to each kernel's best, fastest first" <| fun () ->
+            let m name bytes ms : Optimizers.Experiments.Bandwidth.Measure = { Name = name; BytesPerElement = bytes; BestMs = ms; Rate = bytes / ms }
+            let merged = Optimizers.Experiments.Bandwidth.merge [ m "copy" 8.0 2.0; m "triad" 12.0 4.0 ] [ m "copy" 8.0 3.0; m "triad" 12.0 2.0 ]
+            Expect.equal (merged |> List.map (fun x -> x.Name, x.BestMs)) [ "triad", 2.0; "copy", 2.0 ] "the best of each, by rate"
     ]
