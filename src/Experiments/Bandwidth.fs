@@ -96,35 +96,45 @@ module Bandwidth =
             Stopwatch.GetElapsedTime(t0).TotalMilliseconds)
         |> Array.min
 
-    /// Every kernel over n float32 elements (spread over `torch.get_num_threads()` workers, in the
-    /// fused kernels' chunks), each the best of `rounds`; the fastest first.
-    let measure (n: int) (rounds: int) : Measure list =
-        use a = torch.randn([| int64 n |])
-        use b = torch.randn([| int64 n |])
-        use o = torch.empty([| int64 n |])
-        // the in-place update's streams (g is a, x1 and x2 are b and o, x3 and x4 these)
-        use c = torch.randn([| int64 n |])
-        use d = torch.randn([| int64 n |])
-        let partial = Array.zeroCreate<float32> (n / max 1 Kernel.chunkElements + 2)
-        let over (body: int -> int -> unit) (stream: bool) () =
-            Kernel.forChunks [| 0, n |] (fun _ start len ->
-                body start len
-                if stream then Sse.StoreFence())
-        let streams = Kernel.canStream && (let bytes = o.bytes in use p = fixed bytes in NativeInterop.NativePtr.toNativeInt p % 32n = 0n)
-        let kernels =
-            [ yield "read (sum)", 4.0, over (fun s l -> partial[s / max 1 Kernel.chunkElements] <- sum (Kernel.span a s l)) false
-              yield "copy", 8.0, over (fun s l -> copy false (Kernel.span a s l) (Kernel.span o s l)) false
-              if streams then yield "copy, non-temporal stores", 8.0, over (fun s l -> copy true (Kernel.span a s l) (Kernel.span o s l)) true
-              yield "copy (TorchSharp copy_)", 8.0, (fun () -> o.copy_(a) |> ignore)
-              yield "triad", 12.0, over (fun s l -> triad false 0.5f (Kernel.span a s l) (Kernel.span b s l) (Kernel.span o s l)) false
-              if streams then yield "triad, non-temporal stores", 12.0, over (fun s l -> triad true 0.5f (Kernel.span a s l) (Kernel.span b s l) (Kernel.span o s l)) true
-              yield "in place: read g, update 2 (SGD with momentum's traffic)", 20.0, over (fun s l -> update (Kernel.span a s l) (Kernel.span b s l) (Kernel.span o s l) Span.Empty Span.Empty) false
-              yield "in place: read g, update 3 (Adam's traffic)", 28.0, over (fun s l -> update (Kernel.span a s l) (Kernel.span b s l) (Kernel.span o s l) (Kernel.span c s l) Span.Empty) false
-              yield "in place: read g, update 4 (AMSGrad's traffic)", 36.0, over (fun s l -> update (Kernel.span a s l) (Kernel.span b s l) (Kernel.span o s l) (Kernel.span c s l) (Kernel.span d s l)) false ]
-        [ for name, bytes, run in kernels ->
-            let ms = best rounds run
-            { Name = name; BytesPerElement = bytes; BestMs = ms; Rate = bytes * float n / (ms / 1000.0) } ]
-        |> List.sortByDescending (fun m -> m.Rate)
+    /// Every kernel over float32 tensors of the given sizes (the timed steps' layout: the same
+    /// allocations, so the same pages and the same chunks; spread over `torch.get_num_threads()`
+    /// workers), each the best of `rounds`; the fastest first.
+    let measure (sizes: int[]) (rounds: int) : Measure list =
+        let make (f: int64[] -> torch.Tensor) = sizes |> Array.map (fun n -> f [| int64 n |])
+        // the kernels' arrays, one tensor per size (the in-place update's g is a, x1..x4 b, o, c, d)
+        let randn (shape: int64[]) = torch.randn(shape)
+        let a, b, o, c, d = make randn, make randn, make (fun shape -> torch.empty(shape)), make randn, make randn
+        try
+            let n = Array.sumBy int64 sizes
+            let chunk = max 1 Kernel.chunkElements
+            let offsets = Array.scan (fun k (m: int) -> k + (m + chunk - 1) / chunk) 0 sizes
+            let partial = Array.zeroCreate<float32> (Array.last offsets)
+            let over (body: int -> int -> int -> unit) (stream: bool) () =
+                Kernel.forChunks (Array.indexed sizes) (fun i start len ->
+                    body i start len
+                    if stream then Sse.StoreFence())
+            let aligned (t: torch.Tensor) = (let bytes = t.bytes in use p = fixed bytes in NativeInterop.NativePtr.toNativeInt p % 32n = 0n)
+            let streams = Kernel.canStream && Array.forall aligned o
+            let kernels =
+                [ yield "read (sum)", 4.0, over (fun i s l -> partial[offsets[i] + s / chunk] <- sum (Kernel.span a[i] s l)) false
+                  yield "copy", 8.0, over (fun i s l -> copy false (Kernel.span a[i] s l) (Kernel.span o[i] s l)) false
+                  if streams then yield "copy, non-temporal stores", 8.0, over (fun i s l -> copy true (Kernel.span a[i] s l) (Kernel.span o[i] s l)) true
+                  yield "copy (TorchSharp copy_)", 8.0, (fun () -> Array.iter2 (fun (x: torch.Tensor) (y: torch.Tensor) -> x.copy_(y) |> ignore) o a)
+                  yield "triad", 12.0, over (fun i s l -> triad false 0.5f (Kernel.span a[i] s l) (Kernel.span b[i] s l) (Kernel.span o[i] s l)) false
+                  if streams then yield "triad, non-temporal stores", 12.0, over (fun i s l -> triad true 0.5f (Kernel.span a[i] s l) (Kernel.span b[i] s l) (Kernel.span o[i] s l)) true
+                  yield "in place: read g, update 2 (SGD with momentum's traffic)", 20.0,
+                        over (fun i s l -> update (Kernel.span a[i] s l) (Kernel.span b[i] s l) (Kernel.span o[i] s l) Span.Empty Span.Empty) false
+                  yield "in place: read g, update 3 (Adam's traffic)", 28.0,
+                        over (fun i s l -> update (Kernel.span a[i] s l) (Kernel.span b[i] s l) (Kernel.span o[i] s l) (Kernel.span c[i] s l) Span.Empty) false
+                  yield "in place: read g, update 4 (AMSGrad's traffic)", 36.0,
+                        over (fun i s l -> update (Kernel.span a[i] s l) (Kernel.span b[i] s l) (Kernel.span o[i] s l) (Kernel.span c[i] s l) (Kernel.span d[i] s l)) false ]
+            [ for name, bytes, run in kernels ->
+                let ms = best rounds run
+                { Name = name; BytesPerElement = bytes; BestMs = ms; Rate = bytes * float n / (ms / 1000.0) } ]
+            |> List.sortByDescending (fun m -> m.Rate)
+        finally
+            for ts in [ a; b; o; c; d ] do
+                for t in ts do t.Dispose()
 
     /// Each kernel's best over two sittings of `measure` (memory bandwidth on a shared machine
     /// drifts over minutes: the bench measures before its timed steps and after every round of them).

@@ -680,7 +680,7 @@ module Bench =
                 let mutable sittings = 0
                 let measureBandwidth () =
                     progress "memory bandwidth (the fastest of several streaming kernels)"
-                    kernels <- Bandwidth.merge kernels (Bandwidth.measure s.Params (5 * max 1 s.Rounds))
+                    kernels <- Bandwidth.merge kernels (Bandwidth.measure (sizes s.Params s.Tensors) (5 * max 1 s.Rounds))
                     sittings <- sittings + 1
                 if s.TimeSteps then measureBandwidth ()
                 let timings = if s.TimeSteps then timeAll s variants progress measureBandwidth else Map.empty
@@ -818,7 +818,7 @@ module Bench =
                         + "RSS = VmRSS after the warm-up and after the last timed step of round 1 (bench housekeeping trims between variants); "
                         + "native memory: VmRSS after the first step (episode) and the last; flat = grew at most max(32 MB, 5%) after the first tenth (meta-training: the peak of the second half over that of the first).")
                 console.Write table
-                let kernelTable = Table().AddColumns("bandwidth kernel", "bytes per element", $"best ms of {sittings} x {(5 * max 1 s.Rounds)} ({mparams:G4}M float32; before the timed steps and after each round)", "GB/s")
+                let kernelTable = Table().AddColumns("bandwidth kernel", "bytes per element", $"best ms of {sittings} x {(5 * max 1 s.Rounds)} ({mparams:G4}M float32 in the steps' {s.Tensors} tensors; before the timed steps and after each round)", "GB/s")
                 for k in kernels do
                     kernelTable.AddRow([| k.Name; $"{k.BytesPerElement:G3}"; ms k.BestMs; $"{k.Rate / 1e9:F1}" |] |> Array.map Markup.Escape) |> ignore
                 if not kernels.IsEmpty then console.Write kernelTable
